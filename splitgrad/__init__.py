@@ -1,0 +1,15 @@
+"""splitgrad: a readable deep-learning library with its own autograd engine on NumPy.
+
+    import splitgrad as sg
+    from splitgrad import nn
+"""
+
+from . import functional as functional
+from . import nn as nn
+from . import ops as ops
+from .random import seed as seed
+from .tensor import Tensor as Tensor
+from .tensor import no_grad as no_grad
+from .tensor import tensor as tensor
+
+__version__ = "0.1.0"

@@ -1,0 +1,379 @@
+"""The autograd engine: `Tensor`, the `Function` base for primitives, and `no_grad`.
+
+A Tensor wraps a NumPy array. When it is produced by a primitive op while gradients are
+enabled, it remembers the op (its "context"), and the op remembers its input tensors. Calling
+`backward()` on a scalar walks that graph in reverse topological order and accumulates `.grad`
+on every leaf that has `requires_grad=True`.
+
+The sort is iterative (an explicit stack, no recursion), so a graph tens of thousands of nodes
+deep, such as an unrolled RNN, works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+_FLOAT_KINDS = "f"
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    """True unless inside a `no_grad()` block (per thread)."""
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context manager that records no graph: ops inside it produce constants."""
+    previous = is_grad_enabled()
+    _state.grad_enabled = False
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+def as_array(value, dtype=None) -> np.ndarray:
+    """Turn a Python number, list or array into an ndarray (float32 for Python floats)."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if isinstance(value, np.ndarray):
+        return value if dtype is None or value.dtype == dtype else value.astype(dtype)
+    arr = np.asarray(value)
+    if dtype is not None:
+        return arr.astype(dtype, copy=False)
+    if arr.dtype == np.float64:
+        # Python floats and lists default to float32 like the rest of the library.
+        return arr.astype(np.float32)
+    return arr
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum `grad` over the axes that broadcasting added or stretched, so it matches `shape`.
+
+    This is the one place where broadcasting is undone: every elementwise primitive calls it.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+class Function:
+    """Base class of a primitive op: `forward` on arrays and `backward` on the output gradient.
+
+    Subclasses implement `forward(self, *arrays, **kwargs) -> ndarray` and
+    `backward(self, grad) -> tuple` (one gradient or None per input). The instance itself is
+    the context: forward stores on `self` whatever backward needs. `self.needs[i]` says
+    whether input i wants a gradient, so backward can skip work.
+    """
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs) -> "Tensor":
+        ctx = cls()
+        arrays = []
+        parents = []
+        track = False
+        grad_on = is_grad_enabled()
+        for x in inputs:
+            if isinstance(x, Tensor):
+                arrays.append(x.data)
+                parents.append(x)
+                track = track or (grad_on and x.requires_grad)
+            else:
+                arrays.append(x)
+                parents.append(None)
+        out = Tensor(ctx.forward(*arrays, **kwargs), _copy=False)
+        if track:
+            ctx.parents = parents
+            ctx.needs = [p is not None and p.requires_grad for p in parents]
+            out._ctx = ctx
+            out.requires_grad = True
+        return out
+
+    def forward(self, *arrays, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Tensor:
+    """An n-dimensional array with a gradient.
+
+    `Tensor(data, requires_grad=False, dtype=None)`. Python numbers and lists become float32;
+    NumPy arrays keep their dtype (float64 is allowed, e.g. for gradient checks).
+    `t.grad` is a NumPy array of the same shape once `backward()` has reached `t`.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_gbuf", "_logits", "name", "__weakref__")
+    __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None, name=None, _copy=False):
+        arr = as_array(data, dtype)
+        if _copy:
+            arr = arr.copy()
+        if requires_grad and arr.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(
+                f"Tensor{' ' + name if name else ''}: only floating-point tensors can require "
+                f"gradients, got dtype {arr.dtype}; convert with .astype('float32') first."
+            )
+        self.data = arr
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self._gbuf = None  # optional preallocated gradient buffer (set by optimizers)
+        # For softmax/sigmoid outputs: the input logits, so a matching cross-entropy can be
+        # computed from them (fused and stable) even when the model ends in that activation.
+        self._logits = None
+        self.name = name
+
+    # ----- basic properties -------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{grad})"
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (not a copy)."""
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing the same data but cut from the graph."""
+        return Tensor(self.data, _copy=False)
+
+    def astype(self, dtype) -> "Tensor":
+        from . import ops
+
+        return ops.Cast.apply(self, dtype=np.dtype(dtype))
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ----- the backward pass ------------------------------------------------------------
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad.
+
+        `grad` defaults to 1 for a scalar. Gradients add up across calls until zeroed.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() called on a tensor that does not require grad: no input of the "
+                "computation had requires_grad=True (or it ran inside no_grad())."
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without an argument needs a scalar, got shape {self.shape}; "
+                    "reduce it first (e.g. .mean()) or pass the output gradient."
+                )
+            grad = np.ones_like(self.data)
+        else:
+            grad = as_array(grad, self.data.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(grad): grad shape {grad.shape} != {self.shape}")
+
+        order = _topological_order(self)
+        grads = {id(self): grad}
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            ctx = node._ctx
+            if ctx is None:
+                node._accumulate(g)
+                continue
+            for parent, need, pg in zip(ctx.parents, ctx.needs, ctx.backward(g)):
+                if not need or pg is None:
+                    continue
+                key = id(parent)
+                prev = grads.get(key)
+                grads[key] = pg if prev is None else prev + pg
+
+    def _accumulate(self, g: np.ndarray):
+        if g.dtype != self.data.dtype:
+            g = g.astype(self.data.dtype)
+        if g.shape != self.data.shape:
+            g = np.broadcast_to(g, self.data.shape)
+        if self.grad is None:
+            buf = self._gbuf
+            if buf is not None:
+                np.copyto(buf, g)
+                self.grad = buf
+            else:
+                self.grad = np.array(g, copy=True)
+        elif self.grad is self._gbuf:
+            self.grad += g
+        else:
+            self.grad = self.grad + g
+
+    # ----- operators (implemented in ops.py) ---------------------------------------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().div(other, self)
+
+    def __neg__(self):
+        return _ops().neg(self)
+
+    def __pow__(self, exponent):
+        return _ops().pow(self, exponent)
+
+    def __rpow__(self, base):
+        return _ops().pow(base, self)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __getitem__(self, index):
+        return _ops().getitem(self, index)
+
+    def __abs__(self):
+        return _ops().abs(self)
+
+    # Comparisons give plain boolean arrays (no gradient flows through them).
+    def __lt__(self, other):
+        return self.data < as_array(other)
+
+    def __le__(self, other):
+        return self.data <= as_array(other)
+
+    def __gt__(self, other):
+        return self.data > as_array(other)
+
+    def __ge__(self, other):
+        return self.data >= as_array(other)
+
+    __hash__ = object.__hash__
+
+    # ----- method versions of common ops ------------------------------------------------
+    def sum(self, axis=None, keepdims=False):
+        return _ops().sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _ops().mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _ops().max(self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return _ops().min(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops().reshape(self, shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _ops().transpose(self, axes or None)
+
+    def exp(self):
+        return _ops().exp(self)
+
+    def log(self):
+        return _ops().log(self)
+
+    def sqrt(self):
+        return _ops().sqrt(self)
+
+    def relu(self):
+        return _ops().relu(self)
+
+    def sigmoid(self):
+        return _ops().sigmoid(self)
+
+    def tanh(self):
+        return _ops().tanh(self)
+
+
+def _ops():
+    from . import ops
+
+    return ops
+
+
+def _topological_order(root: Tensor) -> list:
+    """Nodes reachable from `root` that require grad, parents before children (iterative DFS)."""
+    order = []
+    visited = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        ctx = node._ctx
+        if ctx is not None:
+            for parent, need in zip(ctx.parents, ctx.needs):
+                if need and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def tensor(data, requires_grad=False, dtype=None) -> Tensor:
+    """Shorthand for `Tensor(data, ...)` that always copies the data."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, _copy=True)
