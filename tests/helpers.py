@@ -1,0 +1,36 @@
+"""Shared test helpers: the PyTorch oracle and finite-difference gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+torch.set_default_dtype(torch.float64)
+
+
+def to_torch(arr, requires_grad=True):
+    """A float64 leaf torch tensor holding a copy of `arr`."""
+    return torch.tensor(np.array(arr, dtype=np.float64), requires_grad=requires_grad)
+
+
+def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central finite differences of the scalar function f at x (x is perturbed in place)."""
+    grad = np.zeros_like(x, dtype=np.float64)
+    flat = x.reshape(-1)
+    g = grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = float(f())
+        flat[i] = old - eps
+        down = float(f())
+        flat[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def assert_close(ours, theirs, rtol=1e-7, atol=1e-9, what=""):
+    if isinstance(theirs, torch.Tensor):
+        theirs = theirs.detach().numpy()
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=rtol, atol=atol,
+                               err_msg=what)
