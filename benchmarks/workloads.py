@@ -1,0 +1,150 @@
+"""The benchmark workloads W1–W6 of docs/benchmarks.md, built in splitgrad and in PyTorch.
+
+Each builder returns a `step()` function that runs one training step (or one inference pass
+for W6) on a fixed synthetic batch made with numpy.random.default_rng(0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# id: (batch, description, FLOPs per step)
+WORKLOADS = {
+    "W1": (128, "MLP 784-256-128-10 ReLU, softmax CE", 180.3e6),
+    "W2": (64, "CNN 28x28x1 conv32-pool-conv64-pool-128-10", 1010.3e6),
+    "W3": (8, "Embedding 83x256, LSTM 1024, Dense 83, seq 100", 25573.8e6),
+    "W3b": (32, "Embedding 83x256, LSTM 256, Dense 83, seq 100", 10474.3e6),
+    "W4": (128, "autoencoder 784-512-32-512-784, MSE", 641.7e6),
+    "W5": (32, "MLP 30-16-1 ReLU, BCE with logits", 95232.0),
+    "W6": (256, "W2 CNN inference", 1347.1e6),
+}
+
+
+def make_data(workload):
+    """The fixed synthetic batch (inputs N(0,1), W4 U[0,1), uniform integer labels)."""
+    rng = np.random.default_rng(0)
+    batch = WORKLOADS[workload][0]
+    if workload == "W1":
+        return rng.standard_normal((batch, 784)).astype(np.float32), rng.integers(0, 10, batch)
+    if workload in ("W2", "W6"):
+        return (rng.standard_normal((batch, 28, 28, 1)).astype(np.float32),
+                rng.integers(0, 10, batch))
+    if workload in ("W3", "W3b"):
+        x = rng.integers(0, 83, (batch, 100))
+        return x, rng.integers(0, 83, (batch, 100))
+    if workload == "W4":
+        x = rng.random((batch, 784)).astype(np.float32)
+        return x, x
+    if workload == "W5":
+        return (rng.standard_normal((batch, 30)).astype(np.float32),
+                rng.integers(0, 2, (batch, 1)).astype(np.float32))
+    raise KeyError(workload)
+
+
+# ----- splitgrad -------------------------------------------------------------------------
+def splitgrad_step(workload):
+    import splitgrad as sg
+    from splitgrad import nn
+
+    x, y = make_data(workload)
+    ce = sg.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if workload == "W1":
+        layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"),
+                  nn.Dense(10)]
+        loss = ce
+    elif workload in ("W2", "W6"):
+        layers = [nn.Conv2D(32, 3, activation="relu"), nn.MaxPool2D(2),
+                  nn.Conv2D(64, 3, activation="relu"), nn.MaxPool2D(2), nn.Flatten(),
+                  nn.Dense(128, activation="relu"), nn.Dense(10)]
+        loss = ce
+    elif workload in ("W3", "W3b"):
+        units = 1024 if workload == "W3" else 256
+        layers = [nn.Embedding(83, 256), nn.LSTM(units, return_sequences=True), nn.Dense(83)]
+        loss = ce
+    elif workload == "W4":
+        layers = [nn.Dense(512, activation="relu"), nn.Dense(32, activation="relu"),
+                  nn.Dense(512, activation="relu"), nn.Dense(784, activation="sigmoid")]
+        loss = "mse"
+    else:
+        layers = [nn.Dense(16, activation="relu"), nn.Dense(1)]
+        loss = sg.losses.BinaryCrossentropy(from_logits=True)
+    model = nn.Sequential(layers)
+    model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3), loss=loss)
+    model.build_from_sample(x)
+    if workload == "W6":
+        model.eval()
+
+        def infer():
+            with sg.no_grad():
+                model(x)
+        return infer
+    model.train()
+
+    def step():
+        model.train_step(x, y)
+    return step
+
+
+# ----- PyTorch ---------------------------------------------------------------------------
+def torch_step(workload):
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(2)
+    x_np, y_np = make_data(workload)
+    if workload in ("W2", "W6"):
+        x_np = x_np.transpose(0, 3, 1, 2).copy()  # torch prefers NCHW
+    x = torch.from_numpy(x_np)
+    y = torch.from_numpy(y_np)
+    ce = nn.CrossEntropyLoss()
+    if workload == "W1":
+        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                              nn.Linear(128, 10))
+        loss_fn = ce
+    elif workload in ("W2", "W6"):
+        model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+        loss_fn = ce
+    elif workload in ("W3", "W3b"):
+        units = 1024 if workload == "W3" else 256
+
+        class Music(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(83, 256)
+                self.lstm = nn.LSTM(256, units, batch_first=True)
+                self.out = nn.Linear(units, 83)
+
+            def forward(self, t):
+                return self.out(self.lstm(self.emb(t))[0])
+
+        model = Music()
+
+        def loss_fn(logits, target):
+            return ce(logits.reshape(-1, 83), target.reshape(-1))
+    elif workload == "W4":
+        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 32), nn.ReLU(),
+                              nn.Linear(32, 512), nn.ReLU(), nn.Linear(512, 784), nn.Sigmoid())
+        loss_fn = nn.MSELoss()
+    else:
+        model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
+        loss_fn = nn.BCEWithLogitsLoss()
+    if workload == "W6":
+        model.eval()
+
+        def infer():
+            with torch.no_grad():
+                model(x)
+        return infer
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+BUILDERS = {"splitgrad": splitgrad_step, "torch": torch_step}

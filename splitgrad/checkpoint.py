@@ -1,0 +1,217 @@
+"""Safe checkpoints: the architecture as JSON, weights and optimizer state as safetensors.
+
+A saved model is a folder:
+    config.json              architecture, compile settings, optimizer scalars, RNG state
+    weights.safetensors      every layer weight, keyed by its dotted path ("layers.0.kernel")
+    optimizer.safetensors    the optimizer's arrays (moments, buffers), when compiled
+
+Nothing is pickled, so loading never runs code. Saving is atomic: the new checkpoint is written
+to a temporary folder beside the target and swapped in with renames, so a crash mid-save leaves
+the previous checkpoint intact (at PATH, or at PATH.old for the instant between the renames).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import random as sg_random
+
+FORMAT = "splitgrad-model"
+VERSION = 1
+CONFIG, WEIGHTS, OPTIMIZER = "config.json", "weights.safetensors", "optimizer.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt or does not fit the model."""
+
+
+# ----- low-level file helpers ------------------------------------------------------------
+def _write_tensors(path: Path, arrays: dict):
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
+
+
+def _read_tensors(path: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    if not path.exists():
+        raise CheckpointError(f"{path}: file is missing; the checkpoint is incomplete")
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise CheckpointError(
+            f"{path}: cannot read it as safetensors ({exc}); the file is truncated or "
+            "corrupt. Restore it from a backup or retrain."
+        ) from None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise CheckpointError(
+            f"{path}: file is missing; is {path.parent} a splitgrad model folder "
+            "(made by model.save)?"
+        )
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc}); the file is corrupt") from None
+
+
+def atomic_folder(target) -> "_AtomicFolder":
+    """`with atomic_folder(p) as tmp:` write files into tmp; on success tmp replaces p."""
+    return _AtomicFolder(Path(target))
+
+
+class _AtomicFolder:
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=self.target.name + ".tmp-",
+                                         dir=self.target.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        for f in self.tmp.iterdir():  # make the bytes durable before the swap
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = self.target.with_name(self.target.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if self.target.exists():
+            os.replace(self.target, old)
+        os.replace(self.tmp, self.target)
+        shutil.rmtree(old, ignore_errors=True)
+        return False
+
+
+def _resolve(path) -> Path:
+    """The folder to load: PATH, or PATH.old if a save was interrupted between its renames."""
+    path = Path(path)
+    if not path.exists():
+        old = path.with_name(path.name + ".old")
+        if old.exists():
+            return old
+        raise CheckpointError(f"{path}: no such model folder")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: expected a model folder (made by model.save), got a file")
+    return path
+
+
+# ----- weights ---------------------------------------------------------------------------
+def assign_weights(model, arrays: dict, source: str):
+    """Copy named arrays into the model's weights, checking names and shapes first."""
+    weights = model.named_weights()
+    missing = [k for k in weights if k not in arrays]
+    extra = [k for k in arrays if k not in weights]
+    if missing or extra:
+        raise CheckpointError(
+            f"{source}: weights do not match the model: missing {missing[:5]}, unexpected "
+            f"{extra[:5]}. The file was saved from a different architecture."
+        )
+    for key, p in weights.items():
+        a = arrays[key]
+        if a.shape != p.shape:
+            layer = key.rsplit(".", 1)[0]
+            raise CheckpointError(
+                f"{source}: weight {key!r} of layer {layer!r} has shape {a.shape} in the file "
+                f"but {p.shape} in the model; rebuild the model with the saved sizes"
+            )
+    for key, p in weights.items():
+        p.data[...] = arrays[key]
+
+
+def save_weights(model, path):
+    path = Path(path)
+    with atomic_folder(path) as tmp:
+        _write_tensors(tmp / WEIGHTS, {k: p.data for k, p in model.named_weights().items()})
+
+
+def load_weights(model, path):
+    path = _resolve(path)
+    assign_weights(model, _read_tensors(path / WEIGHTS), str(path / WEIGHTS))
+
+
+# ----- whole models ----------------------------------------------------------------------
+def save_model(model, path, extra: dict | None = None):
+    """Save architecture, weights, compile settings, optimizer state and the RNG state."""
+    if not model.built:
+        raise ValueError("model.save: the model is not built yet; call it on data or fit first")
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "class": type(model).__name__,
+        "config": model.get_config(),
+        "input_shape": list(model.input_shape),
+        "rng_state": sg_random.get_state(),
+        "extra": extra or {},
+    }
+    opt_arrays = {}
+    if getattr(model, "optimizer", None) is not None:
+        config["compile"] = {
+            "optimizer": model.optimizer.get_config() | {"class": type(model.optimizer).__name__},
+            "loss": {"class": type(model.loss).__name__, "config": model.loss.get_config()},
+            "metrics": [m if isinstance(m, str) else m.name for m in model.metric_specs],
+        }
+        state = model.optimizer.state_dict()
+        config["optimizer_state"] = {k: v for k, v in state.items() if k != "state"}
+        opt_arrays = state.get("state", {})
+    with atomic_folder(path) as tmp:
+        _write_tensors(tmp / WEIGHTS, {k: p.data for k, p in model.named_weights().items()})
+        if opt_arrays:
+            _write_tensors(tmp / OPTIMIZER, opt_arrays)
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1, default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint config")
+
+
+def load_model(path, compile=True, restore_rng=True):  # noqa: A002 - Keras's argument name
+    """Rebuild a model saved with `model.save(path)`: architecture, weights, optimizer state."""
+    from . import losses, optim
+    from .nn.layer import layer_class
+
+    path = _resolve(path)
+    config = _read_json(path / CONFIG)
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path / CONFIG}: not a splitgrad model config "
+                              f"(format {config.get('format')!r})")
+    if config.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path / CONFIG}: saved by a newer splitgrad (version "
+                              f"{config['version']}); upgrade splitgrad to load it")
+    try:
+        model = layer_class(config["class"]).from_config(config["config"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path / CONFIG}: cannot rebuild the architecture: {exc}") from None
+    comp = config.get("compile") if compile else None
+    if comp:
+        opt_cfg = dict(comp["optimizer"])
+        opt = optim.get(opt_cfg.pop("class").lower()).__class__.from_config(opt_cfg)
+        loss = losses.get(comp["loss"]["class"]).__class__.from_config(comp["loss"]["config"])
+        model.compile(optimizer=opt, loss=loss, metrics=comp["metrics"])
+    sample = np.zeros([1] + config["input_shape"][1:], dtype=model.dtype)
+    model.build_from_sample(sample)
+    load_weights(model, path)
+    if comp and "optimizer_state" in config:
+        arrays = _read_tensors(path / OPTIMIZER) if (path / OPTIMIZER).exists() else {}
+        model.optimizer.load_state_dict({**config["optimizer_state"], "state": arrays})
+    if restore_rng and "rng_state" in config:
+        sg_random.set_state(config["rng_state"])
+    model.saved_extra = config.get("extra", {})
+    return model
