@@ -1,0 +1,30 @@
+"""Split training across places: each way of the catalogue as an object for `model.fit(way=)`.
+
+    from splitgrad.split import DataParallel, RayPlaces
+    model.fit(x, y, way=DataParallel(workers=2, places=RayPlaces(2)))
+
+`history.traffic` then reports what crossed each boundary. `print_ways()` lists the catalogue
+(docs/split-training.md); `compare(...)` runs a recipe under every implemented way.
+"""
+
+from .accounting import Traffic as Traffic
+from .accumulation import GradientAccumulation as GradientAccumulation
+from .base import Way as Way
+from .catalogue import WAYS as WAYS
+from .catalogue import compare as compare
+from .catalogue import print_ways as print_ways
+from .data_parallel import DataParallel as DataParallel
+from .dp_sgd import DPSGD as DPSGD
+from .federated import Federated as Federated
+from .federated import FedProx as FedProx
+from .federated import RobustFederated as RobustFederated
+from .federated import partition as partition
+from .local_sgd import DiLoCo as DiLoCo
+from .local_sgd import LocalSGD as LocalSGD
+from .parameter_server import ParameterServer as ParameterServer
+from .places import Inline as Inline
+from .places import PlaceFailure as PlaceFailure
+from .places import PlaceUnreachable as PlaceUnreachable
+from .places import RayPlaces as RayPlaces
+from .resume import CheckpointResume as CheckpointResume
+from .resume import resume as resume

@@ -1,0 +1,49 @@
+"""#6 Differential privacy: DP-SGD (Abadi et al. 2016) on top of synchronous data parallel.
+
+Each example's gradient is clipped to L2 norm ≤ C, the clipped gradients are summed, Gaussian
+noise N(0, (σC)²) is added once per step (by worker 0), and the sum is divided by the batch
+size B; the workers then all-reduce and step as in #1. σ = 0 with no clipping = plain SGD.
+"""
+
+from __future__ import annotations
+
+from .data_parallel import DataParallel
+
+
+class DPSGD(DataParallel):
+    """g = (Σ_i clip_C(∇ℓ_i) + N(0, σ²C²))/B, then data parallel; reports σ, q = B/n, steps."""
+
+    name = "dp-sgd"
+
+    def __init__(self, clip: float | None = 1.0, noise_multiplier: float = 1.0, workers: int = 1,
+                 seed: int = 0, places=None):
+        super().__init__(workers, places)
+        if clip is not None and not clip > 0:
+            raise ValueError(f"DPSGD: clip must be positive or None, got {clip!r}")
+        if noise_multiplier < 0:
+            raise ValueError(f"DPSGD: noise_multiplier must be >= 0, got {noise_multiplier!r}")
+        if noise_multiplier > 0 and clip is None:
+            raise ValueError("DPSGD: noise needs a clipping bound C (the noise std is σ·C)")
+        self.clip, self.noise_multiplier, self.seed = clip, float(noise_multiplier), int(seed)
+
+    def _grad_ops(self, run, step, shards, total):
+        std = self.noise_multiplier * (self.clip or 0.0)
+        return [self.places.submit(h, "clipped_grad", key, shard, self.clip,
+                                   std if rank == 0 else 0.0, [self.seed, step], total)
+                for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards))]
+
+    def _loss(self, values):
+        largest = max(v[1] for v in values)
+        self._largest = max(getattr(self, "_largest", 0.0), largest)
+        return float(sum(v[0] for v in values))
+
+    def _setup(self, run):
+        self._largest = 0.0
+        super()._setup(run)
+
+    def _report(self, run):
+        out = super()._report(run)
+        out.update({"noise_multiplier": self.noise_multiplier, "clip": self.clip,
+                    "steps": run.step, "sample_rate": run.batch_size / len(run.x),
+                    "max_clipped_norm": float(self._largest)})
+        return out

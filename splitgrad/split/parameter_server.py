@@ -1,0 +1,80 @@
+"""#2 Asynchronous parameter server with a staleness bound (stale-synchronous parallel, SSP).
+
+The server (this driver) holds the weights and the optimizer. In clock c every worker pulls
+weights, computes (n_r/B)·∇loss on its shard of batch c and pushes it; the server applies each
+push as its own optimizer step, in arrival order. Worker r reads weights that are δ_r =
+min(s, r mod (s+1), c) clocks old — a fixed, reproducible schedule of "slow" workers that
+never breaks the bound s. With 1 worker, δ = 0 (sequential SGD); with s = 0 and plain SGD the
+N pushes of a clock add up to #1's step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from . import tools
+from .base import Way
+
+
+class ParameterServer(Way):
+    """Push gradients (P), pull weights (P) per worker per clock; staleness ≤ `staleness`."""
+
+    name = "parameter-server"
+
+    def __init__(self, workers: int = 2, staleness: int = 1, places=None):
+        super().__init__(places)
+        if int(workers) < 1 or int(staleness) < 0:
+            raise ValueError(f"ParameterServer: need workers >= 1 and staleness >= 0, got "
+                             f"workers={workers}, staleness={staleness}")
+        self.workers, self.staleness = int(workers), int(staleness)
+
+    def _slots(self):
+        return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
+
+    def _setup(self, run):
+        spec = self.places.put(tools.pack(run.model))
+        x_ref, y_ref = run.data_refs()
+        run.gather([self.places.submit(h, "setup", key, spec, x_ref, y_ref)
+                    for h, key in self._slots()], [f"worker{r}" for r in range(self.workers)])
+        self._history = {-1: tools.get_flat(run.model)}  # weights at the end of each clock
+        self.pushes = []  # (worker, clock, staleness) in the order the server applied them
+
+    def delay(self, rank: int, clock: int) -> int:
+        return min(self.staleness, rank % (self.staleness + 1), clock)
+
+    def _step(self, run, clock, index):
+        model, traffic = run.model, run.traffic
+        shards = np.array_split(index, self.workers)
+        ops, names = [], []
+        for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards)):
+            pulled = self._history[clock - 1 - self.delay(rank, clock)]
+            traffic.record("weights", "server", f"worker{rank}", payload=pulled)
+            ops.append(self.places.submit(h, "grad", key, shard, len(shard) / len(index),
+                                          self.places.put(pulled)))
+            ops.append(self.places.submit(h, "take_vec", key))
+            names += [f"worker{rank}"] * 2
+        values = run.gather(ops, names)
+        loss = 0.0
+        for rank in range(self.workers):
+            scaled_loss, grad = values[2 * rank], values[2 * rank + 1]
+            traffic.record("gradients", f"worker{rank}", "server", payload=grad)
+            tools.optimizer_step(model, grad)
+            self.pushes.append((rank, clock, self.delay(rank, clock)))
+            loss += scaled_loss
+        self._history[clock] = tools.get_flat(model)
+        self._history.pop(clock - self.staleness - 2, None)  # older weights are never read
+        return float(loss)
+
+    def textbook_bytes(self, n_params, steps, itemsize=4):
+        return 2 * n_params * itemsize * self.workers * steps
+
+    def _report(self, run):
+        staleness = [s for _, _, s in self.pushes]
+        applied = Counter((w, c) for w, c, _ in self.pushes)
+        return {"workers": self.workers, "staleness_bound": self.staleness,
+                "max_staleness": max(staleness, default=0),
+                "staleness_histogram": dict(Counter(staleness)),
+                "pushes_applied": len(self.pushes),
+                "each_push_once": all(v == 1 for v in applied.values())}

@@ -1,0 +1,218 @@
+"""Places that run steps: `Inline` (this process) and `RayPlaces` (one Ray actor per place).
+
+Both expose the same small interface, so every way runs unchanged on either:
+`submit(host, op, *args) -> Pending`, `gather(pendings)`, `put(obj)`, `restart(host)`.
+Many logical workers or clients live on one place (`host_of(worker)`), each in its own slot.
+Arrays cross between places as Ray objects; on `Inline` they are copied instead, so nothing
+is shared by accident. No scheduler or RPC layer of our own: Ray does the transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+
+from .host import Host
+
+
+class PlaceFailure(RuntimeError):
+    """A place died while running a step; `hosts` lists the dead place indices."""
+
+    def __init__(self, hosts, cause=None):
+        self.hosts = sorted(hosts)
+        super().__init__(f"place(s) {self.hosts} died during a step: {cause!r}")
+
+
+class PlaceUnreachable(RuntimeError):
+    """A place (or cluster) did not answer within the time limit."""
+
+
+class Pending:
+    """A submitted op: `value` (a Ray ObjectRef or, inline, the value) and its busy seconds."""
+
+    __slots__ = ("busy", "host", "value")
+
+    def __init__(self, host, value, busy):
+        self.host, self.value, self.busy = host, value, busy
+
+
+class Inline:
+    """Runs every op at once in this process, deterministically (for tests and teaching).
+
+    One place; any number of logical workers share it.
+    """
+
+    name = "inline"
+
+    def __init__(self):
+        self.n = 1
+        self._host = Host()
+
+    def host_of(self, worker: int) -> int:
+        return 0
+
+    def submit(self, host: int, op: str, *args) -> Pending:
+        value, busy = self._host.call(op, *args)
+        return Pending(host, value, busy)
+
+    def gather(self, pendings, timeout=None):
+        """Values of the pendings, in order (Inline ops have already run)."""
+        return [p.value for p in pendings]
+
+    def busy(self, pendings):
+        return [p.busy for p in pendings]
+
+    def put(self, obj):
+        return obj
+
+    def restart(self, host: int):
+        self._host = Host()
+
+    def reset(self):
+        self._host.call("reset")
+
+    def close(self):
+        pass
+
+    def describe(self) -> str:
+        return "inline (1 place, this process)"
+
+
+class RayPlaces:
+    """`n` places, each a Ray actor (a separate process, on any machine of the cluster).
+
+    Starts a local cluster (no dashboard) unless one is running or `address` names one.
+    `timeout` bounds every wait: a place that does not answer raises PlaceUnreachable.
+    """
+
+    name = "ray"
+
+    def __init__(self, n: int = 2, address=None, num_cpus=None, timeout: float = 120.0,
+                 object_store_mb: int = 128, connect_timeout: float = 10.0):
+        import ray
+
+        self._ray = ray
+        self.n = int(n)
+        if self.n < 1:
+            raise ValueError(f"RayPlaces: n must be >= 1, got {n}")
+        self.timeout = float(timeout)
+        if not ray.is_initialized():
+            if address is not None and address not in ("auto", "local"):
+                _check_reachable(address, connect_timeout)
+            if address is None:
+                # The workers import splitgrad from the same source tree as this driver.
+                root = str(Path(__file__).resolve().parents[2])
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                         object_store_memory=object_store_mb * 1024 * 1024,
+                         log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
+            else:
+                ray.init(address=address, log_to_driver=False)
+        self._actor_cls = ray.remote(Host)
+        self._actors = [self._start() for _ in range(self.n)]
+        self._wait_ready(range(self.n))
+
+    def _start(self):
+        return self._actor_cls.options(max_restarts=0).remote()
+
+    def _wait_ready(self, hosts):
+        refs = [self._actors[h].ping.remote() for h in hosts]
+        try:
+            self._ray.get(refs, timeout=self.timeout)
+        except self._ray.exceptions.GetTimeoutError:
+            raise PlaceUnreachable(
+                f"RayPlaces: {len(refs)} place(s) did not start within {self.timeout:.0f} s; "
+                "check that the cluster has free CPUs (ray status) or raise timeout="
+            ) from None
+
+    def host_of(self, worker: int) -> int:
+        return worker % self.n
+
+    def submit(self, host: int, op: str, *args) -> Pending:
+        value, busy = self._actors[host].call.options(num_returns=2).remote(op, *args)
+        return Pending(host, value, busy)
+
+    def gather(self, pendings, timeout=None):
+        """Fetch values; a dead place raises PlaceFailure, a silent one PlaceUnreachable."""
+        ray = self._ray
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            return ray.get([p.value for p in pendings], timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise PlaceUnreachable(
+                f"RayPlaces: no answer within {timeout:.0f} s from places "
+                f"{sorted({p.host for p in pendings})}; a place may be hung or its machine gone"
+            ) from None
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+            dead = self.dead_hosts()
+            if not dead:
+                raise
+            # Let the survivors' queued ops finish (they fail fast on missing inputs).
+            ray.wait([p.value for p in pendings], num_returns=len(pendings),
+                     timeout=min(timeout, 30.0))
+            raise PlaceFailure(dead, err) from None
+
+    def busy(self, pendings):
+        return self._ray.get([p.busy for p in pendings], timeout=self.timeout)
+
+    def dead_hosts(self):
+        dead = []
+        for h, actor in enumerate(self._actors):
+            try:
+                self._ray.get(actor.ping.remote(), timeout=min(self.timeout, 30.0))
+            except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError):
+                dead.append(h)
+        return dead
+
+    def put(self, obj):
+        return self._ray.put(obj)
+
+    def pids(self):
+        """Process ids of the places (for memory measurements)."""
+        return self._ray.get([a.ping.remote() for a in self._actors], timeout=self.timeout)
+
+    def kill(self, host: int):
+        """Kill a place's process (to test recovery)."""
+        self._ray.kill(self._actors[host], no_restart=True)
+
+    def restart(self, host: int):
+        """Replace a dead place with a fresh actor; its state must be restored by the way."""
+        with contextlib.suppress(Exception):  # already gone is fine
+            self._ray.kill(self._actors[host], no_restart=True)
+        self._actors[host] = self._start()
+        self._wait_ready([host])
+
+    def reset(self):
+        self.gather([self.submit(h, "reset") for h in range(self.n)])
+
+    def close(self):
+        for actor in self._actors:
+            self._ray.kill(actor, no_restart=True)
+        self._actors = []
+
+    def describe(self) -> str:
+        return f"ray ({self.n} actors)"
+
+
+def _check_reachable(address: str, timeout: float):
+    """Fail fast with a clear message instead of waiting on an unreachable cluster."""
+    host, _, port = address.replace("ray://", "").rpartition(":")
+    try:
+        with socket.create_connection((host or address, int(port or 6379)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as err:
+        raise PlaceUnreachable(
+            f"RayPlaces: cannot reach the Ray cluster at {address!r} within {timeout:.0f} s "
+            f"({err}); start it with `ray start --head` there or leave address=None to run "
+            "a local cluster"
+        ) from None
+
+
+def make_places(kind="inline", n=1, address=None, **kwargs):
+    """Places by name: 'inline' or 'ray' (the CLI's --places)."""
+    if kind == "inline":
+        return Inline()
+    if kind == "ray":
+        return RayPlaces(n, address=address, **kwargs)
+    raise ValueError(f"unknown places {kind!r}; expected 'inline' or 'ray'")
+

@@ -1,0 +1,87 @@
+"""Split training on Ray actors: same weights as Inline, recovery from a killed place, bytes.
+
+One local cluster (2 CPUs, no dashboard) and one pair of places serve the whole module.
+"""
+
+import os
+
+import numpy as np
+import pytest
+from test_split_ways import X, Y, close, fit, flat
+
+from splitgrad.split import CheckpointResume, DataParallel, Federated, Inline, RayPlaces
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def places():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=100 * 1024 * 1024,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+    where = RayPlaces(2, timeout=60)
+    yield where
+    where.close()
+    if started:
+        ray.shutdown()
+
+
+class KillAt:
+    """Kills place 1 right after step (or round) `at` completes."""
+
+    def __init__(self, places, at, hook="on_train_batch_end"):
+        self.places, self.at, self.done = places, at, False
+        setattr(self, hook, self._maybe_kill)
+
+    def _maybe_kill(self, step, logs=None):
+        if step == self.at and not self.done:
+            self.done = True
+            self.places.kill(1)
+
+
+def test_data_parallel_on_ray_equals_inline_and_bytes_equal_formula(places):
+    ref, _ = fit(DataParallel(3, places=Inline()), opt="adam", batch_size=16)
+    model, history = fit(DataParallel(3, places=places), opt="adam", batch_size=16)
+    close(model, ref, tol=1e-12)
+    t = history.traffic
+    assert t["total_bytes"] == t["textbook_bytes"] == 6 * 2 * 2 * 75 * 8
+    assert set(t["busy_s"]) == {"worker0", "worker1", "worker2"}
+
+
+def test_fedavg_on_ray_equals_inline(places):
+    kw = {"clients": 6, "fraction": 0.5, "local_batch_size": 4, "seed": 2}
+    ref, _ = fit(Federated(**kw, places=Inline()), epochs=3)
+    model, _ = fit(Federated(**kw, places=places), epochs=3)
+    close(model, ref, tol=1e-12)
+
+
+def test_killed_place_in_data_parallel_recovers_without_losing_steps(places):
+    ref, _ = fit(DataParallel(2, places=Inline()), opt="adam", batch_size=8)
+    killer = KillAt(places, at=3)
+    model, history = fit(DataParallel(2, places=places), opt="adam", batch_size=8,
+                         callbacks=[killer])
+    assert killer.done and history.traffic["recoveries"][0]["step"] == 4
+    assert history.traffic["steps"] == 12 and len(history.history["loss"]) == 2
+    close(model, ref, tol=1e-12)
+
+
+def test_killed_place_in_federated_round_recovers(places):
+    kw = {"clients": 4, "local_batch_size": 6, "seed": 1}
+    ref, _ = fit(Federated(**kw, places=Inline()), epochs=3)
+    killer = KillAt(places, at=0, hook="on_epoch_end")
+    model, history = fit(Federated(**kw, places=places), epochs=3, callbacks=[killer])
+    assert killer.done and history.traffic["recoveries"][0]["round"] == 1
+    assert history.traffic["steps"] == 3
+    close(model, ref, tol=1e-12)
+
+
+def test_move_a_run_from_inline_to_a_ray_place_mid_training(places):
+    ref, _ = fit(opt="adam", batch_size=8)
+    model, _ = fit(CheckpointResume(move_at=5, places=[Inline(), places]), opt="adam",
+                   batch_size=8)
+    assert np.array_equal(flat(model), flat(ref))
+    assert X.shape[0] == Y.shape[0]

@@ -1,0 +1,331 @@
+"""Split training on the Inline place: each way's equivalence property, exactly (#1–6, 13, 14).
+
+Models are float64 so that "allclose" can be tight; see docs/split-training.md for the table.
+"""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from splitgrad.split import (
+    DPSGD,
+    CheckpointResume,
+    DataParallel,
+    DiLoCo,
+    Federated,
+    FedProx,
+    GradientAccumulation,
+    LocalSGD,
+    ParameterServer,
+    partition,
+    robust,
+)
+from splitgrad.split.catalogue import WAYS, compare, make_way, print_ways
+from splitgrad.split.cli import parse_options, way_from_args
+from splitgrad.split.places import PlaceUnreachable, _check_reachable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+import splitgrad as sg
+from splitgrad import nn, optim
+
+
+def make_model(opt="sgd", lr=0.1, dropout=0.0, seed=0, dtype="float64"):
+    sg.seed(seed)
+    layers = [nn.Dense(8, activation="tanh")]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Dense(3))
+    model = nn.Sequential(layers, dtype=dtype)
+    optimizer = optim.SGD(learning_rate=lr) if opt == "sgd" else optim.Adam(learning_rate=lr)
+    model.compile(optimizer=optimizer,
+                  loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def make_data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    return x, y
+
+
+X, Y = make_data()
+
+
+def fit(way=None, opt="sgd", batch_size=16, epochs=2, dropout=0.0, x=X, y=Y, **kw):
+    model = make_model(opt=opt, dropout=dropout)
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, seed=3, verbose=0,
+                        way=way, **kw)
+    return model, history
+
+
+def flat(model):
+    return np.concatenate([w.ravel() for w in model.get_weights()])
+
+
+def close(a, b, tol=1e-10):
+    np.testing.assert_allclose(flat(a), flat(b), rtol=tol, atol=tol)
+
+
+# ----- #1 data parallel ------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_data_parallel_equals_one_worker_and_replicas_are_bitwise_equal(workers, opt):
+    ref, _ = fit(opt=opt, batch_size=20)  # 48 rows: batches of 20, 20, 8 (uneven shards)
+    way = DataParallel(workers)
+    model, history = fit(way, opt=opt, batch_size=20)
+    close(model, ref)
+    replicas = way.replica_weights()
+    assert all(np.array_equal(replicas[0], r) for r in replicas)
+    assert history.traffic["steps"] == 6
+
+
+def test_data_parallel_bytes_equal_the_ring_formula():
+    model, history = fit(DataParallel(4), batch_size=16)
+    p = sum(w.size for w in model.get_weights())
+    assert p == 75  # not a multiple of 4: the ring's chunks are uneven
+    t = history.traffic
+    assert t["total_bytes"] == t["bytes"]["gradients"] == 6 * 2 * (4 - 1) * p * 8
+    assert t["total_bytes"] == t["textbook_bytes"]
+    assert t["messages"]["gradients"] == 6 * 4 * 2 * (4 - 1)
+    assert set(t["busy_s"]) == {f"worker{r}" for r in range(4)}
+    assert set(t["idle_s"]) == set(t["busy_s"])
+
+
+def test_dropout_model_data_parallel_matches_single_place_inline():
+    ref, _ = fit(dropout=0.3, batch_size=16)
+    model, _ = fit(DataParallel(2), dropout=0.3, batch_size=16)
+    close(model, ref)
+
+
+# ----- #2 parameter server ---------------------------------------------------------------------
+def test_parameter_server_one_worker_is_sequential_sgd():
+    ref, _ = fit(batch_size=16)
+    model, history = fit(ParameterServer(1, staleness=3), batch_size=16)
+    close(model, ref)
+    assert history.traffic["max_staleness"] == 0
+
+
+def test_parameter_server_staleness_zero_equals_data_parallel():
+    ref, _ = fit(DataParallel(3), batch_size=16)
+    model, _ = fit(ParameterServer(3, staleness=0), batch_size=16)
+    close(model, ref)
+
+
+def test_parameter_server_bound_and_every_push_applied_once():
+    way = ParameterServer(3, staleness=2)
+    _, history = fit(way, batch_size=8, epochs=2)  # 12 clocks
+    t = history.traffic
+    assert t["max_staleness"] == 2 and set(t["staleness_histogram"]) == {0, 1, 2}
+    assert t["pushes_applied"] == 3 * 12 and t["each_push_once"]
+    assert sorted((w, c) for w, c, _ in way.pushes) == [(w, c) for w in range(3)
+                                                        for c in range(12)]
+    assert t["total_bytes"] == t["textbook_bytes"]
+
+
+# ----- #3 local SGD and DiLoCo -----------------------------------------------------------------
+def test_local_sgd_h1_equals_data_parallel():
+    ref, _ = fit(DataParallel(2), batch_size=16)
+    model, history = fit(LocalSGD(2, H=1), batch_size=16)
+    close(model, ref)
+    assert history.traffic["total_bytes"] == history.traffic["textbook_bytes"]
+
+
+def test_diloco_outer_lr_one_is_local_sgd():
+    ref, _ = fit(LocalSGD(2, H=2))
+    model, _ = fit(DiLoCo(2, H=2, outer_lr=1.0, outer_momentum=0.0, nesterov=False))
+    close(model, ref)
+    other, _ = fit(DiLoCo(2, H=2))  # the real outer optimizer does something else
+    assert np.abs(flat(other) - flat(ref)).max() > 1e-6
+
+
+# ----- #4 federated ------------------------------------------------------------------------------
+def test_fedavg_one_client_one_full_batch_step_is_sgd():
+    ref, _ = fit(batch_size=len(X), epochs=1, shuffle=False)
+    model, _ = fit(Federated(clients=1, local_batch_size=None), epochs=1)
+    close(model, ref)
+
+
+def test_fedavg_k_clients_full_batch_is_gd_on_the_union():
+    ref, _ = fit(batch_size=len(X), epochs=3, shuffle=False)
+    way = Federated(clients=5, local_batch_size=None, partition="dirichlet", alpha=0.5,
+                    seed=1)  # uneven n_k
+    model, history = fit(way, epochs=3)
+    close(model, ref)
+    sizes = history.traffic["client_sizes"]
+    assert sum(sizes) == len(X) and len(set(sizes)) > 1
+
+
+def test_fedprox_mu_zero_is_fedavg_bitwise_and_mu_changes_it():
+    a, _ = fit(Federated(clients=4, local_batch_size=4, local_epochs=2), epochs=2)
+    b, _ = fit(FedProx(clients=4, mu=0.0, local_batch_size=4, local_epochs=2), epochs=2)
+    c, _ = fit(FedProx(clients=4, mu=1.0, local_batch_size=4, local_epochs=2), epochs=2)
+    assert np.array_equal(flat(a), flat(b))
+    assert not np.allclose(flat(a), flat(c))
+
+
+def test_sampling_is_seeded_and_dropouts_are_left_out_and_reported():
+    runs = [fit(Federated(clients=10, fraction=0.5, dropout=0.3, seed=s), epochs=4)[1]
+            for s in (5, 5, 6)]
+    rounds = [r.traffic["rounds"] for r in runs]
+    assert rounds[0] == rounds[1] and rounds[0] != rounds[2]
+    assert all(len(r["sampled"]) == 5 for r in rounds[0])
+    dropped = runs[0].traffic["dropped_total"]
+    assert dropped == sum(len(r["dropped"]) for r in rounds[0]) > 0
+    assert runs[0].history["clients"] == [5.0 - len(r["dropped"]) for r in rounds[0]]
+
+
+def test_raw_client_data_never_crosses():
+    way = Federated(clients=4, local_batch_size=4)
+    way.keep_payloads = True
+    _, history = fit(way, epochs=2)
+    log = history.traffic_log
+    assert log.payloads and {k for k, *_ in log.payloads} <= {"weights", "counts"}
+    rows = [X[i].tobytes() for i in range(len(X))]
+    labels = Y.tobytes()
+    for _, _, _, payload in log.payloads:
+        blob = np.asarray(payload).tobytes()
+        assert not any(row in blob for row in rows)
+        assert labels not in blob
+
+
+def test_partitions_cover_every_row_once():
+    for how in ("iid", "dirichlet"):
+        parts = partition(Y, 7, how, alpha=0.1, seed=2)
+        assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(Y)))
+
+
+# ----- #5 robust aggregation ---------------------------------------------------------------------
+AGGS = [("median", 2), ("trimmed-mean", 2), ("krum", 2)]
+
+
+@given(st.integers(1, 6), st.integers(0, 10**6))
+def test_identical_honest_updates_come_back_unchanged(p, seed):
+    u = np.random.default_rng(seed).normal(size=p).astype(np.float32)
+    stack = np.tile(u, (7, 1))
+    assert np.array_equal(robust.median(stack), u)
+    assert np.array_equal(robust.krum(stack, 2), u)
+    np.testing.assert_allclose(robust.trimmed_mean(stack, 2), u, rtol=1e-6)
+
+
+@given(st.integers(0, 10**6))
+def test_robust_aggregators_ignore_order_and_keep_attackers_out(seed):
+    rng = np.random.default_rng(seed)
+    honest = rng.normal(size=(7, 5))
+    hostile = np.stack([robust.hostile_update(5, np.float64, [seed, i]) for i in range(2)])
+    stack = np.concatenate([hostile, honest])
+    for name, f in AGGS:
+        agg = robust.AGGREGATORS[name]
+        out = agg(stack, f)
+        assert np.array_equal(out, agg(stack[rng.permutation(9)], f)), name
+        assert np.all(out >= honest.min(0)) and np.all(out <= honest.max(0)), name
+
+
+def test_poisoned_federated_run_survives_with_median_not_with_mean():
+    robust_model, h = fit(Federated(clients=8, aggregator="median", poisoned=2), epochs=2)
+    mean_model, _ = fit(Federated(clients=8, poisoned=2), epochs=2)
+    assert np.abs(flat(robust_model)).max() < 10
+    assert np.abs(flat(mean_model)).max() > 1e4
+    assert h.traffic["rounds"][0]["poisoned"] == [0, 1]
+
+
+# ----- #6 DP-SGD --------------------------------------------------------------------------------
+def test_dp_sgd_without_noise_or_clipping_is_sgd():
+    ref, _ = fit(batch_size=16)
+    model, history = fit(DPSGD(clip=None, noise_multiplier=0.0, workers=2), batch_size=16)
+    close(model, ref)
+    assert history.traffic["noise_multiplier"] == 0.0 and history.traffic["steps"] == 6
+
+
+def test_dp_sgd_clips_every_example_and_reports_the_budget_inputs():
+    _, history = fit(DPSGD(clip=0.05, noise_multiplier=1.1), batch_size=16)
+    t = history.traffic
+    assert 0 < t["max_clipped_norm"] <= 0.05
+    assert t["noise_multiplier"] == 1.1 and t["sample_rate"] == 16 / 48 and t["steps"] == 6
+
+
+# ----- #13 accumulation ---------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_accumulation_equals_the_big_batch(k):
+    ref, _ = fit(opt="adam", batch_size=24)
+    model, history = fit(GradientAccumulation(k), opt="adam", batch_size=24)
+    close(model, ref)
+    assert history.traffic["total_bytes"] == 0
+
+
+# ----- #14 checkpoint / resume -----------------------------------------------------------------
+def test_move_between_places_mid_run_is_bitwise_the_straight_run(tmp_path):
+    ref, _ = fit(opt="adam", dropout=0.2, batch_size=8, epochs=2)
+    way = CheckpointResume(move_at=7, directory=tmp_path / "ck")
+    model, history = fit(way, opt="adam", dropout=0.2, batch_size=8, epochs=2)
+    assert np.array_equal(flat(model), flat(ref))
+    assert history.traffic["bytes"]["state"] > 0 and (tmp_path / "ck").is_dir()
+
+
+def test_resume_in_a_new_process_is_bitwise_the_straight_run(tmp_path):
+    ref, _ = fit(opt="adam", dropout=0.2, batch_size=8, epochs=2)
+    ck = tmp_path / "ck"
+    fit(CheckpointResume(move_at=5, directory=ck, stop_after_save=True), opt="adam",
+        dropout=0.2, batch_size=8, epochs=2)
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from test_split_ways import make_data, make_model
+        from splitgrad.split import resume
+        x, y = make_data()
+        model = make_model(opt="adam", dropout=0.2)
+        history = resume(model, x, y, {str(ck)!r})
+        np.save({str(tmp_path / 'w.npy')!r},
+                np.concatenate([w.ravel() for w in model.get_weights()]))
+        assert history.traffic["steps"] == 12, history.traffic["steps"]
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=120,
+                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert np.array_equal(np.load(tmp_path / "w.npy"), flat(ref))
+
+
+# ----- catalogue, CLI, failures -----------------------------------------------------------------
+def test_catalogue_lists_all_sixteen_ways(capsys):
+    print_ways()
+    out = capsys.readouterr().out
+    assert len(WAYS) == 16 and all(row[1] in out for row in WAYS)
+
+
+def test_way_from_args_and_options():
+    assert parse_options(["H=3", "mu=0.5", "partition=dirichlet"]) == {
+        "H": 3, "mu": 0.5, "partition": "dirichlet"}
+    way = way_from_args("local-sgd", 3, {"H": 3})
+    assert (way.workers, way.H) == (3, 3)
+    assert make_way("robust", 4, {"poisoned": 1}).poisoned == 1
+    with pytest.raises(ValueError, match="unknown way"):
+        make_way("teleport", 2)
+
+
+def test_compare_writes_table_markdown_and_png(tmp_path):
+    def build(quick, seed):
+        class Data:
+            x_train, y_train, x_test, y_test = X, Y, X, Y
+        model = make_model(dropout=0.0)
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+        return model, Data
+
+    rows = compare(build, places=2, out=tmp_path, epochs=1, batch_size=16, verbose=False,
+                   ways=["data-parallel", "accumulation", "federated"])
+    assert [r["way"] for r in rows] == ["single place", "data-parallel", "accumulation",
+                                        "federated"]
+    assert rows[1]["max_weight_diff"] < 1e-10 and rows[1]["bytes"] == rows[1]["textbook"]
+    assert (tmp_path / "compare.md").read_text().count("\n| ") >= 4
+    assert (tmp_path / "compare.png").stat().st_size > 1000
+
+
+def test_unreachable_cluster_fails_fast_with_a_clear_error():
+    with pytest.raises(PlaceUnreachable, match="cannot reach"):
+        _check_reachable("127.0.0.1:1", 2.0)
