@@ -47,7 +47,9 @@ def cmd_train(args):
                            quick=args.quick, way=way, verbose=0 if args.quiet else 1)
     _print_metrics(result["metrics"])
     if result.get("traffic") is not None:
-        print(result["traffic"])
+        from .split.accounting import format_report
+
+        print(format_report(result["traffic"]))
     print(f"saved model to {result['out']} (curves: {result['plot']})")
 
 
@@ -76,6 +78,9 @@ def build_parser():
     p.add_argument("--way", help="split training across places (see `splitgrad ways`)")
     p.add_argument("--places", type=_positive_int, default=2,
                    help="number of places (workers/clients) for --way")
+    from .split.cli import add_way_options
+
+    add_way_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="reload a saved model and report its test metrics")
@@ -109,6 +114,8 @@ def main(argv=None):
     except (recipes.UnknownRecipe, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"splitgrad: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `splitgrad ways | head`
+        return 0
     except KeyboardInterrupt:
         print("splitgrad: interrupted", file=sys.stderr)
         return 130

@@ -142,10 +142,6 @@ class Model(Layer):
         `seed` fixes the shuffling; `way` splits training across places (splitgrad.split).
         """
         self._require_compiled("fit")
-        if way is not None:
-            return way.fit(self, x, y, batch_size=batch_size, epochs=epochs,
-                           validation_data=validation_data, callbacks=callbacks,
-                           verbose=verbose, shuffle=shuffle, seed=seed)
         x, y = _as_input(x, "x"), _as_input(y, "y")
         _check_pair(x, y)
         if validation_data is None and validation_split:
@@ -153,6 +149,10 @@ class Model(Layer):
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
             cut = int(len(x) * (1.0 - validation_split))
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+        if way is not None:
+            return way.fit(self, x, y, batch_size=batch_size, epochs=epochs,
+                           validation_data=validation_data, callbacks=callbacks,
+                           verbose=verbose, shuffle=shuffle, seed=seed)
         if len(x) == 0:
             raise ValueError("fit: no training samples (empty x, or validation_split took all)")
         self.build_from_sample(x)

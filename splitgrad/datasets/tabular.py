@@ -14,7 +14,7 @@ from ..data import DataSplit, Standardizer, train_test_split
 
 __all__ = ["load_breast_cancer", "load_diabetes", "load_digits", "load_iris"]
 
-SPLIT_SEED = 0
+SPLIT_SEED = 42
 TEST_SIZE = 0.2
 
 

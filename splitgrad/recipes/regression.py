@@ -9,7 +9,7 @@ from splitgrad.data import Standardizer
 from splitgrad.datasets import load_diabetes
 
 DESCRIPTION = "MLP 10-32-16-1 + MSE on diabetes (regression, reports R²)"
-DEFAULTS = {"epochs": 150, "batch_size": 32, "learning_rate": 1e-3}
+DEFAULTS = {"epochs": 40, "batch_size": 32, "learning_rate": 1e-3}
 QUICK = {"epochs": 2}
 TASK = "regression"
 

@@ -1,0 +1,587 @@
+"""Optimizers with PyTorch's exact update rules and Keras's argument names.
+
+`Adam(params=None, learning_rate=1e-3, ...)`: parameters may come later through `build(params)`
+(Keras users create the optimizer before the model exists; `Model.compile`/`fit` build it).
+Then `loss.backward(); opt.step(); opt.zero_grad()`.
+
+Speed: `build` copies all parameters of one dtype into ONE contiguous buffer and rebinds every
+`p.data` to a view of it, and gives every parameter a view of one flat gradient buffer as
+`p._gbuf` (the engine accumulates into it). When every parameter's `.grad` is its buffer view,
+`step` updates all of them with a few in-place NumPy calls on the flat arrays; otherwise (some
+grads None or replaced) it runs the same kernel per parameter on views, with identical results.
+CAVEAT: an array obtained from `p.data` BEFORE `build` is stale afterwards; fetch `p.data` again.
+If code later rebinds `p.data` to a new array, `step` copies it back into the flat buffer.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from . import schedules
+from .tensor import Tensor
+
+
+def _named_params(params) -> dict:
+    if hasattr(params, "named_parameters") and callable(params.named_parameters):
+        params = params.named_parameters()
+    if isinstance(params, dict):
+        items = list(params.items())
+    else:
+        items = [(str(i), p) for i, p in enumerate(params)]
+    seen = set()
+    out = {}
+    for name, p in items:
+        if not isinstance(p, Tensor):
+            raise TypeError(f"optimizer: parameter {name!r} must be a Tensor, got "
+                            f"{type(p).__name__}; pass model.parameters() or a list of Tensors.")
+        if id(p) in seen:
+            raise ValueError(f"optimizer: parameter {name!r} appears twice; pass each once.")
+        seen.add(id(p))
+        if p.requires_grad:  # frozen tensors never get a gradient, so they get no state
+            if p.data.dtype.kind != "f":
+                raise TypeError(f"optimizer: parameter {name!r} has dtype {p.data.dtype}; "
+                                "only floating-point parameters can be trained.")
+            out[str(name)] = p
+    return out
+
+
+class Optimizer:
+    """Base class: holds hyperparameters, flat buffers and per-parameter state; `step()` updates.
+
+    Common arguments: `learning_rate` (alias `lr`; a float or a schedule), `clipnorm` (one global
+    norm over all gradients, like torch.nn.utils.clip_grad_norm_ / Keras's global_clipnorm) or
+    `clipvalue` (elementwise), applied to `.grad` in place before the update.
+    Subclasses set `defaults` (hyperparameter → default), `state_names()` and
+    `_update(p, g, state, scratch, t, lr)`, an in-place kernel on equal-shaped 1-D arrays.
+    """
+
+    defaults: ClassVar[dict] = {}
+    n_scratch = 1
+
+    def __init_subclass__(cls, **kwargs):
+        # Show every hyperparameter with its default in help() and IDEs, though __init__ is shared.
+        super().__init_subclass__(**kwargs)
+        kw = inspect.Parameter.KEYWORD_ONLY
+        args = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+                inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                  default=cls.defaults.get("learning_rate"))]
+        args += [inspect.Parameter(k, kw, default=v) for k, v in cls.defaults.items()
+                 if k != "learning_rate"]
+        args += [inspect.Parameter(k, kw, default=None)
+                 for k in ("lr", "clipnorm", "clipvalue", "name")]
+        cls.__signature__ = inspect.Signature(args)
+
+    def __init__(self, params=None, learning_rate=None, *, lr=None, clipnorm=None,
+                 clipvalue=None, name=None, **hyper):
+        cls = type(self).__name__
+        if isinstance(params, (int, float, schedules.LearningRateSchedule)) and not isinstance(
+                params, bool):
+            params, learning_rate = None, params  # Keras habit: Adam(1e-3)
+        if lr is not None and learning_rate is not None:
+            raise ValueError(f"{cls}: give learning_rate or its alias lr, not both")
+        rate = learning_rate if learning_rate is not None else lr
+        self.learning_rate = self.defaults["learning_rate"] if rate is None else rate
+        if clipnorm is not None and clipvalue is not None:
+            raise ValueError(f"{cls}: set clipnorm or clipvalue, not both")
+        for arg, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
+            if v is not None and not v > 0:
+                raise ValueError(f"{cls}: {arg} must be positive, got {v!r}")
+        self.clipnorm = None if clipnorm is None else float(clipnorm)
+        self.clipvalue = None if clipvalue is None else float(clipvalue)
+        self.name = name or cls.lower()
+        for key, default in self.defaults.items():
+            if key != "learning_rate":
+                setattr(self, key, hyper.pop(key, default))
+        if hyper:
+            raise TypeError(f"{cls}: unknown arguments {sorted(hyper)}; accepted: "
+                            f"{sorted(self.defaults)} plus lr, clipnorm, clipvalue, name")
+        self.iterations = 0
+        self._check()
+        self.built = False
+        self._pending = None
+        if params is not None:
+            self.build(params)
+
+    def _check(self):
+        for key in ("learning_rate", "epsilon", "weight_decay", "momentum"):
+            value = getattr(self, key, 0.0)
+            if isinstance(value, (int, float)) and value < 0:
+                raise ValueError(f"{type(self).__name__}: {key} must be ≥ 0, got {value!r}")
+
+    # ----- learning rate ------------------------------------------------------------------
+    @property
+    def learning_rate(self):
+        """The learning rate for the next step (a schedule is evaluated at `iterations`)."""
+        rate = self._lr
+        return rate(self.iterations) if callable(rate) else rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self._lr = schedules.get(value)
+
+    lr = learning_rate
+
+    # ----- building -----------------------------------------------------------------------
+    def state_names(self) -> tuple:
+        return ()
+
+    def initial_state(self, key) -> float:
+        return 0.0
+
+    def build(self, params):
+        """Adopt `params` (Tensors, a dict name→Tensor, or a Layer) and allocate flat buffers."""
+        named = _named_params(params)
+        # A build with no parameters (model not built yet) may be followed by the real one.
+        if self.built and self._params:
+            new = list(named.values())
+            if len(new) == len(self._params) and all(a is b for a, b in zip(new, self._params)):
+                return self
+            raise ValueError(f"{type(self).__name__}: already built for other parameters; "
+                             "create a new optimizer for a new set of parameters.")
+        self._names = list(named)
+        self._params = list(named.values())
+        self._groups, self._views, self._flat_views = [], [], [None] * len(self._params)
+        self._pstate, self._pscratch = [None] * len(self._params), [None] * len(self._params)
+        for dtype in dict.fromkeys(p.data.dtype for p in self._params):
+            idx = [i for i, p in enumerate(self._params) if p.data.dtype == dtype]
+            total = sum(self._params[i].data.size for i in idx)
+            group = {"idx": idx, "param": np.empty(total, dtype), "grad": np.zeros(total, dtype),
+                     "state": tuple(np.full(total, self.initial_state(k), dtype)
+                                    for k in self.state_names()),
+                     "scratch": tuple(np.empty(total, dtype) for _ in range(self.n_scratch))}
+            offset = 0
+            for i in idx:
+                p = self._params[i]
+                sl = slice(offset, offset + p.data.size)
+                offset += p.data.size
+                group["param"][sl] = p.data.reshape(-1)
+                self._flat_views[i] = group["param"][sl]
+                p.data = group["param"][sl].reshape(p.data.shape)
+                gview = group["grad"][sl].reshape(p.data.shape)
+                if p.grad is not None:
+                    gview[...] = p.grad
+                    p.grad = gview
+                p._gbuf = gview
+                self._pstate[i] = tuple(s[sl] for s in group["state"])
+                self._pscratch[i] = tuple(s[sl] for s in group["scratch"])
+            self._groups.append(group)
+        self._views = [p.data for p in self._params]
+        self._gbufs = [p._gbuf for p in self._params]
+        self._t = 0  # shared step count while every parameter has taken the same steps
+        self._steps = None  # per-parameter step counts once they differ
+        self.built = True
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.load_state_dict(pending)
+        return self
+
+    def _require_built(self, what):
+        if not self.built:
+            raise RuntimeError(f"{type(self).__name__}.{what}: the optimizer has no parameters "
+                               "yet; pass them to the constructor or call build(params) first.")
+
+    # ----- stepping -----------------------------------------------------------------------
+    def zero_grad(self, set_to_none=True):
+        """Forget gradients: `.grad = None` (PyTorch), or zeros in the buffers if asked."""
+        self._require_built("zero_grad")
+        if set_to_none:
+            for p in self._params:
+                p.grad = None
+        else:
+            for group in self._groups:
+                group["grad"].fill(0)
+            for p, gb in zip(self._params, self._gbufs):
+                p.grad = gb
+
+    def _resync(self):
+        """True when every grad is its flat view; re-adopts any `p.data` rebound since build."""
+        flat = True
+        for i, p in enumerate(self._params):
+            if p.data is not self._views[i]:
+                if p.data.shape != self._views[i].shape:
+                    raise ValueError(f"{type(self).__name__}: parameter {self._names[i]!r} "
+                                     f"changed shape from {self._views[i].shape} to "
+                                     f"{p.data.shape}; build a new optimizer.")
+                self._views[i][...] = p.data
+                p.data = self._views[i]
+            if p.grad is not self._gbufs[i]:
+                flat = False
+        return flat
+
+    def _clip(self, grads):
+        if self.clipvalue is not None:
+            for g in grads:
+                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+        elif self.clipnorm is not None:
+            total = math.sqrt(sum(float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads))
+            coef = self.clipnorm / (total + 1e-6)  # torch.nn.utils.clip_grad_norm_
+            if coef < 1.0:
+                for g in grads:
+                    g *= coef
+
+    def step(self):
+        """Apply one update to every parameter that has a gradient (others are skipped)."""
+        self._require_built("step")
+        lr = self.learning_rate
+        if self._resync() and self._steps is None:
+            if self.clipnorm is not None or self.clipvalue is not None:
+                self._clip([group["grad"] for group in self._groups])
+            self._t += 1
+            for group in self._groups:
+                self._update(group["param"], group["grad"], group["state"], group["scratch"],
+                             self._t, lr)
+        else:
+            self._step_each(lr)
+        self.iterations += 1
+
+    def _step_each(self, lr):
+        live = [i for i, p in enumerate(self._params) if p.grad is not None]
+        grads = []
+        for i in live:
+            g = self._params[i].grad
+            if not (isinstance(g, np.ndarray) and g.dtype == self._views[i].dtype
+                    and g.shape == self._views[i].shape):
+                g = self._params[i].grad = np.array(np.broadcast_to(g, self._views[i].shape),
+                                                    dtype=self._views[i].dtype)
+            grads.append(g)
+        if self.clipnorm is not None or self.clipvalue is not None:
+            self._clip(grads)
+        steps = self._steps or [self._t] * len(self._params)
+        for i, g in zip(live, grads):
+            steps[i] += 1
+            g = g.reshape(-1)
+            self._update(self._flat_views[i], g, self._pstate[i], self._pscratch[i], steps[i], lr)
+        if all(s == steps[0] for s in steps):
+            self._t, self._steps = steps[0], None
+        else:
+            self._steps = steps
+
+    def _update(self, p, g, state, scratch, t, lr):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----- configuration and state --------------------------------------------------------
+    def get_config(self) -> dict:
+        """Constructor arguments as JSON (a schedule is stored as its serialised dict)."""
+        config = {"name": self.name, "learning_rate": schedules.serialize(self._lr),
+                  "clipnorm": self.clipnorm, "clipvalue": self.clipvalue}
+        for key in self.defaults:
+            if key != "learning_rate":
+                config[key] = getattr(self, key)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def state_dict(self) -> dict:
+        """{"class_name", "config", "step", "param_steps", "state": {"name.key": ndarray}} (copies)."""
+        self._require_built("state_dict")
+        steps = self._steps or [self._t] * len(self._params)
+        state = {}
+        for i, name in enumerate(self._names):
+            shape = self._views[i].shape
+            for key, arr in zip(self.state_names(), self._pstate[i]):
+                state[f"{name}.{key}"] = arr.reshape(shape).copy()
+        return {"class_name": type(self).__name__, "config": self.get_config(),
+                "step": self.iterations, "param_steps": list(steps), "state": state}
+
+    def load_state_dict(self, state_dict: dict):
+        """Restore hyperparameters, step counts and state (deferred until `build` if needed)."""
+        if state_dict.get("class_name", type(self).__name__) != type(self).__name__:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state was saved by "
+                             f"{state_dict['class_name']}; load it into that optimizer class.")
+        config = dict(state_dict.get("config", {}))
+        for key in self.defaults:
+            if key in config and key != "learning_rate":
+                setattr(self, key, config[key])
+        if "learning_rate" in config:
+            self.learning_rate = config["learning_rate"]
+        self.clipnorm, self.clipvalue = config.get("clipnorm"), config.get("clipvalue")
+        self.iterations = int(state_dict.get("step", 0))
+        if not self.built:
+            self._pending = state_dict
+            return
+        steps = [int(s) for s in state_dict["param_steps"]]
+        expected = {f"{n}.{k}": v.shape for n, v in zip(self._names, self._views)
+                    for k in self.state_names()}
+        saved = state_dict["state"]
+        if len(steps) != len(self._params) or set(saved) != set(expected):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: saved state has entries "
+                             f"{sorted(saved)} for {len(steps)} parameters, this optimizer "
+                             f"expects {sorted(expected)}; build it with the same parameters "
+                             "(and the same amsgrad/momentum/centered settings).")
+        for i, name in enumerate(self._names):
+            for key, arr in zip(self.state_names(), self._pstate[i]):
+                src = np.asarray(saved[f"{name}.{key}"])
+                if src.shape != expected[f"{name}.{key}"]:
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: {name}.{key} has "
+                                     f"shape {src.shape}, expected {expected[f'{name}.{key}']}")
+                arr[...] = src.reshape(-1)
+        uniform = all(s == steps[0] for s in steps) if steps else True
+        self._t, self._steps = (steps[0] if steps else 0, None) if uniform else (0, steps)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _l2(p, g, wd, buf):
+    """g + wd·θ into a scratch buffer (PyTorch's L2 weight decay leaves p.grad untouched)."""
+    np.multiply(p, wd, out=buf)
+    buf += g
+    return buf
+
+
+class SGD(Optimizer):
+    """g += wd·θ; b = μb + (1−dampening)g (b = g at first); g = g + μb (nesterov) or b; θ −= lr·g.
+
+    Defaults (PyTorch): learning_rate 1e-3, momentum 0, dampening 0, nesterov False, wd 0.
+    """
+
+    defaults: ClassVar[dict] = {"learning_rate": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
+                "weight_decay": 0.0}
+    n_scratch = 2
+
+    def _check(self):
+        super()._check()
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"SGD: nesterov needs momentum > 0 and dampening 0, got momentum "
+                             f"{self.momentum!r}, dampening {self.dampening!r}")
+
+    def state_names(self):
+        return ("momentum_buffer",) if self.momentum else ()
+
+    def _update(self, p, g, state, scratch, t, lr):
+        s0, s1 = scratch
+        if self.weight_decay:
+            g = _l2(p, g, self.weight_decay, s1)
+        if self.momentum:
+            b = state[0]
+            if t == 1:
+                np.copyto(b, g)
+            else:
+                b *= self.momentum
+                if self.dampening:
+                    np.multiply(g, 1 - self.dampening, out=s0)
+                    b += s0
+                else:
+                    b += g
+            if self.nesterov:
+                np.multiply(b, self.momentum, out=s0)
+                s0 += g
+                g = s0
+            else:
+                g = b
+        np.multiply(g, -lr, out=s0)
+        p += s0
+
+
+class Adam(Optimizer):
+    """m = β1m + (1−β1)g; v = β2v + (1−β2)g²; θ −= lr/(1−β1^t) · m / (√v/√(1−β2^t) + ε).
+
+    PyTorch's Adam: eps after the bias-corrected root, weight_decay as L2 (g += wd·θ), amsgrad
+    uses max(v) so far. Defaults: learning_rate 1e-3, beta_1 0.9, beta_2 0.999, epsilon 1e-8.
+    """
+
+    defaults: ClassVar[dict] = {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8,
+                "amsgrad": False, "weight_decay": 0.0}
+    n_scratch = 2
+    decoupled = False
+
+    def state_names(self):
+        names = ("exp_avg", "exp_avg_sq")
+        return names + ("max_exp_avg_sq",) if self.amsgrad else names
+
+    def _update(self, p, g, state, scratch, t, lr):
+        s0, s1 = scratch
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1 - lr * self.weight_decay
+            else:
+                g = _l2(p, g, self.weight_decay, s1)
+        m, v = state[0], state[1]
+        b1, b2 = self.beta_1, self.beta_2
+        np.subtract(g, m, out=s0)  # m.lerp_(g, 1 − β1), as PyTorch writes it
+        s0 *= 1 - b1
+        m += s0
+        np.multiply(g, g, out=s0)
+        s0 *= 1 - b2
+        v *= b2
+        v += s0
+        if self.amsgrad:
+            np.maximum(state[2], v, out=state[2])
+            v = state[2]
+        np.sqrt(v, out=s0)
+        s0 /= math.sqrt(1 - b2 ** t)
+        s0 += self.epsilon
+        np.divide(m, s0, out=s0)
+        s0 *= -(lr / (1 - b1 ** t))
+        p += s0
+
+
+    def _check(self):
+        super()._check()
+        for key in ("beta_1", "beta_2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{type(self).__name__}: {key} must be in [0, 1), got "
+                                 f"{getattr(self, key)!r}")
+
+
+class AdamW(Adam):
+    """θ *= 1 − lr·wd, then Adam without the L2 term (decoupled weight decay, default 1e-2)."""
+
+    defaults: ClassVar[dict] = {**Adam.defaults, "weight_decay": 1e-2}
+    decoupled = True
+
+
+class RMSprop(Optimizer):
+    """v = ρv + (1−ρ)g²; d = √(v − ḡ²) if centered else √v, plus ε; θ −= lr·g/d (or via momentum).
+
+    PyTorch's rule and defaults: learning_rate 1e-2, rho (PyTorch alpha) 0.99, epsilon 1e-8,
+    momentum 0 (b = μb + g/d; θ −= lr·b), centered False, weight_decay 0 (L2).
+    """
+
+    defaults: ClassVar[dict] = {"learning_rate": 1e-2, "rho": 0.99, "epsilon": 1e-8, "momentum": 0.0,
+                "centered": False, "weight_decay": 0.0}
+    n_scratch = 2
+
+    def __init__(self, params=None, learning_rate=None, *, alpha=None, **kwargs):
+        if alpha is not None:
+            kwargs["rho"] = alpha  # PyTorch's name for rho
+        super().__init__(params, learning_rate, **kwargs)
+
+    def state_names(self):
+        return (("square_avg",) + (("grad_avg",) if self.centered else ())
+                + (("momentum_buffer",) if self.momentum else ()))
+
+    def _update(self, p, g, state, scratch, t, lr):
+        s0, s1 = scratch
+        if self.weight_decay:
+            g = _l2(p, g, self.weight_decay, s1)
+        rho = self.rho
+        v = state[0]
+        np.multiply(g, g, out=s0)
+        s0 *= 1 - rho
+        v *= rho
+        v += s0
+        if self.centered:
+            ga = state[1]
+            np.subtract(g, ga, out=s0)
+            s0 *= 1 - rho
+            ga += s0
+            np.multiply(ga, ga, out=s0)
+            np.subtract(v, s0, out=s0)
+            np.sqrt(s0, out=s0)
+        else:
+            np.sqrt(v, out=s0)
+        s0 += self.epsilon
+        if self.momentum:
+            b = state[-1]
+            b *= self.momentum
+            np.divide(g, s0, out=s0)
+            b += s0
+            np.multiply(b, -lr, out=s0)
+        else:
+            np.divide(g, s0, out=s0)
+            s0 *= -lr
+        p += s0
+
+
+class Adagrad(Optimizer):
+    """sum += g²; θ −= lr/(1 + (t−1)·lr_decay) · g / (√sum + ε); sum starts at the initial value.
+
+    PyTorch's defaults: learning_rate 1e-2, lr_decay 0, initial_accumulator_value 0, eps 1e-10.
+    """
+
+    defaults: ClassVar[dict] = {"learning_rate": 1e-2, "lr_decay": 0.0, "initial_accumulator_value": 0.0,
+                "epsilon": 1e-10, "weight_decay": 0.0}
+    n_scratch = 2
+
+    def state_names(self):
+        return ("sum",)
+
+    def initial_state(self, key):
+        return self.initial_accumulator_value
+
+    def _update(self, p, g, state, scratch, t, lr):
+        s0, s1 = scratch
+        if self.weight_decay:
+            g = _l2(p, g, self.weight_decay, s1)
+        acc = state[0]
+        np.multiply(g, g, out=s0)
+        acc += s0
+        np.sqrt(acc, out=s0)
+        s0 += self.epsilon
+        np.divide(g, s0, out=s0)
+        s0 *= -(lr / (1 + (t - 1) * self.lr_decay))
+        p += s0
+
+
+class Adadelta(Optimizer):
+    """v = ρv + (1−ρ)g²; δ = √(u + ε)/√(v + ε)·g; u = ρu + (1−ρ)δ²; θ −= lr·δ.
+
+    PyTorch's defaults: learning_rate 1.0, rho 0.9, epsilon 1e-6, weight_decay 0 (L2).
+    """
+
+    defaults: ClassVar[dict] = {"learning_rate": 1.0, "rho": 0.9, "epsilon": 1e-6, "weight_decay": 0.0}
+    n_scratch = 3
+
+    def state_names(self):
+        return ("square_avg", "acc_delta")
+
+    def _update(self, p, g, state, scratch, t, lr):
+        s0, s1, s2 = scratch
+        if self.weight_decay:
+            g = _l2(p, g, self.weight_decay, s2)
+        rho, eps = self.rho, self.epsilon
+        v, u = state
+        np.multiply(g, g, out=s0)
+        s0 *= 1 - rho
+        v *= rho
+        v += s0
+        np.add(v, eps, out=s0)
+        np.sqrt(s0, out=s0)
+        np.add(u, eps, out=s1)
+        np.sqrt(s1, out=s1)
+        s1 /= s0
+        s1 *= g
+        np.multiply(s1, s1, out=s0)
+        s0 *= 1 - rho
+        u *= rho
+        u += s0
+        s1 *= -lr
+        p += s1
+
+
+_OPTIMIZERS = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta)}
+
+
+def serialize(optimizer: Optimizer) -> dict:
+    """{"class_name": ..., "config": ...}, JSON-serialisable; `get` rebuilds the optimizer."""
+    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+
+
+def get(identifier, **kwargs):
+    """An optimizer from a name ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"), a
+    serialised dict, a class or an instance (returned as is). `kwargs` go to the constructor."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
+        return identifier(**kwargs)
+    if isinstance(identifier, dict):
+        cls = _OPTIMIZERS.get(str(identifier.get("class_name", "")).lower())
+        if cls is None:
+            raise ValueError(f"unknown optimizer class {identifier.get('class_name')!r} in "
+                             f"config; known: {sorted(_OPTIMIZERS)}")
+        return cls.from_config({**identifier.get("config", {}), **kwargs})
+    if isinstance(identifier, str):
+        cls = _OPTIMIZERS.get(identifier.lower().replace("_", ""))
+        if cls is None:
+            raise ValueError(f"unknown optimizer {identifier!r}; expected one of "
+                             f"{sorted(_OPTIMIZERS)} or an Optimizer instance.")
+        return cls(**kwargs)
+    raise TypeError(f"optimizer must be a name or an Optimizer, got {type(identifier).__name__}")
