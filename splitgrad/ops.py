@@ -28,7 +28,9 @@ class Add(Function):
         return a + b
 
     def backward(self, g):
-        return unbroadcast(g, self.shapes[0]), unbroadcast(g, self.shapes[1])
+        needs = self.needs
+        return (unbroadcast(g, self.shapes[0]) if needs[0] else None,
+                unbroadcast(g, self.shapes[1]) if needs[1] else None)
 
 
 class Sub(Function):
@@ -39,7 +41,9 @@ class Sub(Function):
         return a - b
 
     def backward(self, g):
-        return unbroadcast(g, self.shapes[0]), unbroadcast(-g, self.shapes[1])
+        needs = self.needs
+        return (unbroadcast(g, self.shapes[0]) if needs[0] else None,
+                unbroadcast(-g, self.shapes[1]) if needs[1] else None)
 
 
 class Mul(Function):
@@ -81,7 +85,10 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """z = a ** b; dz/da = b·a^(b-1), dz/db = a^b·log(a)."""
+    """z = a ** b; dz/da = b·a^(b-1) (0 where b = 0), dz/db = a^b·log(a) (0 where a = 0, b ≥ 0).
+
+    The two zero cases follow PyTorch, where the plain formulas would give 0·inf = nan.
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -90,11 +97,14 @@ class Pow(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
-        ga = unbroadcast(g * b * np.power(a, b - 1), np.shape(a)) if self.needs[0] else None
-        gb = None
-        if self.needs[1]:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gb = unbroadcast(g * self.out * np.log(a), np.shape(b))
+        ga = gb = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.needs[0]:
+                ga = g * np.where(b == 0, 0, b * np.power(a, b - 1)).astype(g.dtype, copy=False)
+                ga = unbroadcast(ga, np.shape(a))
+            if self.needs[1]:
+                dlog = np.where((a == 0) & (b >= 0), 0, self.out * np.log(a))
+                gb = unbroadcast(g * dlog.astype(g.dtype, copy=False), np.shape(b))
         return ga, gb
 
 
@@ -107,9 +117,10 @@ class Maximum(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
-        wa = (a > b) + 0.5 * (a == b)
+        # Weights in g's dtype: a float64 weight array would silently upcast float32 grads.
+        wa = ((a > b) + 0.5 * (a == b)).astype(g.dtype, copy=False)
         ga = unbroadcast(g * wa, np.shape(a)) if self.needs[0] else None
-        gb = unbroadcast(g * (1.0 - wa), np.shape(b)) if self.needs[1] else None
+        gb = unbroadcast(g * (1 - wa), np.shape(b)) if self.needs[1] else None
         return ga, gb
 
 
@@ -122,9 +133,10 @@ class Minimum(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
-        wa = (a < b) + 0.5 * (a == b)
+        # Weights in g's dtype: a float64 weight array would silently upcast float32 grads.
+        wa = ((a < b) + 0.5 * (a == b)).astype(g.dtype, copy=False)
         ga = unbroadcast(g * wa, np.shape(a)) if self.needs[0] else None
-        gb = unbroadcast(g * (1.0 - wa), np.shape(b)) if self.needs[1] else None
+        gb = unbroadcast(g * (1 - wa), np.shape(b)) if self.needs[1] else None
         return ga, gb
 
 
@@ -220,7 +232,8 @@ class ReLU(Function):
 
     def forward(self, a):
         self.mask = a > 0
-        return a * self.mask
+        # np.maximum rather than a * mask: -inf * False is nan, and torch.relu(-inf) is 0.
+        return np.maximum(a, 0)
 
     def backward(self, g):
         return (g * self.mask,)
@@ -375,6 +388,7 @@ class Linear(Function):
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
+        self.bshape = None if b is None else b.shape
         if x.ndim == 2:
             out = x @ w
         else:
@@ -388,7 +402,9 @@ class Linear(Function):
         g2 = g.reshape(-1, g.shape[-1])
         gx = (g2 @ w.T).reshape(x.shape) if self.needs[0] else None
         gw = x.reshape(-1, x.shape[-1]).T @ g2 if self.needs[1] else None
-        gb = g2.sum(axis=0) if len(self.needs) > 2 and self.needs[2] else None
+        gb = None
+        if len(self.needs) > 2 and self.needs[2]:
+            gb = unbroadcast(np.add.reduce(g2, axis=0), self.bshape)
         return gx, gw, gb
 
 
@@ -401,10 +417,18 @@ def _norm_axis(axis, ndim):
     return tuple(a % ndim for a in axis) if ndim else ()
 
 
+def _kept_shape(shape, axes):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
 def _expand(g, shape, axes, keepdims):
-    if not keepdims:
-        g = np.expand_dims(g, axes) if axes else g
-    return np.broadcast_to(g, shape)
+    """The reduced gradient `g` spread back over `shape` (a fresh, writable array)."""
+    if not keepdims and axes:
+        g = g.reshape(_kept_shape(shape, axes))
+    # empty + copyto costs ~1 µs; np.broadcast_to and np.expand_dims cost several each.
+    out = np.empty(shape, dtype=g.dtype)
+    np.copyto(out, g)
+    return out
 
 
 class Sum(Function):
@@ -413,7 +437,7 @@ class Sum(Function):
     def forward(self, a, axis=None, keepdims=False):
         self.shape, self.keepdims = a.shape, keepdims
         self.axes = _norm_axis(axis, a.ndim)
-        return np.asarray(a.sum(axis=self.axes, keepdims=keepdims))
+        return np.add.reduce(a, axis=self.axes, keepdims=keepdims)
 
     def backward(self, g):
         return (_expand(g, self.shape, self.axes, self.keepdims),)
@@ -425,8 +449,12 @@ class Mean(Function):
     def forward(self, a, axis=None, keepdims=False):
         self.shape, self.keepdims = a.shape, keepdims
         self.axes = _norm_axis(axis, a.ndim)
-        self.count = int(np.prod([a.shape[i] for i in self.axes])) if self.axes else 1
-        return np.asarray(a.mean(axis=self.axes, keepdims=keepdims))
+        count = 1
+        for i in self.axes:
+            count *= a.shape[i]
+        self.count = count
+        # Same pairwise sum and division as ndarray.mean, without its Python wrapper.
+        return np.add.reduce(a, axis=self.axes, keepdims=keepdims) / self.count
 
     def backward(self, g):
         return (_expand(g / self.count, self.shape, self.axes, self.keepdims),)
@@ -454,13 +482,13 @@ class _Extreme(Function):
 class Max(_Extreme):
     """z = max of a over `axis`."""
 
-    reduce = staticmethod(np.max)
+    reduce = staticmethod(np.maximum.reduce)
 
 
 class Min(_Extreme):
     """z = min of a over `axis`."""
 
-    reduce = staticmethod(np.min)
+    reduce = staticmethod(np.minimum.reduce)
 
 
 # ----- shape ops -------------------------------------------------------------------------
@@ -479,8 +507,10 @@ class Transpose(Function):
     """z = a with axes permuted (reversed when `axes` is None)."""
 
     def forward(self, a, axes=None):
-        self.axes = axes
-        return np.transpose(a, axes)
+        # Negative axes are normalised first, or argsort in backward would invert the wrong
+        # permutation: (0, -1, 1) is really (0, 2, 1).
+        self.axes = None if axes is None else tuple(i % a.ndim for i in axes)
+        return np.transpose(a, self.axes)
 
     def backward(self, g):
         inverse = None if self.axes is None else tuple(np.argsort(self.axes))
@@ -576,7 +606,7 @@ def neg(a):
     return Neg.apply(a)
 
 
-def pow(a, b):  # noqa: A001 - mirrors the operator's name
+def pow(a, b):
     return Pow.apply(*_pair(a, b))
 
 
@@ -611,7 +641,7 @@ def sqrt(a):
     return Sqrt.apply(a)
 
 
-def abs(a):  # noqa: A001
+def abs(a):
     return Abs.apply(a)
 
 
@@ -664,7 +694,7 @@ def linear(x, w, b=None):
     return Linear.apply(x, w, b)
 
 
-def sum(a, axis=None, keepdims=False):  # noqa: A001
+def sum(a, axis=None, keepdims=False):
     return Sum.apply(a, axis=axis, keepdims=keepdims)
 
 
@@ -672,11 +702,11 @@ def mean(a, axis=None, keepdims=False):
     return Mean.apply(a, axis=axis, keepdims=keepdims)
 
 
-def max(a, axis=None, keepdims=False):  # noqa: A001
+def max(a, axis=None, keepdims=False):
     return Max.apply(a, axis=axis, keepdims=keepdims)
 
 
-def min(a, axis=None, keepdims=False):  # noqa: A001
+def min(a, axis=None, keepdims=False):
     return Min.apply(a, axis=axis, keepdims=keepdims)
 
 

@@ -17,12 +17,20 @@ import threading
 import numpy as np
 
 _FLOAT_KINDS = "f"
-_state = threading.local()
+
+
+class _GradState(threading.local):
+    # A class attribute gives every thread the default without a getattr fallback on the
+    # hot path (Function.apply reads this once per op).
+    grad_enabled = True
+
+
+_state = _GradState()
 
 
 def is_grad_enabled() -> bool:
     """True unless inside a `no_grad()` block (per thread)."""
-    return getattr(_state, "grad_enabled", True)
+    return _state.grad_enabled
 
 
 @contextlib.contextmanager
@@ -77,24 +85,34 @@ class Function:
     """
 
     @classmethod
-    def apply(cls, *inputs, **kwargs) -> "Tensor":
+    def apply(cls, *inputs, **kwargs) -> Tensor:
         ctx = cls()
         arrays = []
         parents = []
+        needs = []
         track = False
-        grad_on = is_grad_enabled()
+        grad_on = _state.grad_enabled
         for x in inputs:
             if isinstance(x, Tensor):
                 arrays.append(x.data)
                 parents.append(x)
-                track = track or (grad_on and x.requires_grad)
+                need = grad_on and x.requires_grad
+                needs.append(need)
+                track = track or need
             else:
                 arrays.append(x)
                 parents.append(None)
-        out = Tensor(ctx.forward(*arrays, **kwargs), _copy=False)
-        if track:
+                needs.append(False)
+        data = ctx.forward(*arrays, **kwargs) if kwargs else ctx.forward(*arrays)
+        if type(data) is not np.ndarray and isinstance(data, np.generic):
+            # 0-d arithmetic yields NumPy scalars; np.asarray keeps their dtype, whereas the
+            # Tensor constructor would treat a float64 scalar as a Python float (-> float32).
+            data = np.asarray(data)
+        out = _wrap(data)
+        # An integer result (e.g. a cast) cannot carry a gradient, as in PyTorch.
+        if track and data.dtype.kind in "fc":
             ctx.parents = parents
-            ctx.needs = [p is not None and p.requires_grad for p in parents]
+            ctx.needs = needs
             out._ctx = ctx
             out.requires_grad = True
         return out
@@ -114,11 +132,11 @@ class Tensor:
     `t.grad` is a NumPy array of the same shape once `backward()` has reached `t`.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_gbuf", "_logits", "name", "__weakref__")
+    __slots__ = ("__weakref__", "_ctx", "_gbuf", "_logits", "data", "grad", "name", "requires_grad")
     __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None, _copy=False):
-        arr = as_array(data, dtype)
+        arr = data if dtype is None and type(data) is np.ndarray else as_array(data, dtype)
         if _copy:
             arr = arr.copy()
         if requires_grad and arr.dtype.kind not in _FLOAT_KINDS:
@@ -174,11 +192,11 @@ class Tensor:
     def tolist(self):
         return self.data.tolist()
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """A tensor sharing the same data but cut from the graph."""
         return Tensor(self.data, _copy=False)
 
-    def astype(self, dtype) -> "Tensor":
+    def astype(self, dtype) -> Tensor:
         from . import ops
 
         return ops.Cast.apply(self, dtype=np.dtype(dtype))
@@ -203,16 +221,18 @@ class Tensor:
                     f"backward() without an argument needs a scalar, got shape {self.shape}; "
                     "reduce it first (e.g. .mean()) or pass the output gradient."
                 )
-            grad = np.ones_like(self.data)
+            grad = np.ones(self.data.shape, self.data.dtype)
         else:
             grad = as_array(grad, self.data.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad shape {grad.shape} != {self.shape}")
 
-        order = _topological_order(self)
-        grads = {id(self): grad}
-        for node in reversed(order):
-            g = grads.pop(id(node), None)
+        # Tensors hash by identity (C-level object hash), so they key the dicts directly.
+        grads = {self: grad}
+        pop = grads.pop
+        get = grads.get
+        for node in reversed(_topological_order(self)):
+            g = pop(node, None)
             if g is None:
                 continue
             ctx = node._ctx
@@ -220,11 +240,10 @@ class Tensor:
                 node._accumulate(g)
                 continue
             for parent, need, pg in zip(ctx.parents, ctx.needs, ctx.backward(g)):
-                if not need or pg is None:
-                    continue
-                key = id(parent)
-                prev = grads.get(key)
-                grads[key] = pg if prev is None else prev + pg
+                if need and pg is not None:
+                    prev = get(parent)
+                    # Out of place: `prev` may be an array that another node also holds.
+                    grads[parent] = pg if prev is None else prev + pg
 
     def _accumulate(self, g: np.ndarray):
         if g.dtype != self.data.dtype:
@@ -245,49 +264,49 @@ class Tensor:
 
     # ----- operators (implemented in ops.py) ---------------------------------------------
     def __add__(self, other):
-        return _ops().add(self, other)
+        return _ops.add(self, other)
 
     def __radd__(self, other):
-        return _ops().add(other, self)
+        return _ops.add(other, self)
 
     def __sub__(self, other):
-        return _ops().sub(self, other)
+        return _ops.sub(self, other)
 
     def __rsub__(self, other):
-        return _ops().sub(other, self)
+        return _ops.sub(other, self)
 
     def __mul__(self, other):
-        return _ops().mul(self, other)
+        return _ops.mul(self, other)
 
     def __rmul__(self, other):
-        return _ops().mul(other, self)
+        return _ops.mul(other, self)
 
     def __truediv__(self, other):
-        return _ops().div(self, other)
+        return _ops.div(self, other)
 
     def __rtruediv__(self, other):
-        return _ops().div(other, self)
+        return _ops.div(other, self)
 
     def __neg__(self):
-        return _ops().neg(self)
+        return _ops.neg(self)
 
     def __pow__(self, exponent):
-        return _ops().pow(self, exponent)
+        return _ops.pow(self, exponent)
 
     def __rpow__(self, base):
-        return _ops().pow(base, self)
+        return _ops.pow(base, self)
 
     def __matmul__(self, other):
-        return _ops().matmul(self, other)
+        return _ops.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _ops().matmul(other, self)
+        return _ops.matmul(other, self)
 
     def __getitem__(self, index):
-        return _ops().getitem(self, index)
+        return _ops.getitem(self, index)
 
     def __abs__(self):
-        return _ops().abs(self)
+        return _ops.abs(self)
 
     # Comparisons give plain boolean arrays (no gradient flows through them).
     def __lt__(self, other):
@@ -306,74 +325,100 @@ class Tensor:
 
     # ----- method versions of common ops ------------------------------------------------
     def sum(self, axis=None, keepdims=False):
-        return _ops().sum(self, axis, keepdims)
+        return _ops.sum(self, axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        return _ops().mean(self, axis, keepdims)
+        return _ops.mean(self, axis, keepdims)
 
     def max(self, axis=None, keepdims=False):
-        return _ops().max(self, axis, keepdims)
+        return _ops.max(self, axis, keepdims)
 
     def min(self, axis=None, keepdims=False):
-        return _ops().min(self, axis, keepdims)
+        return _ops.min(self, axis, keepdims)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return _ops().reshape(self, shape)
+        return _ops.reshape(self, shape)
 
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return _ops().transpose(self, axes or None)
+        return _ops.transpose(self, axes or None)
 
     def exp(self):
-        return _ops().exp(self)
+        return _ops.exp(self)
 
     def log(self):
-        return _ops().log(self)
+        return _ops.log(self)
 
     def sqrt(self):
-        return _ops().sqrt(self)
+        return _ops.sqrt(self)
 
     def relu(self):
-        return _ops().relu(self)
+        return _ops.relu(self)
 
     def sigmoid(self):
-        return _ops().sigmoid(self)
+        return _ops.sigmoid(self)
 
     def tanh(self):
-        return _ops().tanh(self)
+        return _ops.tanh(self)
 
 
-def _ops():
-    from . import ops
+def _wrap(arr: np.ndarray) -> Tensor:
+    """A constant Tensor around `arr` without the constructor's checks (arr is an ndarray)."""
+    t = _new_object(Tensor)
+    t.data = arr
+    t.grad = None
+    t.requires_grad = False
+    t._ctx = None
+    t._gbuf = None
+    t._logits = None
+    t.name = None
+    return t
 
-    return ops
+
+_new_object = object.__new__
 
 
 def _topological_order(root: Tensor) -> list:
-    """Nodes reachable from `root` that require grad, parents before children (iterative DFS)."""
-    order = []
+    """Nodes reachable from `root` that require grad, parents before children (iterative DFS).
+
+    backward() walks it in reverse, so a node is reached only after every node that feeds a
+    gradient into it. A 1-tuple on the stack marks "all parents of this node are done".
+    """
+    post = []
+    finish = post.append
     visited = set()
-    stack = [(root, False)]
+    mark = visited.add
+    stack = [root]
+    push = stack.append
+    pop = stack.pop
     while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
+        node = pop()
+        if type(node) is tuple:
+            finish(node[0])
             continue
-        if id(node) in visited:
+        # Marked when popped, not when pushed: a node pushed early but reached again through a
+        # deeper path must still finish after that path, so duplicates on the stack are fine.
+        if node in visited:
             continue
-        visited.add(id(node))
-        stack.append((node, True))
+        mark(node)
         ctx = node._ctx
-        if ctx is not None:
-            for parent, need in zip(ctx.parents, ctx.needs):
-                if need and id(parent) not in visited:
-                    stack.append((parent, False))
-    return order
+        if ctx is None:
+            finish(node)  # a leaf has no parents to wait for
+            continue
+        push((node,))
+        for parent, need in zip(ctx.parents, ctx.needs):
+            if need and parent not in visited:
+                push(parent)
+    return post
 
 
 def tensor(data, requires_grad=False, dtype=None) -> Tensor:
     """Shorthand for `Tensor(data, ...)` that always copies the data."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, _copy=True)
+
+
+# ops.py imports this module, so this import must come last (it is used only inside methods).
+from . import ops as _ops
