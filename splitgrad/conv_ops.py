@@ -1,0 +1,469 @@
+"""Fused image primitives (channels-last NHWC) with analytic backward: conv, transposed conv,
+max/average pooling and batch normalisation.
+
+Convolution is im2col + one GEMM: a strided view of the (padded) input gathers every receptive
+field into a (N·Ho·Wo, kh·kw·C) matrix, which one matmul multiplies by the (kh·kw·C, O) kernel.
+Its backward is one GEMM for dW and one GEMM plus a col2im scatter-add (kh·kw strided adds)
+for dX. The transposed convolution runs the same two halves the other way round.
+
+Every large array (im2col matrices, padded copies, masks, outputs, input gradients) comes from
+the calling layer's `Workspace`, because glibc hands big freed blocks back to the kernel and
+page-faults them in again on every step. The workspace reuses an array only when nothing else
+refers to it any more, so live graphs, kept outputs and views are never overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .tensor import Function, Tensor
+
+
+class Workspace:
+    """Arrays recycled across steps, keyed by (shape, dtype).
+
+    `empty(shape, dtype)` returns an array that nothing else refers to any more (CPython
+    reference count: a live graph, a Tensor, a view or the caller's variable all hold one), or a
+    new one. So a buffer is reused only once its last user has dropped it, whatever the order of
+    forward and backward calls; the price is that up to `_KEEP` arrays per shape stay allocated.
+    """
+
+    _KEEP = 4  # per shape: enough for a forward and a backward of two overlapping graphs
+    _MAX_KEYS = 32  # varying batch sizes (a short last batch) would otherwise grow it forever
+
+    def __init__(self):
+        self._pool = {}
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        key = (tuple(shape), np.dtype(dtype))
+        owned = self._pool.get(key)
+        if owned is None:
+            if len(self._pool) >= self._MAX_KEYS:
+                self._pool.clear()  # arrays still in use stay valid: their users hold them
+            owned = self._pool[key] = []
+        for arr in owned:
+            if sys.getrefcount(arr) <= 3:  # the list, `arr` and getrefcount's argument
+                return arr
+        arr = np.empty(shape, dtype)
+        if len(owned) < self._KEEP:
+            owned.append(arr)
+        return arr
+
+    # Copies and pickles (snapshots, shipping a model to another process) start empty.
+    def __deepcopy__(self, memo):
+        return Workspace()
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+
+def _empty(ws, shape, dtype):
+    return ws.empty(shape, dtype) if ws is not None else np.empty(shape, dtype)
+
+
+def _zeros(ws, shape, dtype):
+    if ws is None:
+        return np.zeros(shape, dtype)
+    out = ws.empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
+def pair(value, what="kernel_size") -> tuple:
+    """An int or a 2-sequence as an (h, w) pair of positive ints."""
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {value!r}")
+    return value
+
+
+def conv_geometry(size, k, stride, dilation, padding, who="Conv2D", axis="height"):
+    """(out, pad_before, pad_after) along one axis, for padding "valid", "same" or an int.
+
+    "same" is Keras's rule: out = ceil(size/stride), total padding max((out−1)·s + k' − size, 0)
+    with k' = dilation·(k−1)+1, the odd pixel at the bottom/right.
+    """
+    span = dilation * (k - 1) + 1
+    if padding == "valid":
+        before = after = 0
+    elif padding == "same":
+        total = max((math.ceil(size / stride) - 1) * stride + span - size, 0)
+        before, after = total // 2, total - total // 2
+    elif isinstance(padding, (int, np.integer)) and padding >= 0:
+        before = after = int(padding)
+    else:
+        raise ValueError(f"{who}: padding must be 'valid', 'same' or an int >= 0, got {padding!r}")
+    padded = size + before + after
+    if span > padded:
+        raise ValueError(
+            f"{who}: the {axis} window ({span} pixels: kernel {k}, dilation {dilation}) is larger "
+            f"than the padded input ({padded} = {size} + padding {before + after}). Use "
+            f"padding='same', a smaller kernel or pool size, or a larger input."
+        )
+    return (padded - span) // stride + 1, before, after
+
+
+def _pad(x, pads, ws, fill=0.0):
+    """x with `pads` ((top, bottom), (left, right)) added around H and W (x itself if none)."""
+    (pt, pb), (pl, pr) = pads
+    if not (pt or pb or pl or pr):
+        return x
+    n, h, w, c = x.shape
+    xp = _empty(ws, (n, h + pt + pb, w + pl + pr, c), x.dtype)
+    # Only the border is filled: a recycled buffer may hold anything there.
+    xp[:, :pt] = fill
+    xp[:, pt + h:] = fill
+    xp[:, pt:pt + h, :pl] = fill
+    xp[:, pt:pt + h, pl + w:] = fill
+    xp[:, pt:pt + h, pl:pl + w] = x
+    return xp
+
+
+def _crop(xp, pads, shape, ws):
+    """The unpadded part of xp as a contiguous array of `shape` (xp itself if no padding)."""
+    if xp.shape == tuple(shape):
+        return xp
+    (pt, _), (pl, _) = pads
+    out = _empty(ws, shape, xp.dtype)
+    np.copyto(out, xp[:, pt:pt + shape[1], pl:pl + shape[2]])
+    return out
+
+
+def _windows(xp, k, stride, dilation, out_hw):
+    """A read-only (N, Ho, Wo, kh, kw, C) view of every receptive field of xp (no copy)."""
+    s0, s1, s2, s3 = xp.strides
+    shape = (xp.shape[0], out_hw[0], out_hw[1], k[0], k[1], xp.shape[3])
+    strides = (s0, s1 * stride[0], s2 * stride[1], s1 * dilation[0], s2 * dilation[1], s3)
+    return as_strided(xp, shape, strides, writeable=False)
+
+
+def _tap(xp, i, j, stride, dilation, out_hw):
+    """The (N, Ho, Wo, C) strided slice of xp that kernel tap (i, j) sees."""
+    r, c = i * dilation[0], j * dilation[1]
+    return xp[:, r:r + stride[0] * (out_hw[0] - 1) + 1:stride[0],
+              c:c + stride[1] * (out_hw[1] - 1) + 1:stride[1]]
+
+
+def _padded_shape(shape, pads):
+    (pt, pb), (pl, pr) = pads
+    return (shape[0], shape[1] + pt + pb, shape[2] + pl + pr, shape[3])
+
+
+def _im2col(x, k, stride, dilation, pads, out_hw, ws, ones=False):
+    """The (N·Ho·Wo, kh·kw·C) matrix of receptive fields, plus a column of ones if `ones`."""
+    xp = _pad(x, pads, ws)
+    n, c = x.shape[0], x.shape[3]
+    rows, width = n * out_hw[0] * out_hw[1], k[0] * k[1] * c
+    cols = _empty(ws, (rows, width + ones), x.dtype)
+    step = cols.strides[0]
+    # A 6-D view of the patch part, so one copy lays out every receptive field.
+    blocks = as_strided(cols, (n, out_hw[0], out_hw[1], k[0], k[1], c),
+                        (step * out_hw[0] * out_hw[1], step * out_hw[1], step)
+                        + (cols.itemsize * k[1] * c, cols.itemsize * c, cols.itemsize))
+    if c < 4:
+        # With very few channels the one 6-D copy crawls along length-c rows; copying kernel
+        # tap by tap streams whole image rows instead (3x faster for grayscale input).
+        for t in range(k[0] * k[1]):
+            i, j = divmod(t, k[1])
+            np.copyto(blocks[:, :, :, i, j], _tap(xp, i, j, stride, dilation, out_hw))
+    else:
+        np.copyto(blocks, _windows(xp, k, stride, dilation, out_hw))
+    if ones:
+        cols[:, width] = 1
+    return cols
+
+
+def _col2im(cols, x_shape, k, stride, dilation, pads, out_hw, ws):
+    """Scatter-add the rows of `cols` back onto an image of `x_shape` (the adjoint of im2col)."""
+    n, c = x_shape[0], x_shape[3]
+    dxp = _zeros(ws, _padded_shape(x_shape, pads), cols.dtype)
+    blocks = cols.reshape(n, out_hw[0], out_hw[1], k[0], k[1], c)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            tap = _tap(dxp, i, j, stride, dilation, out_hw)
+            np.add(tap, blocks[:, :, :, i, j], out=tap)
+    return _crop(dxp, pads, x_shape, ws)
+
+
+class Conv2DFn(Function):
+    """y = relu?(Σ_{i,j,c} xpad[n, s·h + d·i, s·w + d·j, c]·W[i, j, c, o] + b[o]) (NHWC, im2col)."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)),
+                relu=False, ws=None):
+        n, h, wd, c = x.shape
+        kh, kw, _, co = w.shape
+        ho = (h + sum(pads[0]) - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        wo = (wd + sum(pads[1]) - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        self.geom = ((kh, kw), stride, dilation, pads, (ho, wo))
+        self.x_shape, self.w, self.ws, self.relu = x.shape, w, ws, relu
+        k = kh * kw * c
+        # A 1x1 stride-1 unpadded kernel needs no gathering: the image already is the matrix.
+        self.gather = not (kh == kw == 1 and stride == (1, 1) and pads == ((0, 0), (0, 0)))
+        # For short rows (few input channels) the bias rides in the GEMM as a column of ones:
+        # cheaper than separate passes over the large output for b and for its gradient.
+        self.fold = b is not None and self.gather and k < 64
+        wm = w.reshape(k, co)
+        if self.fold:
+            wm = np.concatenate([wm, b.reshape(1, co).astype(wm.dtype)])
+        cols = (_im2col(x, (kh, kw), stride, dilation, pads, (ho, wo), ws, ones=self.fold)
+                if self.gather else x.reshape(-1, c))
+        out = _empty(ws, (n, ho, wo, co), np.result_type(x, w))
+        np.matmul(cols, wm, out=out.reshape(-1, co))
+        if b is not None and not self.fold:
+            out += b
+        if relu:
+            np.maximum(out, 0, out=out)
+            self.out = out
+        self.cols = cols
+        return out
+
+    def backward(self, g):
+        ws, w, co = self.ws, self.w, self.w.shape[3]
+        k = w.size // co
+        if self.relu:
+            mask = np.greater(self.out, 0, out=_empty(ws, g.shape, bool))
+            g = np.multiply(g, mask, out=_empty(ws, g.shape, g.dtype))
+        g2 = g.reshape(-1, co)
+        gx = gw = gb = None
+        want_b = len(self.needs) > 2 and self.needs[2]
+        if self.needs[1] or (want_b and self.fold):
+            gwb = self.cols.T @ g2
+            gw, gb = gwb[:k].reshape(w.shape), gwb[k] if self.fold else None
+        if want_b and not self.fold:
+            # A GEMV with ones sums the rows far faster than a reduction over axis 0.
+            ones = _empty(ws, (g2.shape[0],), g2.dtype)
+            ones.fill(1)
+            gb = ones @ g2
+        if self.needs[0]:
+            dcols = np.matmul(g2, w.reshape(k, co).T, out=_empty(ws, (g2.shape[0], k), g.dtype))
+            if self.gather:
+                gx = _col2im(dcols, self.x_shape, *self.geom, ws)
+            else:
+                gx = dcols.reshape(self.x_shape)
+        return gx, gw, gb
+
+
+class Conv2DTransposeFn(Function):
+    """y = conv2d's input gradient with x in the output's place: col2im(x·Wᵀ), cropped, + b.
+
+    Kernel (kh, kw, out, in), i.e. the kernel of the convolution it transposes (Keras layout).
+    """
+
+    def forward(self, x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)),
+                out_hw=None, ws=None):
+        n, h, wd, ci = x.shape
+        kh, kw, co, _ = w.shape
+        self.geom = ((kh, kw), stride, dilation, pads, (h, wd))
+        self.x, self.w, self.ws = x, w, ws
+        cols = np.matmul(x.reshape(-1, ci), w.reshape(-1, ci).T,
+                         out=_empty(ws, (n * h * wd, kh * kw * co), np.result_type(x, w)))
+        out = _col2im(cols, (n, out_hw[0], out_hw[1], co), *self.geom, ws)
+        if b is not None:
+            out += b
+        return out
+
+    def backward(self, g):
+        x, w, ci = self.x, self.w, self.x.shape[3]
+        gx = gw = gb = None
+        if self.needs[0] or self.needs[1]:
+            gcols = _im2col(g, *self.geom, self.ws)
+            if self.needs[0]:
+                gx = (gcols @ w.reshape(-1, ci)).reshape(x.shape)
+            if self.needs[1]:
+                gw = (gcols.T @ x.reshape(-1, ci)).reshape(w.shape)
+        if len(self.needs) > 2 and self.needs[2]:
+            gb = g.reshape(-1, g.shape[3]).sum(axis=0)
+        return gx, gw, gb
+
+
+class MaxPool2DFn(Function):
+    """y = max over each window (padding never wins); the gradient goes to the window's FIRST
+    maximum in row-major order, and overlapping windows add up (as PyTorch)."""
+
+    def forward(self, x, pool=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)), out_hw=None,
+                ws=None):
+        self.geom = (pool, stride, (1, 1), pads, out_hw)
+        self.x_shape, self.ws = x.shape, ws
+        xp = _pad(x, pads, ws, fill=-np.inf)
+        out = _empty(ws, (x.shape[0], out_hw[0], out_hw[1], x.shape[3]), x.dtype)
+        np.copyto(out, _tap(xp, 0, 0, stride, (1, 1), out_hw))
+        for t in range(1, pool[0] * pool[1]):
+            np.maximum(out, _tap(xp, t // pool[1], t % pool[1], stride, (1, 1), out_hw), out=out)
+        # The winners are found again in backward, so inference pays for the maxima only.
+        self.xp, self.out = xp, out
+        return out
+
+    def backward(self, g):
+        pool, stride, _, pads, out_hw = self.geom
+        ws, xp, out = self.ws, self.xp, self.out
+        if stride == pool:
+            dxp = _empty(ws, xp.shape, g.dtype)
+            # Windows tile the input, so the one multiply below writes every pixel they cover;
+            # only the uncovered bottom rows and right columns need zeros.
+            dxp[:, out_hw[0] * stride[0]:] = 0
+            dxp[:, :, out_hw[1] * stride[1]:] = 0
+            hit = _empty(ws, (g.shape[0], out_hw[0], pool[0], out_hw[1], pool[1], g.shape[3]),
+                         bool)
+            np.equal(_blocks(xp, pool, out_hw), out[:, :, None, :, None], out=hit)
+            _keep_first(ws, [hit[:, :, i:i + 1, :, j:j + 1] for i in range(pool[0])
+                             for j in range(pool[1])])
+            # Multiplying by the mask beats a masked copy: no branch per element to mispredict.
+            np.multiply(g[:, :, None, :, None], hit, out=_blocks(dxp, pool, out_hw))
+            return (_crop(dxp, pads, self.x_shape, ws),)
+        # Overlapping (or gapped) windows: one tap at a time, adding up.
+        dxp = _zeros(ws, xp.shape, g.dtype)
+        taps = [(t // pool[1], t % pool[1]) for t in range(pool[0] * pool[1])]
+        hits = [np.equal(_tap(xp, i, j, stride, (1, 1), out_hw), out) for i, j in taps]
+        _keep_first(ws, hits)
+        part = _empty(ws, g.shape, g.dtype)
+        for (i, j), hit in zip(taps, hits):
+            tap = _tap(dxp, i, j, stride, (1, 1), out_hw)
+            np.add(tap, np.multiply(g, hit, out=part), out=tap)
+        return (_crop(dxp, pads, self.x_shape, ws),)
+
+
+def _blocks(xp, pool, out_hw):
+    """(N, Ho, ph, Wo, pw, C) view of the non-overlapping pool windows of xp."""
+    s0, s1, s2, s3 = xp.strides
+    shape = (xp.shape[0], out_hw[0], pool[0], out_hw[1], pool[1], xp.shape[3])
+    return as_strided(xp, shape, (s0, s1 * pool[0], s1, s2 * pool[1], s2, s3))
+
+
+def _keep_first(ws, hits):
+    """Clear every True in hits[t] that an earlier hits[<t] already has (first maximum wins)."""
+    taken = _empty(ws, hits[0].shape, bool)
+    np.copyto(taken, hits[0])
+    for t in range(1, len(hits)):
+        np.greater(hits[t], taken, out=hits[t])
+        if t < len(hits) - 1:
+            np.logical_or(taken, hits[t], out=taken)
+
+
+class AvgPool2DFn(Function):
+    """y = mean of each window over the real (unpadded) pixels only, as Keras's "same" does."""
+
+    def forward(self, x, pool=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)), out_hw=None,
+                ws=None):
+        self.geom = (pool, stride, (1, 1), pads, out_hw)
+        self.x_shape, self.ws = x.shape, ws
+        self.scale = x.dtype.type(1.0 / (pool[0] * pool[1]))
+        out = self._window_sums(_pad(x, pads, ws), ws)
+        if pads != ((0, 0), (0, 0)):
+            ones = _pad(np.ones((1,) + x.shape[1:3] + (1,), x.dtype), pads, None)
+            self.scale = (1.0 / self._window_sums(ones, None)).astype(x.dtype)
+        out *= self.scale
+        return out
+
+    def _window_sums(self, xp, ws):
+        pool, stride, _, _, out_hw = self.geom
+        out = _zeros(ws, (xp.shape[0], out_hw[0], out_hw[1], xp.shape[3]), xp.dtype)
+        for t in range(pool[0] * pool[1]):
+            out += _tap(xp, t // pool[1], t % pool[1], stride, (1, 1), out_hw)
+        return out
+
+    def backward(self, g):
+        pool, stride, _, pads, out_hw = self.geom
+        gs = np.multiply(g, self.scale, out=_empty(self.ws, g.shape, g.dtype))
+        dxp = _zeros(self.ws, _padded_shape(self.x_shape, pads), g.dtype)
+        for t in range(pool[0] * pool[1]):
+            tap = _tap(dxp, t // pool[1], t % pool[1], stride, (1, 1), out_hw)
+            np.add(tap, gs, out=tap)
+        return (_crop(dxp, pads, self.x_shape, self.ws),)
+
+
+class BatchNormFn(Function):
+    """y = γ·(x − μ)/sqrt(σ² + ε) + β per channel on `axis`; training uses the batch's μ and
+    biased σ² and updates running = (1−m)·running + m·stat (unbiased σ²), inference the
+    running statistics."""
+
+    def forward(self, x, gamma=None, beta=None, running_mean=None, running_var=None,
+                momentum=0.1, eps=1e-3, training=True, axis=-1):
+        axis = axis % x.ndim
+        self.axes = tuple(i for i in range(x.ndim) if i != axis)
+        self.bshape = tuple(x.shape[i] if i == axis else 1 for i in range(x.ndim))
+        count = x.size // x.shape[axis]
+        self.training, self.count = training, count
+        if training:
+            if count < 2:
+                raise ValueError(
+                    f"BatchNormalization: training needs more than 1 value per channel, got "
+                    f"input shape {x.shape}; use a larger batch or call it in inference mode."
+                )
+            mean = x.mean(axis=self.axes, keepdims=True)
+            xc = x - mean
+            var = (xc * xc).mean(axis=self.axes, keepdims=True)
+            if running_mean is not None:
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean.reshape(running_mean.shape)
+            if running_var is not None:
+                running_var *= 1 - momentum
+                running_var += (momentum * count / (count - 1)) * var.reshape(running_var.shape)
+        else:
+            mean = running_mean.reshape(self.bshape)
+            var = running_var.reshape(self.bshape)
+            xc = x - mean
+        self.inv = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+        self.xhat = xc * self.inv
+        self.gamma = gamma
+        out = self.xhat * gamma.reshape(self.bshape) if gamma is not None else self.xhat.copy()
+        if beta is not None:
+            out += beta.reshape(self.bshape)
+        return out
+
+    def backward(self, g):
+        xhat, axes = self.xhat, self.axes
+        gx = gg = gb = None
+        if self.needs[0]:
+            dxhat = g * self.gamma.reshape(self.bshape) if self.gamma is not None else g
+            if self.training:
+                # d/dx of (x−μ)/σ folds the paths through μ and σ into two channel means.
+                mean_d = dxhat.mean(axis=axes, keepdims=True)
+                mean_dx = (dxhat * xhat).mean(axis=axes, keepdims=True)
+                gx = (dxhat - mean_d - xhat * mean_dx) * self.inv
+            else:
+                gx = dxhat * self.inv
+        if len(self.needs) > 1 and self.needs[1]:
+            gg = (g * xhat).sum(axis=axes).reshape(self.gamma.shape)
+        if len(self.needs) > 2 and self.needs[2]:
+            gb = g.sum(axis=axes).reshape(-1)
+        return gx, gg, gb
+
+
+# ----- public functions ------------------------------------------------------------------
+def conv2d(x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), relu=False,
+           ws=None) -> Tensor:
+    """NHWC convolution (optionally with a fused ReLU); `pads` from `conv_geometry`."""
+    return Conv2DFn.apply(x, w, b, stride=stride, dilation=dilation, pads=pads, relu=relu, ws=ws)
+
+
+def conv2d_transpose(x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)),
+                     out_hw=None, ws=None) -> Tensor:
+    """NHWC transposed convolution producing spatial size `out_hw`."""
+    return Conv2DTransposeFn.apply(x, w, b, stride=stride, dilation=dilation, pads=pads,
+                                   out_hw=out_hw, ws=ws)
+
+
+def max_pool2d(x, pool, stride, pads, out_hw, ws=None) -> Tensor:
+    """NHWC max pooling; `pads` and `out_hw` from `conv_geometry`."""
+    return MaxPool2DFn.apply(x, pool=pool, stride=stride, pads=pads, out_hw=out_hw, ws=ws)
+
+
+def avg_pool2d(x, pool, stride, pads, out_hw, ws=None) -> Tensor:
+    """NHWC average pooling over the unpadded pixels of each window."""
+    return AvgPool2DFn.apply(x, pool=pool, stride=stride, pads=pads, out_hw=out_hw, ws=ws)
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-3,
+               training=True, axis=-1) -> Tensor:
+    """Batch normalisation; updates the running arrays in place when training."""
+    return BatchNormFn.apply(x, gamma, beta, running_mean=running_mean, running_var=running_var,
+                             momentum=momentum, eps=eps, training=training, axis=axis)
