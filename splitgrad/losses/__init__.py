@@ -1,0 +1,99 @@
+"""Loss functions with PyTorch's numerics and Keras's arguments, plus a string registry.
+
+Every loss is called as `loss(y_pred, y_true)` (PyTorch's order: prediction first) and returns a
+scalar Tensor (reduction "mean" or "sum") or the unreduced losses ("none"). Classes are on the
+LAST axis, so (N, C) and (N, T, C) outputs both work. The cross-entropies are fused primitives
+with analytic gradients: from logits they never form probabilities that could under/overflow, and
+when `from_logits=False` but `y_pred` came out of `ops.softmax` / `ops.sigmoid`, the logits it
+remembers (`y_pred._logits`) are used instead, so a Keras-style model ending in softmax trains
+as stably as one emitting raw logits. Targets are constants (no gradient flows into y_true).
+
+Layout: primitives.py (fused Functions), checks.py (argument checks), functional.py (the
+functional forms), classes.py (Loss classes); this module re-exports them and holds the
+registry: `get` and `serialize`.
+"""
+
+from __future__ import annotations
+
+from .checks import _REDUCTIONS as _REDUCTIONS
+from .checks import _as_tensor as _as_tensor
+from .checks import _check_probabilities as _check_probabilities
+from .checks import _check_reduction as _check_reduction
+from .checks import _class_weight as _class_weight
+from .checks import _float_targets as _float_targets
+from .checks import _labels as _labels
+from .checks import _logits_of as _logits_of
+from .checks import _match_shape as _match_shape
+from .checks import _strip as _strip
+from .classes import _CANONICAL as _CANONICAL
+from .classes import MAE as MAE
+from .classes import MSE as MSE
+from .classes import BinaryCrossentropy as BinaryCrossentropy
+from .classes import CategoricalCrossentropy as CategoricalCrossentropy
+from .classes import Loss as Loss
+from .classes import MeanAbsoluteError as MeanAbsoluteError
+from .classes import MeanSquaredError as MeanSquaredError
+from .classes import SparseCategoricalCrossentropy as SparseCategoricalCrossentropy
+from .functional import _TINY as _TINY
+from .functional import _cross_entropy as _cross_entropy
+from .functional import binary_crossentropy as binary_crossentropy
+from .functional import categorical_crossentropy as categorical_crossentropy
+from .functional import mae as mae
+from .functional import mean_absolute_error as mean_absolute_error
+from .functional import mean_squared_error as mean_squared_error
+from .functional import mse as mse
+from .functional import sparse_categorical_crossentropy as sparse_categorical_crossentropy
+from .primitives import _BCE_EPS as _BCE_EPS
+from .primitives import AbsoluteError as AbsoluteError
+from .primitives import BinaryCrossEntropy as BinaryCrossEntropy
+from .primitives import BinaryCrossEntropyWithLogits as BinaryCrossEntropyWithLogits
+from .primitives import NegativeLogLikelihood as NegativeLogLikelihood
+from .primitives import SoftmaxCrossEntropy as SoftmaxCrossEntropy
+from .primitives import SquaredError as SquaredError
+from .primitives import _reduce as _reduce
+from .primitives import _scale as _scale
+
+# ----- the registry ----------------------------------------------------------------------
+_CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
+                                    CategoricalCrossentropy, SparseCategoricalCrossentropy)}
+# Keys are lower case without underscores, so "BinaryCrossentropy", "binary_cross_entropy" and
+# "binary_crossentropy" all resolve.
+_ALIASES = {
+    "mse": MeanSquaredError, "meansquarederror": MeanSquaredError,
+    "mae": MeanAbsoluteError, "meanabsoluteerror": MeanAbsoluteError,
+    "bce": BinaryCrossentropy, "binarycrossentropy": BinaryCrossentropy,
+    "cce": CategoricalCrossentropy, "categoricalcrossentropy": CategoricalCrossentropy,
+    "scce": SparseCategoricalCrossentropy,
+    "sparsecategoricalcrossentropy": SparseCategoricalCrossentropy,
+    "crossentropy": SparseCategoricalCrossentropy,  # PyTorch's name for the integer-label loss
+}
+
+
+def serialize(loss: Loss) -> dict:
+    """{"class_name": ..., "config": ...}, JSON-serialisable; `get` turns it back into a loss."""
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+def get(identifier):
+    """A loss from a name ("mse", "sparse_categorical_crossentropy", ...), a serialised dict,
+    a Loss class or instance, or any callable `f(y_pred, y_true)` (returned as is)."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    if isinstance(identifier, dict):
+        cls = _CLASSES.get(identifier.get("class_name"))
+        if cls is None:
+            raise ValueError(f"unknown loss class {identifier.get('class_name')!r} in config; "
+                             f"known: {sorted(_CLASSES)}")
+        return cls.from_config(identifier.get("config", {}))
+    if isinstance(identifier, str):
+        cls = _ALIASES.get(identifier.lower().replace("_", "").replace("-", ""))
+        if cls is None:
+            raise ValueError(f"unknown loss {identifier!r}; expected one of "
+                             f"{sorted(_CANONICAL.values())} (or mse, mae, bce, cce, scce), a "
+                             "Loss instance or a callable.")
+        return cls()
+    if callable(identifier):
+        return identifier
+    raise TypeError(f"loss must be a name, a Loss or a callable, got {type(identifier).__name__}")

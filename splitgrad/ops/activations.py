@@ -1,0 +1,141 @@
+"""Activation primitives: ReLU family, GELU, sigmoid, tanh, softplus, softmax, log-softmax."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function
+
+
+def _erf(x):
+    # scipy's erf is vectorised and exact; imported lazily because only gelu needs it.
+    from scipy.special import erf
+
+    return erf(x)
+
+
+
+# ----- activations -----------------------------------------------------------------------
+class ReLU(Function):
+    """z = max(a, 0); gradient 0 at a = 0 (as in PyTorch)."""
+
+    def forward(self, a):
+        self.mask = a > 0
+        # np.maximum rather than a * mask: -inf * False is nan, and torch.relu(-inf) is 0.
+        return np.maximum(a, 0)
+
+    def backward(self, g):
+        return (g * self.mask,)
+
+
+class LeakyReLU(Function):
+    """z = a if a > 0 else slope·a (PyTorch's default slope 0.01)."""
+
+    def forward(self, a, slope=0.01):
+        self.scale = np.where(a > 0, 1.0, slope).astype(a.dtype)
+        return a * self.scale
+
+    def backward(self, g):
+        return (g * self.scale,)
+
+
+class ELU(Function):
+    """z = a if a > 0 else α(e^a − 1)."""
+
+    def forward(self, a, alpha=1.0):
+        self.pos = a > 0
+        self.neg_out = alpha * np.expm1(np.minimum(a, 0))
+        self.alpha = alpha
+        return np.where(self.pos, a, self.neg_out)
+
+    def backward(self, g):
+        return (g * np.where(self.pos, 1.0, self.neg_out + self.alpha).astype(g.dtype),)
+
+
+class GELU(Function):
+    """z = a·Φ(a), Φ the standard normal CDF; approximate="tanh" uses PyTorch's tanh formula."""
+
+    def forward(self, a, approximate="none"):
+        self.a, self.approximate = a, approximate
+        if approximate == "tanh":
+            k = np.sqrt(2.0 / np.pi).astype(a.dtype)
+            self.t = np.tanh(k * (a + 0.044715 * a**3))
+            return 0.5 * a * (1 + self.t)
+        self.cdf = 0.5 * (1.0 + _erf(a / np.sqrt(2.0))).astype(a.dtype)
+        return a * self.cdf
+
+    def backward(self, g):
+        a = self.a
+        if self.approximate == "tanh":
+            k = np.sqrt(2.0 / np.pi)
+            dt = (1 - self.t**2) * k * (1 + 3 * 0.044715 * a**2)
+            return ((g * (0.5 * (1 + self.t) + 0.5 * a * dt)).astype(g.dtype),)
+        pdf = np.exp(-0.5 * a * a) / np.sqrt(2.0 * np.pi)
+        return ((g * (self.cdf + a * pdf)).astype(g.dtype),)
+
+
+class Sigmoid(Function):
+    """z = 1 / (1 + e^−a), computed without overflow for large |a|."""
+
+    def forward(self, a):
+        self.out = sigmoid_array(a)
+        return self.out
+
+    def backward(self, g):
+        s = self.out
+        return (g * s * (1 - s),)
+
+
+class Tanh(Function):
+    """z = tanh a; dz/da = 1 − z²."""
+
+    def forward(self, a):
+        self.out = np.tanh(a)
+        return self.out
+
+    def backward(self, g):
+        return (g * (1 - self.out * self.out),)
+
+
+class Softplus(Function):
+    """z = log(1 + e^a), stable form max(a, 0) + log1p(e^−|a|); dz/da = sigmoid(a)."""
+
+    def forward(self, a):
+        self.a = a
+        return np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
+
+    def backward(self, g):
+        return (g * sigmoid_array(self.a),)
+
+
+def sigmoid_array(a: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function on a raw array."""
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+
+
+class Softmax(Function):
+    """z = e^(a − max a) / Σ e^(a − max a) along `axis`."""
+
+    def forward(self, a, axis=-1):
+        self.axis = axis
+        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        self.out = e / e.sum(axis=axis, keepdims=True)
+        return self.out
+
+    def backward(self, g):
+        s = self.out
+        return (s * (g - (g * s).sum(axis=self.axis, keepdims=True)),)
+
+
+class LogSoftmax(Function):
+    """z = a − max a − log Σ e^(a − max a) along `axis`."""
+
+    def forward(self, a, axis=-1):
+        self.axis = axis
+        shifted = a - a.max(axis=axis, keepdims=True)
+        self.out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        return self.out
+
+    def backward(self, g):
+        return (g - np.exp(self.out) * g.sum(axis=self.axis, keepdims=True),)

@@ -1,0 +1,63 @@
+"""Linear-algebra primitives: batched matmul and the fused Dense `Linear` (x·W + b)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function, unbroadcast
+
+
+# ----- linear algebra --------------------------------------------------------------------
+class MatMul(Function):
+    """z = a @ b (NumPy matmul rules, batched and broadcast)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        ga = gb = None
+        if a.ndim == 1 and b.ndim == 1:
+            return (g * b if self.needs[0] else None, g * a if self.needs[1] else None)
+        if self.needs[0]:
+            if b.ndim == 1:
+                ga = np.multiply.outer(g, b)
+            else:
+                ga = (g[..., None, :] if a.ndim == 1 else g) @ np.swapaxes(b, -1, -2)
+                ga = unbroadcast(ga.reshape(ga.shape[:-2] + ga.shape[-1:]) if a.ndim == 1
+                                 else ga, a.shape)
+        if self.needs[1]:
+            if a.ndim == 1:
+                gb = np.multiply.outer(a, g) if b.ndim == 2 else a[:, None] * g[..., None, :]
+                gb = unbroadcast(gb, b.shape)
+            else:
+                gg = g[..., None] if b.ndim == 1 else g
+                gb = np.swapaxes(a, -1, -2) @ gg
+                gb = unbroadcast(gb[..., 0] if b.ndim == 1 else gb, b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """z = x·W + b, the fused Dense primitive (x of shape (..., in), W of shape (in, out))."""
+
+    def forward(self, x, w, b=None):
+        self.x, self.w = x, w
+        self.bshape = None if b is None else b.shape
+        if x.ndim == 2:
+            out = x @ w
+        else:
+            out = (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + (w.shape[1],))
+        if b is not None:
+            out += b
+        return out
+
+    def backward(self, g):
+        x, w = self.x, self.w
+        g2 = g.reshape(-1, g.shape[-1])
+        gx = (g2 @ w.T).reshape(x.shape) if self.needs[0] else None
+        gw = x.reshape(-1, x.shape[-1]).T @ g2 if self.needs[1] else None
+        gb = None
+        if len(self.needs) > 2 and self.needs[2]:
+            gb = unbroadcast(np.add.reduce(g2, axis=0), self.bshape)
+        return gx, gw, gb
