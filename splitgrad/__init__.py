@@ -4,15 +4,19 @@
     from splitgrad import nn
 """
 
+from . import callbacks as callbacks
 from . import data as data
 from . import datasets as datasets
 from . import functional as functional
+from . import metrics as metrics
 from . import losses as losses
 from . import nn as nn
 from . import ops as ops
 from . import optim as optim
 from . import schedules as schedules
 from . import split as split
+from .checkpoint import load_model as load_model
+from .model import clone_model as clone_model
 from .random import seed as seed
 from .tensor import Tensor as Tensor
 from .tensor import no_grad as no_grad

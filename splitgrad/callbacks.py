@@ -213,7 +213,7 @@ class CSVLogger(Callback):
 
     def on_train_begin(self, logs=None):
         exists = self.append and os.path.exists(self.filename)
-        self.file = open(self.filename, "a" if self.append else "w", newline="")
+        self.file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
         self.writer = csv.writer(self.file, delimiter=self.separator)
         self.header_written = exists
 

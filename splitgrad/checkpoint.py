@@ -1,7 +1,8 @@
 """Safe checkpoints: the architecture as JSON, weights and optimizer state as safetensors.
 
 A saved model is a folder:
-    config.json              architecture, compile settings, optimizer scalars, RNG state
+    config.json              architecture, compile settings, optimizer scalars, RNG state,
+                             and the SHA-256 of each tensor file (safetensors has no checksum)
     weights.safetensors      every layer weight, keyed by its dotted path ("layers.0.kernel")
     optimizer.safetensors    the optimizer's arrays (moments, buffers), when compiled
 
@@ -12,6 +13,7 @@ the previous checkpoint intact (at PATH, or at PATH.old for the instant between 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,14 +40,25 @@ def _write_tensors(path: Path, arrays: dict):
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path))
 
 
-def _read_tensors(path: Path) -> dict:
-    from safetensors.numpy import load_file
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_tensors(path: Path, sha256: str | None = None) -> dict:
+    from safetensors.numpy import load
 
     if not path.exists():
         raise CheckpointError(f"{path}: file is missing; the checkpoint is incomplete")
+    data = path.read_bytes()
+    # A flipped bit in the tensor data still parses as safetensors: only a checksum sees it.
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointError(
+            f"{path}: checksum mismatch with config.json; the file is corrupt or was changed "
+            "after saving. Restore it from a backup or retrain."
+        )
     try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises several types for damaged files
+        return load(data)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise CheckpointError(
             f"{path}: cannot read it as safetensors ({exc}); the file is truncated or "
             "corrupt. Restore it from a backup or retrain."
@@ -64,7 +77,7 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: not valid JSON ({exc}); the file is corrupt") from None
 
 
-def atomic_folder(target) -> "_AtomicFolder":
+def atomic_folder(target) -> _AtomicFolder:
     """`with atomic_folder(p) as tmp:` write files into tmp; on success tmp replaces p."""
     return _AtomicFolder(Path(target))
 
@@ -74,6 +87,9 @@ class _AtomicFolder:
         self.target = target
 
     def __enter__(self) -> Path:
+        if self.target.exists() and not self.target.is_dir():
+            # The swap below would move the file aside; never replace a user's file.
+            raise CheckpointError(f"{self.target}: is a file, not a folder; choose another path")
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=self.target.name + ".tmp-",
                                          dir=self.target.parent))
@@ -110,6 +126,14 @@ def _resolve(path) -> Path:
 
 
 # ----- weights ---------------------------------------------------------------------------
+def _layers_by_path(layer, prefix="") -> dict:
+    out = {}
+    for key, child in layer.sublayers():
+        out[prefix + key] = child
+        out.update(_layers_by_path(child, prefix + key + "."))
+    return out
+
+
 def assign_weights(model, arrays: dict, source: str):
     """Copy named arrays into the model's weights, checking names and shapes first."""
     weights = model.named_weights()
@@ -123,10 +147,12 @@ def assign_weights(model, arrays: dict, source: str):
     for key, p in weights.items():
         a = arrays[key]
         if a.shape != p.shape:
-            layer = key.rsplit(".", 1)[0]
+            where = key.rsplit(".", 1)[0] if "." in key else ""
+            layer = _layers_by_path(model).get(where, model)
             raise CheckpointError(
-                f"{source}: weight {key!r} of layer {layer!r} has shape {a.shape} in the file "
-                f"but {p.shape} in the model; rebuild the model with the saved sizes"
+                f"{source}: weight {key!r} of layer {layer.name!r} ({type(layer).__name__}) "
+                f"has shape {a.shape} in the file but {p.shape} in the model; rebuild the "
+                "model with the saved sizes"
             )
     for key, p in weights.items():
         p.data[...] = arrays[key]
@@ -138,9 +164,9 @@ def save_weights(model, path):
         _write_tensors(tmp / WEIGHTS, {k: p.data for k, p in model.named_weights().items()})
 
 
-def load_weights(model, path):
+def load_weights(model, path, sha256: str | None = None):
     path = _resolve(path)
-    assign_weights(model, _read_tensors(path / WEIGHTS), str(path / WEIGHTS))
+    assign_weights(model, _read_tensors(path / WEIGHTS, sha256), str(path / WEIGHTS))
 
 
 # ----- whole models ----------------------------------------------------------------------
@@ -159,6 +185,8 @@ def save_model(model, path, extra: dict | None = None):
     }
     opt_arrays = {}
     if getattr(model, "optimizer", None) is not None:
+        if not model.optimizer.built:  # compiled, then built by a plain call: no steps yet
+            model.optimizer.build(model.parameters())
         config["compile"] = {
             "optimizer": model.optimizer.get_config() | {"class": type(model.optimizer).__name__},
             "loss": {"class": type(model.loss).__name__, "config": model.loss.get_config()},
@@ -171,6 +199,7 @@ def save_model(model, path, extra: dict | None = None):
         _write_tensors(tmp / WEIGHTS, {k: p.data for k, p in model.named_weights().items()})
         if opt_arrays:
             _write_tensors(tmp / OPTIMIZER, opt_arrays)
+        config["sha256"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
         (tmp / CONFIG).write_text(json.dumps(config, indent=1, default=_json_default))
 
 
@@ -182,35 +211,48 @@ def _json_default(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint config")
 
 
-def load_model(path, compile=True, restore_rng=True):  # noqa: A002 - Keras's argument name
+def load_model(path, compile=True, restore_rng=True):
     """Rebuild a model saved with `model.save(path)`: architecture, weights, optimizer state."""
     from . import losses, optim
     from .nn.layer import layer_class
 
     path = _resolve(path)
     config = _read_json(path / CONFIG)
-    if config.get("format") != FORMAT:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise CheckpointError(f"{path / CONFIG}: not a splitgrad model config "
-                              f"(format {config.get('format')!r})")
+                              f"(format {found!r})")
     if config.get("version", 0) > VERSION:
         raise CheckpointError(f"{path / CONFIG}: saved by a newer splitgrad (version "
                               f"{config['version']}); upgrade splitgrad to load it")
+    # Checkpoints from before checksums were recorded load without the check.
+    sums = config.get("sha256") or {}
+    comp = config.get("compile") if compile else None
     try:
         model = layer_class(config["class"]).from_config(config["config"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path / CONFIG}: cannot rebuild the architecture: {exc}") from None
-    comp = config.get("compile") if compile else None
-    if comp:
-        opt_cfg = dict(comp["optimizer"])
-        opt = optim.get(opt_cfg.pop("class").lower()).__class__.from_config(opt_cfg)
-        loss = losses.get(comp["loss"]["class"]).__class__.from_config(comp["loss"]["config"])
-        model.compile(optimizer=opt, loss=loss, metrics=comp["metrics"])
-    sample = np.zeros([1] + config["input_shape"][1:], dtype=model.dtype)
-    model.build_from_sample(sample)
-    load_weights(model, path)
+        if comp:
+            opt_cfg = dict(comp["optimizer"])
+            opt = optim.get(opt_cfg.pop("class").lower()).__class__.from_config(opt_cfg)
+            loss = losses.get(comp["loss"]["class"]).__class__.from_config(comp["loss"]["config"])
+            model.compile(optimizer=opt, loss=loss, metrics=comp["metrics"])
+        sample = np.zeros([1] + list(config["input_shape"])[1:], dtype=model.dtype)
+        model.build_from_sample(sample)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise CheckpointError(f"{path / CONFIG}: cannot rebuild the model from it "
+                              f"({type(exc).__name__}: {exc}); the file is corrupt or was "
+                              "edited by hand") from None
+    load_weights(model, path, sums.get(WEIGHTS))
     if comp and "optimizer_state" in config:
-        arrays = _read_tensors(path / OPTIMIZER) if (path / OPTIMIZER).exists() else {}
-        model.optimizer.load_state_dict({**config["optimizer_state"], "state": arrays})
+        # A listed optimizer file must be there; unlisted means the optimizer had no arrays.
+        listed = OPTIMIZER in sums or (not sums and (path / OPTIMIZER).exists())
+        arrays = _read_tensors(path / OPTIMIZER, sums.get(OPTIMIZER)) if listed else {}
+        try:
+            model.optimizer.load_state_dict({**config["optimizer_state"], "state": arrays})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path / OPTIMIZER}: the optimizer state does not fit the "
+                                  f"model ({exc})") from None
     if restore_rng and "rng_state" in config:
         sg_random.set_state(config["rng_state"])
     model.saved_extra = config.get("extra", {})

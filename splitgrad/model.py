@@ -94,8 +94,15 @@ class Model(Layer):
             with no_grad():
                 self(x[:1])
             self.train(was)
-        if self.optimizer is not None and not self.optimizer.built:
-            self.optimizer.build(self.parameters())
+        if self.optimizer is not None:
+            # Also catches layers added after compile, which would otherwise never train.
+            try:
+                self.optimizer.build(self.parameters())
+            except ValueError as exc:
+                raise ValueError(
+                    f"model {self.name!r}: its parameters changed after compile (a layer was "
+                    f"added?); call compile again with a new optimizer. ({exc})"
+                ) from None
 
     # ----- one step ---------------------------------------------------------------------
     def compute_loss(self, x, y) -> Tensor:
@@ -207,6 +214,8 @@ class Model(Layer):
         self._require_compiled("evaluate")
         x, y = _as_input(x, "x"), _as_input(y, "y")
         _check_pair(x, y)
+        if len(x) == 0:
+            raise ValueError("evaluate: no samples (empty x)")
         self.build_from_sample(x)
         was = self.training
         self.eval()
@@ -265,18 +274,25 @@ class Model(Layer):
         print_fn(f"Model {self.name!r}")
         for name, cls, n in rows:
             print_fn(f"  {name} ({cls})".ljust(width) + f"{n:>10,d} params")
-        print_fn(f"  total".ljust(width) + f"{self.count_params():>10,d} params")
+        print_fn("  total".ljust(width) + f"{self.count_params():>10,d} params")
 
 
 @register
 class Sequential(Model):
     """y = layer_n(... layer_2(layer_1(x))). `Sequential([...])` or `.add(layer)`."""
 
-    def __init__(self, layers=None, name=None, dtype="float32"):
-        super().__init__(name=name, dtype=dtype)
-        self.layers = list(layers or [])
-        for layer in self.layers:
+    def __init__(self, layers=None, name=None, dtype=None):
+        layers = list(layers or [])
+        for layer in layers:
             self._check_layer(layer)
+        # An explicit dtype is imposed on every layer at build time; without one, the
+        # layers keep their own and inputs are converted to the first layer's dtype.
+        explicit = dtype is not None
+        if dtype is None:
+            dtype = layers[0].dtype if layers else "float32"
+        super().__init__(name=name, dtype=dtype)
+        self.dtype_explicit = explicit
+        self.layers = layers
 
     @staticmethod
     def _check_layer(layer):
@@ -291,8 +307,9 @@ class Sequential(Model):
     def build(self, input_shape):
         if not self.layers:
             raise ValueError("Sequential model has no layers; add some before calling it")
-        for layer in self.layers:
-            layer.dtype = self.dtype
+        if self.dtype_explicit:
+            for layer in self.layers:
+                layer.dtype = self.dtype
 
     def call(self, x):
         for layer in self.layers:

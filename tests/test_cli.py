@@ -1,0 +1,157 @@
+"""The `splitgrad` command: the installed entry point in a subprocess, and `cli.main` in-process.
+
+Each recipe runs end to end in --quick mode; user mistakes give one line on stderr, status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from splitgrad import cli, recipes
+from splitgrad.checkpoint import load_model
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# The foundation's recipes; later recipes are tested next to their own features.
+FOUNDATION = ["perceptron", "regression", "digits-mlp"]
+
+
+def _entry_point() -> str:
+    found = shutil.which("splitgrad") or str(Path(sys.executable).parent / "splitgrad")
+    assert Path(found).exists(), "the splitgrad command is not installed (pip install -e .)"
+    return found
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([_entry_point(), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, check=False)
+
+
+def assert_one_line_error(stderr, *words):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("splitgrad") and "error" in lines[0]
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in lines[0]
+
+
+# ----- the installed command ----------------------------------------------------------------
+def test_entry_point_list():
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == list(recipes.RECIPES)
+
+
+def test_entry_point_train_then_evaluate(tmp_path):
+    out = tmp_path / "digits"
+    result = run_cli("train", "digits-mlp", "--quick", "--quiet", "--out", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test: loss" in result.stdout and "accuracy" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"accuracy {metrics['accuracy']:.4f}" in result.stdout
+    result = run_cli("evaluate", out)
+    assert result.returncode == 0, result.stderr
+    assert "recipe digits-mlp" in result.stdout
+    assert f"accuracy {metrics['accuracy']:.4f}" in result.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "perceptrn"], ["unknown recipe", "perceptron"]),
+    (["train", "perceptron", "--bogus"], ["--bogus"]),
+    (["train", "perceptron", "--epochs", "0"], ["--epochs", "positive"]),
+    (["evaluate", "no/such/folder"], ["no such model folder"]),
+    (["fly"], ["invalid choice"]),
+])
+def test_entry_point_mistakes_are_one_line(tmp_path, args, words):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, *words)
+
+
+# ----- in-process ---------------------------------------------------------------------------
+@pytest.mark.parametrize("recipe", FOUNDATION)
+def test_train_quick_saves_model_curves_and_metrics(tmp_path, capsys, recipe):
+    out = tmp_path / recipe
+    assert cli.main(["train", recipe, "--quick", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "loss" in metrics
+    assert ("r2" if recipe == "regression" else "accuracy") in metrics
+    for key, value in metrics.items():
+        assert f"{key} {value:.4f}" in printed
+    assert (out / "curves.png").read_bytes().startswith(PNG)
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == recipes.get(recipe).QUICK["epochs"]
+    model = load_model(out)
+    assert model.saved_extra["recipe"] == recipe and model.saved_extra["quick"]
+
+    assert cli.main(["evaluate", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert f"recipe {recipe}" in again
+    assert f"loss {metrics['loss']:.4f}" in again
+
+
+def test_train_flags_override_the_recipe_settings(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert cli.main(["train", "perceptron", "--quick", "--quiet", "--epochs", "3",
+                     "--batch-size", "64", "--learning-rate", "0.05", "--seed", "4",
+                     "--out", str(out)]) == 0
+    extra = load_model(out).saved_extra
+    assert extra["settings"] == {"epochs": 3, "batch_size": 64, "learning_rate": 0.05}
+    assert extra["seed"] == 4
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == 3
+
+
+def test_ways_lists_the_catalogue(capsys):
+    assert cli.main(["ways"]) == 0
+    out = capsys.readouterr().out
+    assert "data-parallel" in out and "federated" in out
+
+
+def test_compare_digits_quick_runs(tmp_path, capsys):
+    assert cli.main(["compare", "digits-mlp", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "data-parallel" in out
+    assert (tmp_path / "compare.md").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "nope"], ["unknown recipe 'nope'"]),
+    (["train", "perceptron", "--bogus"], ["unrecognized arguments: --bogus"]),
+    (["train", "perceptron", "--learning-rate", "-1"], ["--learning-rate"]),
+    (["train"], ["recipe"]),
+    ([], ["command"]),
+    (["evaluate", "MISSING"], ["no such model folder"]),
+    (["evaluate", "NOT_A_MODEL"], ["config.json", "missing"]),
+    (["evaluate", "PLAIN"], ["not saved by `splitgrad train`"]),
+    (["train", "perceptron", "--quick", "--quiet", "--out", "A_FILE"], ["is a file"]),
+    (["compare", "nope", "--quick"], ["unknown recipe"]),
+])
+def test_mistakes_in_process_are_one_line_with_status_2(tmp_path, capsys, args, words):
+    import numpy as np
+
+    from splitgrad import nn
+
+    (tmp_path / "NOT_A_MODEL").mkdir()
+    (tmp_path / "A_FILE").write_text("precious")
+    plain = nn.Sequential([nn.Dense(1)])
+    plain(np.zeros((1, 3), dtype=np.float32))
+    plain.save(tmp_path / "PLAIN")
+    args = [str(tmp_path / a) if a.isupper() else a for a in args]
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    assert_one_line_error(captured.err, *words)
+    assert (tmp_path / "A_FILE").read_text() == "precious"
+
+
+def test_help_exits_cleanly(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
