@@ -1,0 +1,76 @@
+"""Embedding: integer ids → rows of a learned table, with a scatter-add gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function, Tensor
+from .layer import Layer, register
+
+
+class EmbeddingLookup(Function):
+    """z = W[ids]; dW[k] = Σ of the output gradients of every position whose id is k."""
+
+    def forward(self, weight, ids):
+        self.ids, self.shape = ids, weight.shape
+        return weight[ids]
+
+    def backward(self, g):
+        flat = self.ids.reshape(-1)
+        rows = g.reshape(-1, self.shape[1])
+        out = np.zeros(self.shape, dtype=g.dtype)
+        # Sorting groups equal ids so one reduceat sums each group: much faster than
+        # np.add.at's per-element scatter when ids repeat (a character vocabulary).
+        order = np.argsort(flat, kind="stable")
+        ids = flat[order]
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        out[ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+        return out, None
+
+
+@register
+class Embedding(Layer):
+    """y[..., :] = W[x[...]] for integer ids x in [0, input_dim); W (input_dim, output_dim)
+    initialised N(0, 1) like PyTorch."""
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="normal", name=None,
+                 dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        if int(input_dim) <= 0 or int(output_dim) <= 0:
+            raise ValueError(f"Embedding: input_dim and output_dim must be positive integers, "
+                             f"got {input_dim!r} and {output_dim!r}")
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+        self.embeddings_initializer = embeddings_initializer
+
+    def build(self, input_shape):
+        self.add_weight("embeddings", (self.input_dim, self.output_dim),
+                        self.embeddings_initializer, fan_in=self.input_dim,
+                        fan_out=self.output_dim)
+
+    def to_tensor(self, x) -> Tensor:
+        """Keep integer ids as integers (the base class would cast them to the float dtype)."""
+        arr = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if arr.dtype.kind in "iu":
+            return x if isinstance(x, Tensor) else Tensor(arr)
+        if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+            return Tensor(arr.astype(np.int64))
+        raise TypeError(f"layer {self.name!r} (Embedding) expects integer ids, got an array of "
+                        f"dtype {arr.dtype}; convert with .astype('int64').")
+
+    def call(self, x):
+        ids = x.data
+        if ids.size:
+            low, high = int(ids.min()), int(ids.max())
+            bad = low if low < 0 else high
+            if low < 0 or high >= self.input_dim:
+                raise ValueError(
+                    f"layer {self.name!r} (Embedding) got id {bad}, but input_dim is "
+                    f"{self.input_dim} (valid ids are 0..{self.input_dim - 1}). Map the ids "
+                    "into range or build the layer with a larger input_dim.")
+        return EmbeddingLookup.apply(self.embeddings, ids)
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim,
+                "output_dim": self.output_dim,
+                "embeddings_initializer": self.embeddings_initializer}
