@@ -1,5 +1,6 @@
 """Split-training benchmarks: data parallel on Ray (2 workers vs 1), Ray's per-step overhead
-against Inline, and 100 federated clients on one machine (memory, seconds per round).
+against Inline, 100 federated clients on one machine (memory, seconds per round), and DP-SGD's
+per-example gradients (one batched pass vs the per-example loop).
 
     python benchmarks/split_bench.py                 # all three, a few minutes on 2 cores
     python benchmarks/split_bench.py --steps 10      # shorter
@@ -27,7 +28,7 @@ from workloads import WORKLOADS
 
 import splitgrad as sg
 from splitgrad import nn
-from splitgrad.split import DataParallel, Federated, Inline, RayPlaces
+from splitgrad.split import DataParallel, Federated, Inline, RayPlaces, per_example
 
 
 def build(workload, seed=0):
@@ -88,7 +89,7 @@ def bench_overhead(places2, steps):
     t2, _, _ = timed_fit("W5", DataParallel(2, places=places2), steps * 4)
     per = steps * 4
     print(f"inline {1e3 * t0 / per:.2f} ms/step; Ray 1 worker {1e3 * t1 / per:.2f} ms/step "
-          f"(+{1e3 * (t1 - t0) / per:.2f} ms); Ray 2 workers with ring all-reduce "
+          f"(+{1e3 * (t1 - t0) / per:.2f} ms); Ray 2 workers with all-reduce "
           f"{1e3 * t2 / per:.2f} ms/step (+{1e3 * (t2 - t0) / per:.2f} ms)")
 
 
@@ -122,6 +123,25 @@ def bench_federated(places2, rounds):
           f"{history.traffic['total_bytes'] / rounds / 1e6:.2f} MB crossed per round")
 
 
+def bench_dp_sgd(repeats=5):
+    print("\n## DP-SGD per-example clipped gradients (W1, batch 128, this process, 1 thread)")
+    x, y, _ = data("W1", 1)
+    model = build("W1")
+    model.build_from_sample(x)
+    times = {}
+    with threadpool_limits(1):
+        for name, fn in (("per-example loop", per_example._looped),
+                         ("one batched pass", per_example._batched)):
+            fn(model, x, y, 1.0)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn(model, x, y, 1.0)
+            times[name] = (time.perf_counter() - start) / repeats
+    loop, batched = times["per-example loop"], times["one batched pass"]
+    print(f"per-example loop {1e3 * loop:.1f} ms/step; one batched pass {1e3 * batched:.1f} "
+          f"ms/step ({loop / batched:.0f}x faster)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="steps per timed run")
@@ -137,6 +157,7 @@ def main():
     bench_data_parallel(places2, args.steps)
     bench_overhead(places2, args.steps)
     bench_federated(places2, args.rounds)
+    bench_dp_sgd()
     places2.close()
     ray.shutdown()
 

@@ -4,12 +4,21 @@ One local cluster (2 CPUs, no dashboard) and one pair of places serve the whole 
 """
 
 import os
+import time
 
 import numpy as np
 import pytest
 from test_split_ways import X, Y, close, fit, flat
 
-from splitgrad.split import CheckpointResume, DataParallel, Federated, Inline, RayPlaces
+from splitgrad.split import (
+    DPSGD,
+    CheckpointResume,
+    DataParallel,
+    Federated,
+    Inline,
+    PlaceUnreachable,
+    RayPlaces,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -52,6 +61,36 @@ def test_data_parallel_on_ray_equals_inline_and_bytes_equal_formula(places):
     assert set(t["busy_s"]) == {"worker0", "worker1", "worker2"}
 
 
+def test_dropout_runs_on_ray_equal_inline(places):
+    # Every replica's dropout stream is seeded from (run seed, rank, step), not its process.
+    for make in (lambda w: DataParallel(3, places=w),
+                 lambda w: DPSGD(clip=0.5, noise_multiplier=0.3, workers=2, places=w)):
+        ref, _ = fit(make(Inline()), opt="adam", dropout=0.3, batch_size=16)
+        model, _ = fit(make(places), opt="adam", dropout=0.3, batch_size=16)
+        assert np.array_equal(flat(model), flat(ref))
+    kw = {"clients": 4, "local_batch_size": 6, "seed": 1}
+    ref, _ = fit(Federated(**kw, places=Inline()), dropout=0.3)
+    model, _ = fit(Federated(**kw, places=places), dropout=0.3)
+    assert np.array_equal(flat(model), flat(ref))
+
+
+def test_a_hung_place_is_a_clear_error_within_the_time_limit(places):
+    class HangAt:
+        def on_train_batch_end(self, step, logs=None):
+            if step == 1:
+                places.stall(1, 60)  # place 1 stops answering, but its process lives
+
+    saved, places.timeout = places.timeout, 2.0
+    start = time.perf_counter()
+    try:
+        with pytest.raises(PlaceUnreachable, match=r"place\(s\) \[1\].*time limit of 2 s"):
+            fit(DataParallel(2, places=places), batch_size=8, callbacks=[HangAt()])
+        assert time.perf_counter() - start < 2.0 + 4.0
+    finally:
+        places.timeout = saved
+        places.restart(1)  # replace the hung actor for the tests that follow
+
+
 def test_fedavg_on_ray_equals_inline(places):
     kw = {"clients": 6, "fraction": 0.5, "local_batch_size": 4, "seed": 2}
     ref, _ = fit(Federated(**kw, places=Inline()), epochs=3)
@@ -59,14 +98,17 @@ def test_fedavg_on_ray_equals_inline(places):
     close(model, ref, tol=1e-12)
 
 
-def test_killed_place_in_data_parallel_recovers_without_losing_steps(places):
-    ref, _ = fit(DataParallel(2, places=Inline()), opt="adam", batch_size=8)
+@pytest.mark.parametrize("workers", [2, 3])  # whole-gradient exchange; reduce-scatter
+def test_killed_place_in_data_parallel_recovers_without_losing_steps(places, workers):
+    kw = {"opt": "adam", "batch_size": 8, "dropout": 0.2}
+    ref, _ = fit(DataParallel(workers, places=Inline()), **kw)
     killer = KillAt(places, at=3)
-    model, history = fit(DataParallel(2, places=places), opt="adam", batch_size=8,
-                         callbacks=[killer])
-    assert killer.done and history.traffic["recoveries"][0]["step"] == 4
-    assert history.traffic["steps"] == 12 and len(history.history["loss"]) == 2
-    close(model, ref, tol=1e-12)
+    model, history = fit(DataParallel(workers, places=places), callbacks=[killer], **kw)
+    t = history.traffic
+    assert killer.done and t["recoveries"][0]["step"] == 4
+    assert t["steps"] == 12 and len(history.history["loss"]) == 2
+    assert np.array_equal(flat(model), flat(ref))  # per-step dropout streams: redo is exact
+    assert t["total_bytes"] == t["textbook_bytes"]  # the cut-short step is counted once
 
 
 def test_killed_place_in_federated_round_recovers(places):

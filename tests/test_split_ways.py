@@ -24,6 +24,7 @@ from splitgrad.split import (
     LocalSGD,
     ParameterServer,
     partition,
+    per_example,
     robust,
 )
 from splitgrad.split.catalogue import WAYS, compare, make_way, print_ways
@@ -87,22 +88,37 @@ def test_data_parallel_equals_one_worker_and_replicas_are_bitwise_equal(workers,
     assert history.traffic["steps"] == 6
 
 
-def test_data_parallel_bytes_equal_the_ring_formula():
-    model, history = fit(DataParallel(4), batch_size=16)
+@pytest.mark.parametrize("n", [2, 4])
+def test_data_parallel_bytes_equal_the_ring_formula(n):
+    model, history = fit(DataParallel(n), batch_size=16)
     p = sum(w.size for w in model.get_weights())
-    assert p == 75  # not a multiple of 4: the ring's chunks are uneven
+    assert p == 75  # odd, not a multiple of 4: the chunks are uneven
     t = history.traffic
-    assert t["total_bytes"] == t["bytes"]["gradients"] == 6 * 2 * (4 - 1) * p * 8
+    assert t["total_bytes"] == t["bytes"]["gradients"] == 6 * 2 * (n - 1) * p * 8
     assert t["total_bytes"] == t["textbook_bytes"]
-    assert t["messages"]["gradients"] == 6 * 4 * 2 * (4 - 1)
-    assert set(t["busy_s"]) == {f"worker{r}" for r in range(4)}
+    # N = 2 swaps whole gradients (one message each way), N > 2 sends 2(N−1) chunks per worker.
+    per_worker = 1 if n == 2 else 2 * (n - 1)
+    assert t["messages"]["gradients"] == 6 * n * per_worker
+    assert set(t["busy_s"]) == {f"worker{r}" for r in range(n)}
     assert set(t["idle_s"]) == set(t["busy_s"])
 
 
-def test_dropout_model_data_parallel_matches_single_place_inline():
-    ref, _ = fit(dropout=0.3, batch_size=16)
-    model, _ = fit(DataParallel(2), dropout=0.3, batch_size=16)
-    close(model, ref)
+def test_dropout_streams_are_seeded_per_replica_from_the_run_seed():
+    # Worker r draws its masks from (run seed, r, step): reproducible, independent of the
+    # process it runs in (test_split_ray checks Ray == Inline), and the driver's stream is
+    # left alone.
+    way = DataParallel(2)
+    a, _ = fit(way, dropout=0.3, batch_size=16)
+    replicas = way.replica_weights()
+    assert np.array_equal(replicas[0], replicas[1])
+    after = sg.random.get_state()
+    b, _ = fit(DataParallel(2), dropout=0.3, batch_size=16)
+    assert np.array_equal(flat(a), flat(b))
+    assert sg.random.get_state() == after  # fit re-seeds via make_model only
+    other = make_model(dropout=0.3)
+    other.fit(X, Y, batch_size=16, epochs=2, seed=4, verbose=0, way=DataParallel(2))
+    no_dropout, _ = fit(DataParallel(2), batch_size=16)
+    assert not np.allclose(flat(a), flat(other)) and not np.allclose(flat(a), flat(no_dropout))
 
 
 # ----- #2 parameter server ---------------------------------------------------------------------
@@ -251,6 +267,22 @@ def test_dp_sgd_clips_every_example_and_reports_the_budget_inputs():
     assert t["noise_multiplier"] == 1.1 and t["sample_rate"] == 16 / 48 and t["steps"] == 6
 
 
+def test_per_example_gradients_in_one_batched_pass_equal_the_loop():
+    model = make_model()
+    model.build_from_sample(X)
+    assert per_example.vectorisable(model)
+    for clip in (None, 0.05):
+        loop = per_example._looped(model, X[:16], Y[:16], clip)
+        batched = per_example._batched(model, X[:16], Y[:16], clip)
+        np.testing.assert_allclose(batched[0], loop[0], rtol=1e-10, atol=1e-12)
+        assert batched[1] == pytest.approx(loop[1], rel=1e-12)
+        assert batched[2] == pytest.approx(loop[2], rel=1e-12)
+    regularised = nn.Sequential([nn.Dense(3, kernel_regularizer="l2")], dtype="float64")
+    regularised.compile(optimizer=optim.SGD(), loss=sg.losses.MeanSquaredError())
+    regularised.build_from_sample(X)
+    assert not per_example.vectorisable(regularised)  # falls back to the exact loop
+
+
 # ----- #13 accumulation ---------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 3, 4])
 def test_accumulation_equals_the_big_batch(k):
@@ -322,7 +354,10 @@ def test_compare_writes_table_markdown_and_png(tmp_path):
     assert [r["way"] for r in rows] == ["single place", "data-parallel", "accumulation",
                                         "federated"]
     assert rows[1]["max_weight_diff"] < 1e-10 and rows[1]["bytes"] == rows[1]["textbook"]
-    assert (tmp_path / "compare.md").read_text().count("\n| ") >= 4
+    assert [r["should_match"] for r in rows] == [True, True, True, False]
+    assert "delta" in rows[3]["note"]  # says why federated differs
+    table = (tmp_path / "compare.md").read_text()
+    assert table.count("\n| ") >= 4 and "| why |" in table
     assert (tmp_path / "compare.png").stat().st_size > 1000
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import random as sg_random
 from . import tools
 from .base import Way
 from .data_parallel import adopt
@@ -27,8 +28,10 @@ class GradientAccumulation(Way):
 
     def _setup(self, run):
         x_ref, y_ref = run.data_refs()
+        # One replica: it continues the driver's random stream (dropout), on any place.
         run.gather([self.places.submit(0, "setup", "acc", self.places.put(tools.pack(run.model)),
-                                       x_ref, y_ref)], ["place0"])
+                                       x_ref, y_ref, None, False, sg_random.get_state())],
+                   ["place0"])
 
     def _step(self, run, step, index):
         micro = [m for m in np.array_split(index, self.k) if len(m)]

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from .. import random as sg_random
 from . import tools
 from .accounting import Traffic
 from .places import Inline, PlaceFailure
@@ -53,12 +54,22 @@ class Run:
         self.x, self.y = np.asarray(x), np.asarray(y)
         self.batch_size, self.epochs = int(batch_size or 32), int(epochs)
         self.shuffle, self.seed = shuffle, seed
+        self._noise_seed = None if seed is None else int(seed)
         self.callbacks = list(callbacks or [])
         self.traffic = Traffic(way.name, keep_payloads=keep_payloads)
         self.step = 0  # completed global steps
         self.n_params = tools.count(model)
         self.itemsize = tools.flat_dtype(model).itemsize
         self._x_ref = self._y_ref = None
+
+    @property
+    def noise_seed(self) -> int:
+        """Seeds the replicas' dropout streams (`tools.noise_key`). Without a run seed it is
+        drawn once from the default generator, so `splitgrad.seed(n)` still makes the run
+        reproducible; drawn lazily, so ways that never ask leave that stream untouched."""
+        if self._noise_seed is None:
+            self._noise_seed = int(sg_random.get_rng().integers(2**31))
+        return self._noise_seed
 
     def data_refs(self):
         """The training arrays as place-shareable objects (one Ray object each, put once)."""

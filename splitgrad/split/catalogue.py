@@ -109,8 +109,54 @@ def _fed(o, **defaults):
     return {**defaults, **{k: o[k] for k in keys if k in o}}
 
 
-# Settings under which a way should reproduce the single-place run (allclose).
+# Ways that should reproduce the single-place run (allclose) with compare's settings.
 EQUIVALENT = {"data-parallel", "accumulation", "checkpoint-resume"}
+
+# Why each way's weights differ from the single-place run (or why they match), as run by
+# `compare` with make_way's defaults; the catalogue's property column says when they would match.
+NOTES = {
+    "single place": "the reference run",
+    "data-parallel": "gradients all-reduced before every step: the one-place step up to "
+                     "float rounding",
+    "data-parallel/dropout": "each worker draws its own dropout masks (seeded by run seed, "
+                             "rank, step): same distribution, other masks; exact without dropout",
+    "parameter-server": "each push is its own optimizer step on weights up to s=1 clocks old; "
+                        "= #1 only with s=0 and plain SGD",
+    "local-sgd": "replicas take H=4 local optimizer steps on their shards between averagings; "
+                 "= #1 only with H=1 and plain SGD",
+    "diloco": "local SGD whose averaging is an outer Nesterov step (lr 0.7, momentum 0.9)",
+    "federated": "one round per epoch: sampled clients train from the global weights with a "
+                 "fresh optimizer, the server averages their deltas",
+    "fedprox": "federated plus the proximal term mu/2*|w - w_global|^2 (mu=0.01)",
+    "robust": "federated with the coordinate-wise median of the deltas instead of their mean",
+    "dp-sgd": "every example's gradient clipped to C=1 and Gaussian noise sigma*C added",
+    "accumulation": "k micro-batches weighted by their share of the batch: the big batch up to "
+                    "float rounding",
+    "checkpoint-resume": "the whole state (weights, optimizer, RNGs, data position) moves: "
+                         "bitwise",
+}
+
+
+def has_dropout(model) -> bool:
+    """True when a layer of `model` drops units in training (its masks depend on the place)."""
+    from ..nn.core import Dropout
+
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, Dropout) and layer.rate > 0:
+            return True
+        stack.extend(child for _, child in layer.sublayers())
+    return False
+
+
+def _expectation(name, model):
+    """(should the way match the single-place run, the note that says why or why not)."""
+    if name is None:
+        return True, NOTES["single place"]
+    if name == "data-parallel" and has_dropout(model):
+        return False, NOTES["data-parallel/dropout"]
+    return name in EQUIVALENT, NOTES.get(name, "")
 
 
 def _recipe(recipe):
@@ -171,12 +217,12 @@ def compare(recipe, places: int = 2, quick: bool = True, seed: int = 0, out="run
             baseline = weights
         traffic = getattr(history, "traffic", None) or {}
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, baseline))
+        should_match, note = _expectation(name, model)
         rows.append({"way": name or "single place", "loss": float(scores.get("loss", np.nan)),
                      "accuracy": float(scores.get("accuracy", np.nan)), "wall_s": wall,
                      "bytes": traffic.get("total_bytes", 0),
                      "textbook": traffic.get("textbook_bytes", 0),
-                     "max_weight_diff": diff,
-                     "should_match": name is None or name in EQUIVALENT})
+                     "max_weight_diff": diff, "should_match": should_match, "note": note})
         if verbose:
             print(_format_row(rows[-1]), flush=True)
     out = Path(out)
@@ -193,19 +239,20 @@ def _format_row(r):
     match = f"{r['max_weight_diff']:.2e}" + (" (should be ~0)" if r["should_match"] else "")
     return (f"{r['way']:<18} loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  "
             f"{r['wall_s']:6.2f} s  bytes {r['bytes']:>14,} (formula {book:>14})  "
-            f"max |dw| {match}")
+            f"max |dw| {match}" + (f"\n{'':<18} {r['note']}" if r.get("note") else ""))
 
 
 def markdown(rows, recipe, places, ray) -> str:
     name = recipe if isinstance(recipe, str) else getattr(recipe, "__name__", "recipe")
     lines = [f"# {name}: every way, {places} places ({'Ray' if ray else 'inline'})", "",
              ("| way | loss | accuracy | wall s | bytes measured | bytes formula | "
-              "max weight diff | should match |"), "|---|---|---|---|---|---|---|---|"]
+              "max weight diff | should match | why |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         book = "-" if r["textbook"] is None else f"{int(r['textbook']):,}"
         lines.append(f"| {r['way']} | {r['loss']:.4f} | {r['accuracy']:.4f} | "
                      f"{r['wall_s']:.2f} | {r['bytes']:,} | {book} | "
-                     f"{r['max_weight_diff']:.2e} | {'yes' if r['should_match'] else 'no'} |")
+                     f"{r['max_weight_diff']:.2e} | {'yes' if r['should_match'] else 'no'} | "
+                     f"{r.get('note', '')} |")
     return "\n".join(lines) + "\n"
 
 

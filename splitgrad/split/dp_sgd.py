@@ -3,6 +3,7 @@
 Each example's gradient is clipped to L2 norm ≤ C, the clipped gradients are summed, Gaussian
 noise N(0, (σC)²) is added once per step (by worker 0), and the sum is divided by the batch
 size B; the workers then all-reduce and step as in #1. σ = 0 with no clipping = plain SGD.
+Per-example gradients come from one batched pass where the model allows (per_example.py).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ class DPSGD(DataParallel):
             raise ValueError("DPSGD: noise needs a clipping bound C (the noise std is σ·C)")
         self.clip, self.noise_multiplier, self.seed = clip, float(noise_multiplier), int(seed)
 
-    def _grad_ops(self, run, step, shards, total):
+    def _grad_job(self, run, step, rank, shard, total):
         std = self.noise_multiplier * (self.clip or 0.0)
-        return [self.places.submit(h, "clipped_grad", key, shard, self.clip,
-                                   std if rank == 0 else 0.0, [self.seed, step], total)
-                for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards))]
+        return {**super()._grad_job(run, step, rank, shard, total), "clip": self.clip,
+                "noise_std": std if rank == 0 else 0.0, "noise_seed": [self.seed, step],
+                "denom": total}
 
     def _loss(self, values):
-        largest = max(v[1] for v in values)
+        largest = max(v[1] for v in values)  # each worker's (loss share, largest clipped norm)
         self._largest = max(getattr(self, "_largest", 0.0), largest)
         return float(sum(v[0] for v in values))
 

@@ -119,7 +119,8 @@ class Federated(Way):
             traffic.record("weights", "server", f"client{k}", payload=w)
             ops.append(self.places.submit(self.places.host_of(k), "client_round", f"c{k}", w_ref,
                                           self.local_epochs, self._local_bs(run), self.mu,
-                                          [self.seed, r, k]))
+                                          [self.seed, r, k],
+                                          tools.noise_key(run.noise_seed, k, r)))
         values = run.gather(ops, [f"client{k}" for k in active])
         deltas, counts, losses = [], [], []
         for k, (delta, n_k, loss) in zip(active, values):

@@ -2,8 +2,14 @@
 
 Each slot keeps a model replica (with its compiled optimizer and loss), the data it owns and a
 flat scratch vector `vec` for gradients or weights in transit. Ways call ops by name through
-`Host.call(op, *args) -> (result, busy seconds)`; on Ray the Host is an actor, inline it is a
-plain object. Ops never return views of a slot's own arrays, so nothing is shared by accident.
+`Host.call(op, *args) -> (result, busy seconds)` (or `call_multi` for ops with several outputs,
+see collective.py); on Ray the Host is an actor, inline it is a plain object. Ops never return
+views of a slot's own arrays, so nothing is shared by accident.
+
+Random streams: ops that train take a `noise` key (`tools.noise_key(seed, rank, step)`) and run
+with the default generator seeded from it, so Dropout draws the same masks on Inline and on any
+Ray actor. A slot set up with `stream=` (one replica continuing the driver's stream, as in
+accumulation and checkpoint/resume) keeps that stream across ops instead.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 import numpy as np
 
 from . import tools
+from .collective import CollectiveOps
 
 
 class Slot:
@@ -27,14 +34,20 @@ class Slot:
         self.template = None  # pristine model (fresh optimizer state) for federated rounds
         self.anchor = None  # DiLoCo: the global weights at the last synchronisation
         self.momentum = None
+        self.stream = None  # the slot's own default-generator state, when it keeps one
+        self.reduced = None  # data parallel: (step, this rank's all-reduced chunk)
 
     def cast(self, scale):
         """`scale` as a scalar of the model's dtype (so float32 vectors stay float32)."""
         return tools.flat_dtype(self.model).type(scale)
 
 
-class Host:
-    """A place's process: `call(op, *args)` runs `op_<op>` on its slots and times it."""
+class Host(CollectiveOps):
+    """A place's process: `call(op, *args)` runs `op_<op>` on its slots and times it.
+
+    When the first argument names a slot that keeps its own stream, the op runs with that
+    stream as the default generator.
+    """
 
     def __init__(self):
         self.slots = {}
@@ -44,33 +57,53 @@ class Host:
 
     def call(self, op, *args):
         start = time.perf_counter()
-        result = getattr(self, "op_" + op)(*args)
+        slot = self.slots.get(args[0]) if args and isinstance(args[0], str) else None
+        stream = None if slot is None else slot.stream
+        with tools.rng_scope(stream) as box:
+            result = getattr(self, "op_" + op)(*args)
+        if stream is not None:
+            slot.stream = box["state"]
         return result, time.perf_counter() - start
+
+    def call_multi(self, op, *args):
+        """Run `op_<op>`, which returns (head, outputs); returns (head, busy, *outputs) so that
+        on Ray every output is an object of its own that other places fetch directly."""
+        start = time.perf_counter()
+        head, outs = getattr(self, "op_" + op)(*args)
+        return (head, time.perf_counter() - start, *outs)
+
+    def op_stall(self, seconds):
+        """Fault injection: keep this place busy (a hung place, for tests of time limits)."""
+        time.sleep(float(seconds))
 
     # ----- slots ------------------------------------------------------------------------
     def op_reset(self):
         self.slots.clear()
 
-    def op_setup(self, key, model, x, y, index=None, keep_template=False):
-        """Install a replica; with `index`, the slot owns a copy of just those rows."""
+    def op_setup(self, key, model, x, y, index=None, keep_template=False, stream=None):
+        """Install a replica; with `index`, the slot owns a copy of just those rows; with
+        `stream` (a generator state) it keeps that random stream as its own."""
         if index is not None:
             x, y = np.array(x[index]), np.array(y[index])
         slot = Slot(tools.unpack(model), x, y)
         if keep_template:
             slot.template = model
         slot.anchor = tools.get_flat(slot.model)
+        slot.stream = stream
         self.slots[key] = slot
         return len(x)
 
     def op_get_model(self, key):
-        return tools.pack(self.slots[key].model)
+        spec = tools.pack(self.slots[key].model)
+        spec["stream"] = self.slots[key].stream
+        return spec
 
     def op_set_model(self, key, model, step):
         slot = self.slots[key]
         slot.model = tools.unpack(model)
         slot.step = step
         slot.anchor = tools.get_flat(slot.model)
-        slot.vec, slot.recvs = None, 0
+        slot.vec, slot.recvs, slot.reduced = None, 0, None
 
     def op_get_state(self, key):
         slot = self.slots[key]
@@ -83,7 +116,7 @@ class Host:
         slot.model, slot.step = tools.unpack(state["model"]), state["step"]
         slot.anchor = None if state["anchor"] is None else np.array(state["anchor"])
         slot.momentum = None if state["momentum"] is None else np.array(state["momentum"])
-        slot.vec, slot.recvs = None, 0
+        slot.vec, slot.recvs, slot.reduced = None, 0, None
 
     def op_step_of(self, key):
         return self.slots[key].step
@@ -95,41 +128,21 @@ class Host:
         tools.set_flat(self.slots[key].model, flat)
 
     # ----- gradients ----------------------------------------------------------------------
-    def op_grad(self, key, index, scale, weights=None):
-        """vec = scale · ∇loss(rows `index`); returns scale · loss. `weights` first, if given."""
+    def op_grad(self, key, index, scale, weights=None, noise=None):
+        """vec = scale · ∇loss(rows `index`); returns scale · loss. `weights` first, if given;
+        dropout draws from the stream seeded by `noise`."""
         slot = self.slots[key]
         if weights is not None:
             tools.set_flat(slot.model, weights)
-        if len(index) == 0:  # fewer rows than workers in a last, short batch
-            slot.vec, slot.recvs = np.zeros(tools.count(slot.model), tools.flat_dtype(slot.model)), 0
-            return 0.0
-        loss = tools.backward(slot.model, slot.x[index], slot.y[index])
-        slot.vec = tools.get_flat_grad(slot.model) * slot.cast(scale)
-        slot.recvs = 0
-        return loss * scale
+        return self._grad(slot, index, scale, noise)
 
     def op_take_vec(self, key):
         return self.slots[key].vec.copy()
 
-    def op_clipped_grad(self, key, index, clip, noise_std, noise_seed, denom):
-        """vec = (Σ_i clip_C(∇loss_i) + N(0, noise_std²)) / denom (DP-SGD, per example)."""
-        slot = self.slots[key]
-        total, loss_sum, largest = None, 0.0, 0.0
-        for i in np.asarray(index):
-            loss_sum += tools.backward(slot.model, slot.x[i:i + 1], slot.y[i:i + 1])
-            g = tools.get_flat_grad(slot.model).astype(np.float64)
-            norm = float(np.sqrt(np.dot(g, g)))
-            if clip is not None:
-                # Opacus' factor: the clipped norm is strictly below C.
-                g *= min(1.0, clip / (norm + 1e-6))
-            largest = max(largest, float(np.sqrt(np.dot(g, g))))
-            total = g if total is None else total + g
-        if noise_std:
-            rng = np.random.default_rng(noise_seed)
-            total = total + rng.normal(0.0, noise_std, size=total.shape)
-        slot.vec = (total / denom).astype(tools.flat_dtype(slot.model))
-        slot.recvs = 0
-        return loss_sum / denom, largest
+    def op_push(self, key, index, scale, weights, noise=None):
+        """op_grad then op_take_vec in one call: (scale · loss, the gradient to push)."""
+        loss = self.op_grad(key, index, scale, weights, noise)
+        return loss, self.slots[key].vec.copy()
 
     # ----- ring all-reduce (reduce-scatter then all-gather) ---------------------------------
     def op_ring_send(self, key, phase, k, rank, n):
@@ -154,18 +167,12 @@ class Host:
         if slot.vec is None or slot.recvs != expect:
             raise RuntimeError(f"all-reduce incomplete: {slot.recvs} of {expect} chunks arrived")
 
-    def op_apply_grad(self, key, step, expect):
-        """Use the all-reduced vec as the gradient and take one optimizer step."""
-        slot = self.slots[key]
-        self._check_reduced(slot, expect)
-        tools.optimizer_step(slot.model, slot.vec)
-        slot.vec, slot.recvs, slot.step = None, 0, step
-
     # ----- local SGD / DiLoCo -------------------------------------------------------------
-    def op_local_steps(self, key, indices, step):
+    def op_local_steps(self, key, indices, step, noise=None):
         """Plain local training steps on this slot's own rows; returns the mean loss."""
         slot = self.slots[key]
-        losses = [tools.train_step(slot.model, slot.x[i], slot.y[i]) for i in indices]
+        with tools.rng_scope(None if noise is None else tools.key_state(noise)):
+            losses = [tools.train_step(slot.model, slot.x[i], slot.y[i]) for i in indices]
         slot.step = step
         return float(np.mean(losses)) if losses else 0.0
 
@@ -191,12 +198,16 @@ class Host:
         slot.vec, slot.recvs, slot.step = None, 0, step
 
     # ----- federated ------------------------------------------------------------------------
-    def op_client_round(self, key, weights, epochs, batch_size, mu, seed):
+    def op_client_round(self, key, weights, epochs, batch_size, mu, seed, noise=None):
         """Train a fresh copy of the client model from `weights` on the client's own data.
 
         FedProx adds μ/2·‖w − w_global‖² to the loss (μ = 0 leaves the loss untouched).
         Returns (Δ = w_local − w_global, n_k, mean loss); the data itself never leaves.
         """
+        with tools.rng_scope(None if noise is None else tools.key_state(noise)):
+            return self._client_round(key, weights, epochs, batch_size, mu, seed)
+
+    def _client_round(self, key, weights, epochs, batch_size, mu, seed):
         slot = self.slots[key]
         model = tools.unpack(slot.template)
         tools.set_flat(model, weights)

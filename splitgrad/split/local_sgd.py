@@ -41,8 +41,9 @@ class LocalSGD(Way):
 
     def _step(self, run, step, index):
         shards = np.array_split(index, self.workers)
-        ops = [self.places.submit(h, "local_steps", key, [shard] if len(shard) else [], step)
-               for (h, key), shard in zip(self._slots(), shards)]
+        ops = [self.places.submit(h, "local_steps", key, [shard] if len(shard) else [], step,
+                                  tools.noise_key(run.noise_seed, rank, step))
+               for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards))]
         losses = run.gather(ops, [f"worker{r}" for r in range(self.workers)])
         self._seen += [len(s) for s in shards]
         if (step + 1) % self.H == 0:

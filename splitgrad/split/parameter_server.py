@@ -51,14 +51,15 @@ class ParameterServer(Way):
         for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards)):
             pulled = self._history[clock - 1 - self.delay(rank, clock)]
             traffic.record("weights", "server", f"worker{rank}", payload=pulled)
-            ops.append(self.places.submit(h, "grad", key, shard, len(shard) / len(index),
-                                          self.places.put(pulled)))
-            ops.append(self.places.submit(h, "take_vec", key))
-            names += [f"worker{rank}"] * 2
+            # One call per worker and clock: pull, gradient and push together.
+            ops.append(self.places.submit(h, "push", key, shard, len(shard) / len(index),
+                                          self.places.put(pulled),
+                                          tools.noise_key(run.noise_seed, rank, clock)))
+            names.append(f"worker{rank}")
         values = run.gather(ops, names)
         loss = 0.0
         for rank in range(self.workers):
-            scaled_loss, grad = values[2 * rank], values[2 * rank + 1]
+            scaled_loss, grad = values[rank]
             traffic.record("gradients", f"worker{rank}", "server", payload=grad)
             tools.optimizer_step(model, grad)
             self.pushes.append((rank, clock, self.delay(rank, clock)))

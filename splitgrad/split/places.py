@@ -1,7 +1,9 @@
 """Places that run steps: `Inline` (this process) and `RayPlaces` (one Ray actor per place).
 
 Both expose the same small interface, so every way runs unchanged on either:
-`submit(host, op, *args) -> Pending`, `gather(pendings)`, `put(obj)`, `restart(host)`.
+`submit(host, op, *args) -> Pending`, `submit_multi(host, op, n_outs, *args)` (an op whose
+outputs are separate objects that other places fetch directly), `gather(pendings)`, `put(obj)`,
+`restart(host)`.
 Many logical workers or clients live on one place (`host_of(worker)`), each in its own slot.
 Arrays cross between places as Ray objects; on `Inline` they are copied instead, so nothing
 is shared by accident. No scheduler or RPC layer of our own: Ray does the transport.
@@ -29,12 +31,14 @@ class PlaceUnreachable(RuntimeError):
 
 
 class Pending:
-    """A submitted op: `value` (a Ray ObjectRef or, inline, the value) and its busy seconds."""
+    """A submitted op: `value` (a Ray ObjectRef or, inline, the value), its busy seconds and,
+    from `submit_multi`, `outs`: its outputs (ObjectRefs or, inline, the arrays)."""
 
-    __slots__ = ("busy", "host", "value")
+    __slots__ = ("busy", "deps", "host", "op", "outs", "value")
 
-    def __init__(self, host, value, busy):
-        self.host, self.value, self.busy = host, value, busy
+    def __init__(self, host, value, busy, outs=(), op=None, deps=()):
+        self.host, self.value, self.busy, self.outs, self.op = host, value, busy, list(outs), op
+        self.deps = list(deps)  # Ray objects the op waits for before it can start
 
 
 class Inline:
@@ -55,6 +59,10 @@ class Inline:
     def submit(self, host: int, op: str, *args) -> Pending:
         value, busy = self._host.call(op, *args)
         return Pending(host, value, busy)
+
+    def submit_multi(self, host: int, op: str, n_outs: int, *args) -> Pending:
+        value, busy, *outs = self._host.call_multi(op, *args)
+        return Pending(host, value, busy, outs)
 
     def gather(self, pendings, timeout=None):
         """Values of the pendings, in order (Inline ops have already run)."""
@@ -130,7 +138,14 @@ class RayPlaces:
 
     def submit(self, host: int, op: str, *args) -> Pending:
         value, busy = self._actors[host].call.options(num_returns=2).remote(op, *args)
-        return Pending(host, value, busy)
+        return Pending(host, value, busy, op=op, deps=self._deps(args))
+
+    def submit_multi(self, host: int, op: str, n_outs: int, *args) -> Pending:
+        refs = self._actors[host].call_multi.options(num_returns=2 + n_outs).remote(op, *args)
+        return Pending(host, refs[0], refs[1], refs[2:], op=op, deps=self._deps(args))
+
+    def _deps(self, args):
+        return [a for a in args if isinstance(a, self._ray.ObjectRef)]
 
     def gather(self, pendings, timeout=None):
         """Fetch values; a dead place raises PlaceFailure, a silent one PlaceUnreachable."""
@@ -139,10 +154,7 @@ class RayPlaces:
         try:
             return ray.get([p.value for p in pendings], timeout=timeout)
         except ray.exceptions.GetTimeoutError:
-            raise PlaceUnreachable(
-                f"RayPlaces: no answer within {timeout:.0f} s from places "
-                f"{sorted({p.host for p in pendings})}; a place may be hung or its machine gone"
-            ) from None
+            raise PlaceUnreachable(self._silence(pendings, timeout)) from None
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
             dead = self.dead_hosts()
             if not dead:
@@ -152,14 +164,37 @@ class RayPlaces:
                      timeout=min(timeout, 30.0))
             raise PlaceFailure(dead, err) from None
 
+    def _silence(self, pendings, timeout):
+        """The message for a wait that timed out: which places did not answer, to what."""
+        ray = self._ray
+        _, waiting = ray.wait([p.value for p in pendings], num_returns=len(pendings), timeout=0)
+        waiting = set(waiting)
+        late = [p for p in pendings if p.value in waiting]
+        hosts = sorted({p.host for p in late})
+
+        def has_inputs(p):
+            ready, _ = ray.wait(p.deps, num_returns=len(p.deps), timeout=0)
+            return len(ready) == len(p.deps)
+
+        # A place that had all its inputs and still did not answer is the hung one; the
+        # others wait for its outputs.
+        hung = sorted({p.host for p in late if has_inputs(p)}) or hosts
+        ops = sorted({p.op for p in late if p.op})
+        return (f"RayPlaces: place(s) {hung} did not answer within the time limit of "
+                f"{timeout:g} s (waiting for op(s) {ops} on places {hosts}); a place is hung "
+                "or its machine is gone. Raise RayPlaces(timeout=...) if steps are that slow.")
+
     def busy(self, pendings):
         return self._ray.get([p.busy for p in pendings], timeout=self.timeout)
 
     def dead_hosts(self):
+        """Places that do not answer a ping in time (pinged all at once: one time limit)."""
+        wait = min(self.timeout, 30.0)
+        pings = {h: actor.ping.remote() for h, actor in enumerate(self._actors)}
         dead = []
-        for h, actor in enumerate(self._actors):
+        for h, ref in pings.items():
             try:
-                self._ray.get(actor.ping.remote(), timeout=min(self.timeout, 30.0))
+                self._ray.get(ref, timeout=wait)
             except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError):
                 dead.append(h)
         return dead
@@ -174,6 +209,10 @@ class RayPlaces:
     def kill(self, host: int):
         """Kill a place's process (to test recovery)."""
         self._ray.kill(self._actors[host], no_restart=True)
+
+    def stall(self, host: int, seconds: float):
+        """Keep a place busy for `seconds` (to test that a hung place surfaces as an error)."""
+        self._actors[host].call.options(num_returns=2).remote("stall", seconds)
 
     def restart(self, host: int):
         """Replace a dead place with a fresh actor; its state must be restored by the way."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import random as sg_random
 from . import tools
 from .base import Way, batch_plan
 from .data_parallel import adopt
@@ -97,8 +98,10 @@ class CheckpointResume(Way):
         run.places = self.places
         run._x_ref = run._y_ref = None
         x_ref, y_ref = run.data_refs()
+        # One replica: it continues the driver's random stream (dropout) wherever it runs.
+        stream = spec.get("stream") or sg_random.get_state()
         self.places.gather([self.places.submit(0, "setup", "run", self.places.put(spec), x_ref,
-                                               y_ref)])
+                                               y_ref, None, False, stream)])
 
     def _epoch(self, run, epoch):
         plan = batch_plan(len(run.x), run.batch_size, epoch, run.shuffle, run.seed)

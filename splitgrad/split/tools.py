@@ -6,6 +6,7 @@ They rely only on the contract of `Model`: `compute_loss(x, y)` (or `loss` plus
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -119,6 +120,43 @@ def chunk_bounds(size: int, n: int, c: int):
     base, extra = divmod(size, n)
     lo = c * base + min(c, extra)
     return lo, lo + base + (1 if c < extra else 0)
+
+
+# ----- random streams of replicas ----------------------------------------------------------------
+# Dropout draws from the library's default generator. A replica must not draw from whatever
+# stream its process happens to have (each Ray actor's is unseeded), so every training op runs
+# with the default generator set to a stream that depends only on the run: (seed, rank, step).
+NOISE_TAG = 0x5EED  # keeps these streams apart from other seeded streams of the same run
+
+
+def noise_key(seed: int, rank: int, step: int) -> list:
+    """The seed of replica `rank`'s random stream in step (or round) `step` of a run."""
+    return [int(seed), NOISE_TAG, int(rank), int(step)]
+
+
+def key_state(key) -> dict:
+    """A generator state (for `rng_scope`) seeded from `key`."""
+    return np.random.default_rng(key).bit_generator.state
+
+
+@contextlib.contextmanager
+def rng_scope(state):
+    """Run a block with the default generator in `state` (None: leave it alone).
+
+    Yields a dict whose "state" holds the generator's state at the end of the block; the
+    process's own stream is put back afterwards, so replicas never move each other's streams.
+    """
+    box = {"state": state}
+    if state is None:
+        yield box
+        return
+    saved = sg_random.get_state()
+    sg_random.set_state(copy.deepcopy(state))
+    try:
+        yield box
+    finally:
+        box["state"] = sg_random.get_state()
+        sg_random.set_state(saved)
 
 
 # ----- the whole training state (checkpoint/resume, recovery) ----------------------------------
