@@ -26,6 +26,13 @@ def _positive_float(text):
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def cmd_list(args):
     width = max(len(n) for n in recipes.RECIPES)
     for name in recipes.RECIPES:
@@ -44,7 +51,8 @@ def cmd_train(args):
         way = way_from_args(args.way, args.places, args)
     result = recipes.train(args.recipe, epochs=args.epochs, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, seed=args.seed, out=args.out,
-                           quick=args.quick, way=way, verbose=0 if args.quiet else 1)
+                           quick=args.quick, way=way, verbose=0 if args.quiet else 1,
+                           data_options={"text": args.text})
     _print_metrics(result["metrics"])
     if result.get("traffic") is not None:
         from .split.accounting import format_report
@@ -60,7 +68,7 @@ def cmd_evaluate(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="splitgrad", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="splitgrad", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="show the built-in recipes")
@@ -75,6 +83,7 @@ def build_parser():
     p.add_argument("--out", help="folder for the model, curves and metrics (runs/RECIPE)")
     p.add_argument("--quick", action="store_true", help="a small, fast run (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--text", help="a UTF-8 text file to train on (word-level recipes)")
     p.add_argument("--way", help="split training across places (see `splitgrad ways`)")
     p.add_argument("--places", type=_positive_int, default=2,
                    help="number of places (workers/clients) for --way")
@@ -94,7 +103,10 @@ def build_parser():
 
 def _extensions():
     """Sub-command groups defined next to the features they drive."""
-    out = []
+    from .generate import add_cli as add_generate
+    from .show import add_cli as add_show
+
+    out = [add_generate, add_show]
     try:
         from .split.cli import add_cli
     except ImportError:
@@ -108,14 +120,17 @@ def main(argv=None):
     from .checkpoint import CheckpointError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help: a status for callers of main()
+        return exc.code
     try:
         args.func(args)
-    except (recipes.UnknownRecipe, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except BrokenPipeError:  # e.g. `splitgrad ways | head`; before OSError, its base class
+        return 0
+    except (recipes.UnknownRecipe, CheckpointError, OSError, ValueError) as exc:
         print(f"splitgrad: error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. `splitgrad ways | head`
-        return 0
     except KeyboardInterrupt:
         print("splitgrad: interrupted", file=sys.stderr)
         return 130

@@ -3,7 +3,10 @@
 A recipe module defines DESCRIPTION, DEFAULTS (epochs, batch_size, learning_rate), QUICK
 (overrides for a fast smoke run), TASK ("binary", "multiclass", "regression", "sequence"),
 `load_data(quick, seed)` and `build_model(learning_rate, data)`. It may define
-`fit(model, data, settings, verbose, way)` when it needs its own training loop.
+`fit(model, data, settings, verbose, way)` when it needs its own training loop (settings
+then also hold the run's "seed"),
+`saved_extra(data)` for JSON to keep with the saved model (e.g. a vocabulary), and keyword
+options of `load_data` (e.g. `text=` for `--text FILE`), which are saved for `evaluate`.
 `train(name, ...)` here runs any of them the same way and saves the result.
 """
 
@@ -20,6 +23,11 @@ RECIPES = {
     "perceptron": "splitgrad.recipes.perceptron",
     "regression": "splitgrad.recipes.regression",
     "digits-mlp": "splitgrad.recipes.digits_mlp",
+    "digits-cnn": "splitgrad.recipes.digits_cnn",
+    "fashion-mlp": "splitgrad.recipes.fashion_mlp",
+    "fashion-cnn": "splitgrad.recipes.fashion_cnn",
+    "irish-lstm": "splitgrad.recipes.irish_lstm",
+    "next-word": "splitgrad.recipes.next_word",
 }
 
 
@@ -57,8 +65,21 @@ def test_metrics(recipe, model, data) -> dict:
     return {k: float(v) for k, v in out.items()}
 
 
+def load_recipe_data(name, recipe, quick, seed, options=None):
+    """recipe.load_data(quick, seed, **options); options it does not take are a clear error."""
+    import inspect
+
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    accepted = inspect.signature(recipe.load_data).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise ValueError(f"recipe {name!r} does not take {flags}")
+    return recipe.load_data(quick=quick, seed=seed, **options), options
+
+
 def train(name, epochs=None, batch_size=None, learning_rate=None, seed=0, out=None,
-          quick=False, way=None, verbose=1) -> dict:
+          quick=False, way=None, verbose=1, data_options=None) -> dict:
     """Train recipe `name`, save model + curves + metrics to `out`, return a summary."""
     from .. import random as sg_random
     from ..checkpoint import save_model
@@ -68,18 +89,22 @@ def train(name, epochs=None, batch_size=None, learning_rate=None, seed=0, out=No
     settings = settings_for(recipe, quick, epochs=epochs, batch_size=batch_size,
                             learning_rate=learning_rate)
     sg_random.seed(seed)
-    data = recipe.load_data(quick=quick, seed=seed)
+    data, options = load_recipe_data(name, recipe, quick, seed, data_options)
     model = recipe.build_model(settings["learning_rate"], data)
     if hasattr(recipe, "fit"):
-        history = recipe.fit(model, data, settings, verbose=verbose, way=way)
+        history = recipe.fit(model, data, {**settings, "seed": seed}, verbose=verbose,
+                             way=way)
     else:
         history = model.fit(data.x_train, data.y_train, batch_size=settings["batch_size"],
                             epochs=settings["epochs"], validation_split=0.1, seed=seed,
                             verbose=verbose, way=way)
     metrics = test_metrics(recipe, model, data)
     out = Path(out or f"runs/{name}")
-    save_model(model, out, extra={"recipe": name, "settings": settings, "seed": seed,
-                                  "quick": quick, "test_metrics": metrics})
+    extra = {"recipe": name, "settings": settings, "seed": seed, "quick": quick,
+             "test_metrics": metrics, "data_options": options}
+    if hasattr(recipe, "saved_extra"):
+        extra.update(recipe.saved_extra(data))
+    save_model(model, out, extra=extra)
     (out / "history.json").write_text(json.dumps(history.history, indent=1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     plot = plot_history(history.history, out / "curves.png", title=name)
@@ -98,5 +123,6 @@ def evaluate(path) -> dict:
         raise CheckpointError(f"{path}: this model was not saved by `splitgrad train`, so its "
                               "test data is unknown; evaluate it from Python instead")
     recipe = get(extra["recipe"])
-    data = recipe.load_data(quick=extra.get("quick", False), seed=extra.get("seed", 0))
+    data, _ = load_recipe_data(extra["recipe"], recipe, extra.get("quick", False),
+                               extra.get("seed", 0), extra.get("data_options"))
     return {"recipe": extra["recipe"], "metrics": test_metrics(recipe, model, data)}
