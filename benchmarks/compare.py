@@ -91,7 +91,7 @@ def main(argv=None):
             for f in args.frameworks:
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", f, w, "--repeats", str(args.repeats)],
-                    capture_output=True, text=True)
+                    capture_output=True, text=True, check=False)
                 if out.returncode:
                     print(f"{f} {w}: worker failed:\n{out.stderr[-2000:]}", file=sys.stderr)
                     continue

@@ -8,8 +8,8 @@ from . import callbacks as callbacks
 from . import data as data
 from . import datasets as datasets
 from . import functional as functional
-from . import metrics as metrics
 from . import losses as losses
+from . import metrics as metrics
 from . import nn as nn
 from . import ops as ops
 from . import optim as optim

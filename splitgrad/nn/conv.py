@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from .. import conv_ops, ops
 from ..conv_ops import Workspace, conv_geometry, pair
-from . import activations
-from . import regularizers as regs
+from .core import KernelLayer
 from .layer import Layer, register
 
 
@@ -46,14 +45,15 @@ def check_nhwc(layer, shape, channels=None):
         )
 
 
-class _ConvBase(Layer):
+class _ConvBase(KernelLayer):
     """Shared arguments, weights and config of Conv2D and Conv2DTranspose."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
                  activation=None, use_bias=True, kernel_initializer="torch_uniform",
                  bias_initializer="torch_uniform", kernel_regularizer=None,
                  bias_regularizer=None, name=None, dtype="float32"):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, name=name, dtype=dtype)
         who = type(self).__name__
         if int(filters) <= 0:
             raise ValueError(f"{who}: filters must be a positive integer, got {filters!r}")
@@ -62,22 +62,7 @@ class _ConvBase(Layer):
         self.strides = pair(strides, f"{who}: strides")
         self.dilation_rate = pair(dilation_rate, f"{who}: dilation_rate")
         self.padding = _padding_arg(padding, who)
-        self.activation_name = activations.name_of(activation)
-        self.activation = activations.get(activation)
-        self.use_bias = use_bias
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
-        self._regularizers = {"kernel": regs.get(kernel_regularizer),
-                              "bias": regs.get(bias_regularizer)}
-        self.bias = None
         self._ws = Workspace()
-
-    def _make_weights(self, kernel_shape, fan_in):
-        self.add_weight("kernel", kernel_shape, self.kernel_initializer, fan_in=fan_in,
-                        fan_out=self.filters)
-        if self.use_bias:
-            self.add_weight("bias", (self.filters,), self.bias_initializer, fan_in=fan_in,
-                            fan_out=self.filters)
 
     def _geometry(self, shape):
         who = f"layer {self.name!r} ({type(self).__name__})"
@@ -90,12 +75,7 @@ class _ConvBase(Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
                 "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": self.padding, "dilation_rate": list(self.dilation_rate),
-                "activation": self.activation_name, "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer,
-                "kernel_regularizer": regs.config_of(self._regularizers["kernel"]),
-                "bias_regularizer": regs.config_of(self._regularizers["bias"])}
+                "padding": self.padding, "dilation_rate": list(self.dilation_rate)}
 
 
 @register
@@ -111,7 +91,7 @@ class Conv2D(_ConvBase):
         check_nhwc(self, input_shape)
         cin = input_shape[3]
         kh, kw = self.kernel_size
-        self._make_weights((kh, kw, cin, self.filters), fan_in=cin * kh * kw)
+        self.add_kernel_and_bias((kh, kw, cin, self.filters), self.filters, cin * kh * kw)
 
     def call(self, x):
         check_nhwc(self, x.shape, self.kernel.shape[2])
@@ -134,8 +114,8 @@ class Conv2DTranspose(_ConvBase):
     def build(self, input_shape):
         check_nhwc(self, input_shape)
         kh, kw = self.kernel_size
-        self._make_weights((kh, kw, self.filters, input_shape[3]),
-                           fan_in=self.filters * kh * kw)
+        self.add_kernel_and_bias((kh, kw, self.filters, input_shape[3]), self.filters,
+                                 self.filters * kh * kw)
 
     def output_size(self, h, w):
         """The (height, width) this layer produces from an (h, w) input."""

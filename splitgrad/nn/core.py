@@ -11,20 +11,14 @@ from . import regularizers as regs
 from .layer import Layer, register
 
 
-@register
-class Dense(Layer):
-    """y = activation(x·W + b), W of shape (in, units).
+class KernelLayer(Layer):
+    """Base of layers with a kernel, an optional bias and an activation (Dense, Conv2D, ...):
+    the shared arguments, weight creation, regularizers and config live here once."""
 
-    Init like PyTorch's Linear: W, b ~ U(±1/sqrt(in)). Works on any leading axes.
-    """
-
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="torch_uniform",
+    def __init__(self, activation=None, use_bias=True, kernel_initializer="torch_uniform",
                  bias_initializer="torch_uniform", kernel_regularizer=None, bias_regularizer=None,
                  name=None, dtype="float32"):
         super().__init__(name=name, dtype=dtype)
-        if int(units) <= 0:
-            raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
-        self.units = int(units)
         self.activation_name = activations.name_of(activation)
         self.activation = activations.get(activation)
         self.use_bias = use_bias
@@ -34,24 +28,48 @@ class Dense(Layer):
                               "bias": regs.get(bias_regularizer)}
         self.bias = None
 
+    def add_kernel_and_bias(self, kernel_shape, outputs, fan_in):
+        """Create `kernel` (and `bias` of length `outputs`), initialised with this fan-in."""
+        self.add_weight("kernel", kernel_shape, self.kernel_initializer, fan_in=fan_in,
+                        fan_out=outputs)
+        if self.use_bias:
+            self.add_weight("bias", (outputs,), self.bias_initializer, fan_in=fan_in,
+                            fan_out=outputs)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation_name,
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
+                "bias_initializer": self.bias_initializer,
+                "kernel_regularizer": regs.config_of(self._regularizers["kernel"]),
+                "bias_regularizer": regs.config_of(self._regularizers["bias"])}
+
+
+@register
+class Dense(KernelLayer):
+    """y = activation(x·W + b), W of shape (in, units).
+
+    Init like PyTorch's Linear: W, b ~ U(±1/sqrt(in)). Works on any leading axes.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="torch_uniform",
+                 bias_initializer="torch_uniform", kernel_regularizer=None, bias_regularizer=None,
+                 name=None, dtype="float32"):
+        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer, bias_regularizer, name=name, dtype=dtype)
+        if int(units) <= 0:
+            raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
+        self.units = int(units)
+
     def build(self, input_shape):
         fan_in = input_shape[-1]
-        self.add_weight("kernel", (fan_in, self.units), self.kernel_initializer,
-                        fan_in=fan_in, fan_out=self.units)
-        if self.use_bias:
-            self.add_weight("bias", (self.units,), self.bias_initializer,
-                            fan_in=fan_in, fan_out=self.units)
+        self.add_kernel_and_bias((fan_in, self.units), self.units, fan_in)
 
     def call(self, x):
         self.expect_last_dim(x, self.kernel.shape[0])
         return self.activation(ops.linear(x, self.kernel, self.bias))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation_name,
-                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer,
-                "kernel_regularizer": regs.config_of(self._regularizers["kernel"]),
-                "bias_regularizer": regs.config_of(self._regularizers["bias"])}
+        return {**super().get_config(), "units": self.units}
 
 
 @register

@@ -24,12 +24,12 @@ class L1L2:
         return {"l1": self.l1, "l2": self.l2}
 
 
-def L1(l1=0.01):  # noqa: N802 - Keras spelling
+def L1(l1=0.01):
     """penalty = l1·Σ|w|."""
     return L1L2(l1=l1)
 
 
-def L2(l2=0.01):  # noqa: N802 - Keras spelling
+def L2(l2=0.01):
     """penalty = l2·Σw²."""
     return L1L2(l2=l2)
 

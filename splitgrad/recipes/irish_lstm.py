@@ -60,7 +60,8 @@ def load_data(quick=False, seed=0):
 
 
 def build_model(learning_rate, data):
-    """Embedding → LSTM(return_sequences) → Dense logits over the vocabulary, Adam."""
+    """Embedding → LSTM(return_sequences) → Dense logits over the vocabulary, Adam.
+    (next-word uses it too, with words for characters.)"""
     vocab_size = len(data.vocab)
     model = nn.Sequential([
         nn.Embedding(vocab_size, data.sizes["embedding"]),
@@ -74,7 +75,7 @@ def build_model(learning_rate, data):
 
 
 def saved_extra(data):
-    """The vocabulary, so generation needs neither the songs nor the recipe's data."""
+    """The vocabulary and sizes, so generation needs neither the text nor the recipe's data."""
     return {"vocab": data.vocab.to_json(), "sizes": data.sizes}
 
 

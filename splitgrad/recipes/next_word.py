@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import types
 
-from splitgrad import losses, nn, optim
 from splitgrad.datasets import WordVocab, load_text_corpus, tokenize
 from splitgrad.recipes import irish_lstm
 
@@ -44,23 +43,10 @@ def load_data(quick=False, seed=0, text=None):
                                  sizes=sizes, meta={"task": TASK})
 
 
-def build_model(learning_rate, data):
-    """Embedding → LSTM(return_sequences) → Dense logits over the words, Adam."""
-    size = len(data.vocab)
-    model = nn.Sequential([
-        nn.Embedding(size, data.sizes["embedding"]),
-        nn.LSTM(data.sizes["units"], return_sequences=True),
-        nn.Dense(size),
-    ])
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
-
-
-def saved_extra(data):
-    """The vocabulary, so `generate next-word` works without the corpus."""
-    return {"vocab": data.vocab.to_json(), "sizes": data.sizes}
+# The model (Embedding → LSTM → Dense logits, Adam) and the saved vocabulary are irish-lstm's,
+# at word level: only the data and the sizes differ.
+build_model = irish_lstm.build_model
+saved_extra = irish_lstm.saved_extra
 
 
 def fit(model, data, settings, verbose=1, way=None):
