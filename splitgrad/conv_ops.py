@@ -15,65 +15,12 @@ refers to it any more, so live graphs, kept outputs and views are never overwrit
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .tensor import Function, Tensor
-
-
-class Workspace:
-    """Arrays recycled across steps, keyed by (shape, dtype).
-
-    `empty(shape, dtype)` returns an array that nothing else refers to any more (CPython
-    reference count: a live graph, a Tensor, a view or the caller's variable all hold one), or a
-    new one. So a buffer is reused only once its last user has dropped it, whatever the order of
-    forward and backward calls; the price is that up to `_KEEP` arrays per shape stay allocated.
-    """
-
-    _KEEP = 4  # per shape: enough for a forward and a backward of two overlapping graphs
-    _MAX_KEYS = 32  # varying batch sizes (a short last batch) would otherwise grow it forever
-
-    def __init__(self):
-        self._pool = {}
-
-    def empty(self, shape, dtype) -> np.ndarray:
-        key = (tuple(shape), np.dtype(dtype))
-        owned = self._pool.get(key)
-        if owned is None:
-            if len(self._pool) >= self._MAX_KEYS:
-                self._pool.clear()  # arrays still in use stay valid: their users hold them
-            owned = self._pool[key] = []
-        for arr in owned:
-            if sys.getrefcount(arr) <= 3:  # the list, `arr` and getrefcount's argument
-                return arr
-        arr = np.empty(shape, dtype)
-        if len(owned) < self._KEEP:
-            owned.append(arr)
-        return arr
-
-    # Copies and pickles (snapshots, shipping a model to another process) start empty.
-    def __deepcopy__(self, memo):
-        return Workspace()
-
-    def __getstate__(self):
-        return {}
-
-    def __setstate__(self, state):
-        self.__init__()
-
-
-def _empty(ws, shape, dtype):
-    return ws.empty(shape, dtype) if ws is not None else np.empty(shape, dtype)
-
-
-def _zeros(ws, shape, dtype):
-    if ws is None:
-        return np.zeros(shape, dtype)
-    out = ws.empty(shape, dtype)
-    out.fill(0)
-    return out
+from .workspace import empty, zeros
 
 
 def pair(value, what="kernel_size") -> tuple:
@@ -118,7 +65,7 @@ def _pad(x, pads, ws, fill=0.0):
     if not (pt or pb or pl or pr):
         return x
     n, h, w, c = x.shape
-    xp = _empty(ws, (n, h + pt + pb, w + pl + pr, c), x.dtype)
+    xp = empty(ws, (n, h + pt + pb, w + pl + pr, c), x.dtype)
     # Only the border is filled: a recycled buffer may hold anything there.
     xp[:, :pt] = fill
     xp[:, pt + h:] = fill
@@ -133,7 +80,7 @@ def _crop(xp, pads, shape, ws):
     if xp.shape == tuple(shape):
         return xp
     (pt, _), (pl, _) = pads
-    out = _empty(ws, shape, xp.dtype)
+    out = empty(ws, shape, xp.dtype)
     np.copyto(out, xp[:, pt:pt + shape[1], pl:pl + shape[2]])
     return out
 
@@ -163,7 +110,7 @@ def _im2col(x, k, stride, dilation, pads, out_hw, ws, ones=False):
     xp = _pad(x, pads, ws)
     n, c = x.shape[0], x.shape[3]
     rows, width = n * out_hw[0] * out_hw[1], k[0] * k[1] * c
-    cols = _empty(ws, (rows, width + ones), x.dtype)
+    cols = empty(ws, (rows, width + ones), x.dtype)
     step = cols.strides[0]
     # A 6-D view of the patch part, so one copy lays out every receptive field.
     blocks = as_strided(cols, (n, out_hw[0], out_hw[1], k[0], k[1], c),
@@ -185,7 +132,7 @@ def _im2col(x, k, stride, dilation, pads, out_hw, ws, ones=False):
 def _col2im(cols, x_shape, k, stride, dilation, pads, out_hw, ws):
     """Scatter-add the rows of `cols` back onto an image of `x_shape` (the adjoint of im2col)."""
     n, c = x_shape[0], x_shape[3]
-    dxp = _zeros(ws, _padded_shape(x_shape, pads), cols.dtype)
+    dxp = zeros(ws, _padded_shape(x_shape, pads), cols.dtype)
     blocks = cols.reshape(n, out_hw[0], out_hw[1], k[0], k[1], c)
     for i in range(k[0]):
         for j in range(k[1]):
@@ -216,7 +163,7 @@ class Conv2DFn(Function):
             wm = np.concatenate([wm, b.reshape(1, co).astype(wm.dtype)])
         cols = (_im2col(x, (kh, kw), stride, dilation, pads, (ho, wo), ws, ones=self.fold)
                 if self.gather else x.reshape(-1, c))
-        out = _empty(ws, (n, ho, wo, co), np.result_type(x, w))
+        out = empty(ws, (n, ho, wo, co), np.result_type(x, w))
         np.matmul(cols, wm, out=out.reshape(-1, co))
         if b is not None and not self.fold:
             out += b
@@ -230,8 +177,8 @@ class Conv2DFn(Function):
         ws, w, co = self.ws, self.w, self.w.shape[3]
         k = w.size // co
         if self.relu:
-            mask = np.greater(self.out, 0, out=_empty(ws, g.shape, bool))
-            g = np.multiply(g, mask, out=_empty(ws, g.shape, g.dtype))
+            mask = np.greater(self.out, 0, out=empty(ws, g.shape, bool))
+            g = np.multiply(g, mask, out=empty(ws, g.shape, g.dtype))
         g2 = g.reshape(-1, co)
         gx = gw = gb = None
         want_b = len(self.needs) > 2 and self.needs[2]
@@ -240,11 +187,11 @@ class Conv2DFn(Function):
             gw, gb = gwb[:k].reshape(w.shape), gwb[k] if self.fold else None
         if want_b and not self.fold:
             # A GEMV with ones sums the rows far faster than a reduction over axis 0.
-            ones = _empty(ws, (g2.shape[0],), g2.dtype)
+            ones = empty(ws, (g2.shape[0],), g2.dtype)
             ones.fill(1)
             gb = ones @ g2
         if self.needs[0]:
-            dcols = np.matmul(g2, w.reshape(k, co).T, out=_empty(ws, (g2.shape[0], k), g.dtype))
+            dcols = np.matmul(g2, w.reshape(k, co).T, out=empty(ws, (g2.shape[0], k), g.dtype))
             if self.gather:
                 gx = _col2im(dcols, self.x_shape, *self.geom, ws)
             else:
@@ -265,7 +212,7 @@ class Conv2DTransposeFn(Function):
         self.geom = ((kh, kw), stride, dilation, pads, (h, wd))
         self.x, self.w, self.ws = x, w, ws
         cols = np.matmul(x.reshape(-1, ci), w.reshape(-1, ci).T,
-                         out=_empty(ws, (n * h * wd, kh * kw * co), np.result_type(x, w)))
+                         out=empty(ws, (n * h * wd, kh * kw * co), np.result_type(x, w)))
         out = _col2im(cols, (n, out_hw[0], out_hw[1], co), *self.geom, ws)
         if b is not None:
             out += b
@@ -294,7 +241,7 @@ class MaxPool2DFn(Function):
         self.geom = (pool, stride, (1, 1), pads, out_hw)
         self.x_shape, self.ws = x.shape, ws
         xp = _pad(x, pads, ws, fill=-np.inf)
-        out = _empty(ws, (x.shape[0], out_hw[0], out_hw[1], x.shape[3]), x.dtype)
+        out = empty(ws, (x.shape[0], out_hw[0], out_hw[1], x.shape[3]), x.dtype)
         np.copyto(out, _tap(xp, 0, 0, stride, (1, 1), out_hw))
         for t in range(1, pool[0] * pool[1]):
             np.maximum(out, _tap(xp, t // pool[1], t % pool[1], stride, (1, 1), out_hw), out=out)
@@ -306,12 +253,12 @@ class MaxPool2DFn(Function):
         pool, stride, _, pads, out_hw = self.geom
         ws, xp, out = self.ws, self.xp, self.out
         if stride == pool:
-            dxp = _empty(ws, xp.shape, g.dtype)
+            dxp = empty(ws, xp.shape, g.dtype)
             # Windows tile the input, so the one multiply below writes every pixel they cover;
             # only the uncovered bottom rows and right columns need zeros.
             dxp[:, out_hw[0] * stride[0]:] = 0
             dxp[:, :, out_hw[1] * stride[1]:] = 0
-            hit = _empty(ws, (g.shape[0], out_hw[0], pool[0], out_hw[1], pool[1], g.shape[3]),
+            hit = empty(ws, (g.shape[0], out_hw[0], pool[0], out_hw[1], pool[1], g.shape[3]),
                          bool)
             np.equal(_blocks(xp, pool, out_hw), out[:, :, None, :, None], out=hit)
             _keep_first(ws, [hit[:, :, i:i + 1, :, j:j + 1] for i in range(pool[0])
@@ -320,11 +267,11 @@ class MaxPool2DFn(Function):
             np.multiply(g[:, :, None, :, None], hit, out=_blocks(dxp, pool, out_hw))
             return (_crop(dxp, pads, self.x_shape, ws),)
         # Overlapping (or gapped) windows: one tap at a time, adding up.
-        dxp = _zeros(ws, xp.shape, g.dtype)
+        dxp = zeros(ws, xp.shape, g.dtype)
         taps = [(t // pool[1], t % pool[1]) for t in range(pool[0] * pool[1])]
         hits = [np.equal(_tap(xp, i, j, stride, (1, 1), out_hw), out) for i, j in taps]
         _keep_first(ws, hits)
-        part = _empty(ws, g.shape, g.dtype)
+        part = empty(ws, g.shape, g.dtype)
         for (i, j), hit in zip(taps, hits):
             tap = _tap(dxp, i, j, stride, (1, 1), out_hw)
             np.add(tap, np.multiply(g, hit, out=part), out=tap)
@@ -340,7 +287,7 @@ def _blocks(xp, pool, out_hw):
 
 def _keep_first(ws, hits):
     """Clear every True in hits[t] that an earlier hits[<t] already has (first maximum wins)."""
-    taken = _empty(ws, hits[0].shape, bool)
+    taken = empty(ws, hits[0].shape, bool)
     np.copyto(taken, hits[0])
     for t in range(1, len(hits)):
         np.greater(hits[t], taken, out=hits[t])
@@ -365,15 +312,15 @@ class AvgPool2DFn(Function):
 
     def _window_sums(self, xp, ws):
         pool, stride, _, _, out_hw = self.geom
-        out = _zeros(ws, (xp.shape[0], out_hw[0], out_hw[1], xp.shape[3]), xp.dtype)
+        out = zeros(ws, (xp.shape[0], out_hw[0], out_hw[1], xp.shape[3]), xp.dtype)
         for t in range(pool[0] * pool[1]):
             out += _tap(xp, t // pool[1], t % pool[1], stride, (1, 1), out_hw)
         return out
 
     def backward(self, g):
         pool, stride, _, pads, out_hw = self.geom
-        gs = np.multiply(g, self.scale, out=_empty(self.ws, g.shape, g.dtype))
-        dxp = _zeros(self.ws, _padded_shape(self.x_shape, pads), g.dtype)
+        gs = np.multiply(g, self.scale, out=empty(self.ws, g.shape, g.dtype))
+        dxp = zeros(self.ws, _padded_shape(self.x_shape, pads), g.dtype)
         for t in range(pool[0] * pool[1]):
             tap = _tap(dxp, t // pool[1], t % pool[1], stride, (1, 1), out_hw)
             np.add(tap, gs, out=tap)

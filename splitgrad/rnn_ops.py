@@ -18,34 +18,10 @@ the input is read from the last timestep to the first and the outputs are in tha
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from .tensor import Function
-
-
-class Workspace:
-    """A free list of arrays by (shape, dtype), reused across calls of one layer.
-
-    Fresh multi-megabyte buffers every training step cost thousands of page faults (glibc hands
-    large blocks back to the kernel), so a layer keeps its own. Forward buffers come back only
-    when the graph holding them is freed, so a buffer is never shared by two live graphs.
-    """
-
-    def __init__(self, per_key=4):
-        self.per_key = per_key
-        self.free = {}
-
-    def take(self, shape, dtype):
-        stack = self.free.get((tuple(shape), np.dtype(dtype)))
-        return stack.pop() if stack else np.empty(shape, dtype)
-
-    def give(self, *arrays):
-        for a in arrays:
-            stack = self.free.setdefault((a.shape, a.dtype), [])
-            if len(stack) < self.per_key:
-                stack.append(a)
+from .workspace import empty
 
 
 class _Recurrence(Function):
@@ -55,21 +31,20 @@ class _Recurrence(Function):
 
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, reverse=False, workspace=None,
                 cell_out=True, **options):
-        self.ws = ws = workspace if workspace is not None else Workspace(0)
+        self.ws = ws = workspace
         dtype = w_hh.dtype
         xs = x[:, ::-1] if reverse else x
         batch, steps, features = x.shape
-        xt = ws.take((steps, batch, features), dtype)
+        xt = empty(ws, (steps, batch, features), dtype)
         np.copyto(xt, xs.transpose(1, 0, 2))
         units = w_hh.shape[0]
         self.xt, self.w_ih, self.w_hh, self.reverse = xt, w_ih, w_hh, reverse
-        proj = ws.take((steps, batch, w_ih.shape[1]), dtype)
+        proj = empty(ws, (steps, batch, w_ih.shape[1]), dtype)
         np.matmul(xt.reshape(steps * batch, features), w_ih, out=proj.reshape(steps * batch, -1))
         # hs[0] is h0 and hs[t + 1] is h_t, so hs[:-1] is every step's previous state in one block.
-        self.hs = ws.take((steps + 1, batch, units), dtype)
+        self.hs = empty(ws, (steps + 1, batch, units), dtype)
         self.hs[0] = h0
         last_cell = self.scan(proj, b_ih, b_hh, c0, **options)
-        weakref.finalize(self, ws.give, xt, self.hs, *self.saved)
         extra = 0 if last_cell is None or not cell_out else 1
         out = np.empty((batch, steps + extra, units), dtype)
         out[:, :steps] = self.hs[1:].transpose(1, 0, 2)
@@ -88,11 +63,10 @@ class _Recurrence(Function):
         needs = self.needs
         dx = dw_ih = dw_hh = db_ih = db_hh = None
         if needs[0]:
-            dxt = self.ws.take((steps, batch, features), dproj.dtype)
+            dxt = empty(self.ws, (steps, batch, features), dproj.dtype)
             np.matmul(dproj2, self.w_ih.T, out=dxt.reshape(steps * batch, features))
             dx = dxt.transpose(1, 0, 2)
             dx = np.ascontiguousarray(dx[:, ::-1] if self.reverse else dx)
-            self.ws.give(dxt)
         if needs[1]:
             dw_ih = self.xt.reshape(steps * batch, features).T @ dproj2
         if needs[2]:
@@ -101,7 +75,6 @@ class _Recurrence(Function):
             db_ih = dproj2.sum(axis=0)
         if needs[4]:
             db_hh = db_ih if drec is dproj and db_ih is not None else drec2.sum(axis=0)
-        self.ws.give(*({id(dproj): dproj, id(drec): drec}.values()))
         grads = (dx, dw_ih, dw_hh, db_ih, db_hh, dh0)
         return grads + (dc0,) if len(needs) > 6 else grads
 
@@ -137,7 +110,7 @@ class SimpleRNNSeq(_Recurrence):
     def bptt(self, dy, dc_last):
         hs, w_hh_t = self.hs, self.recurrent_weight_t()
         steps = dy.shape[0]
-        da = self.ws.take((steps,) + hs.shape[1:], hs.dtype)
+        da = empty(self.ws, (steps,) + hs.shape[1:], hs.dtype)
         dh = np.empty(hs.shape[1:], hs.dtype)
         tmp = np.empty_like(dh)
         drec = np.zeros_like(dh)
@@ -172,9 +145,9 @@ class LSTMSeq(_Recurrence):
         shift = np.full(width, 0.5, dtype)
         shift[2 * units:3 * units] = 0.0
         hs, w_hh = self.hs, self.w_hh
-        cs = self.ws.take((steps + 1, batch, units), dtype)
+        cs = empty(self.ws, (steps + 1, batch, units), dtype)
         cs[0] = c0
-        tcs = self.ws.take((steps, batch, units), dtype)
+        tcs = empty(self.ws, (steps, batch, units), dtype)
         self.saved = (proj, cs, tcs)
         rec = np.empty((batch, width), dtype)
         tmp = np.empty((batch, units), dtype)
@@ -208,7 +181,7 @@ class LSTMSeq(_Recurrence):
         a[u2:u3] = 1.0
         b = np.ones(width, dtype)
         b[u2:u3] = 0.0
-        dgates = self.ws.take(acts.shape, dtype)
+        dgates = empty(self.ws, acts.shape, dtype)
         deriv = np.empty((batch, width), dtype)
         up = np.empty((batch, width), dtype)
         dh = np.empty((batch, units), dtype)
@@ -254,7 +227,7 @@ class GRUSeq(_Recurrence):
         proj += b_ih
         hs, w_hh = self.hs, self.w_hh
         # h·W_hh + b_hh per step: its n block is needed again in backward.
-        hproj = self.ws.take(proj.shape, dtype)
+        hproj = empty(self.ws, proj.shape, dtype)
         self.saved = (proj, hproj)
         tmp = np.empty((batch, units), dtype)
         for t in range(steps):
@@ -282,8 +255,8 @@ class GRUSeq(_Recurrence):
         units = width // 3
         u2 = 2 * units
         dtype = acts.dtype
-        dxp = self.ws.take(acts.shape, dtype)
-        dhp = self.ws.take(acts.shape, dtype)
+        dxp = empty(self.ws, acts.shape, dtype)
+        dhp = empty(self.ws, acts.shape, dtype)
         dh = np.empty((batch, units), dtype)
         tmp = np.empty_like(dh)
         tmp2 = np.empty_like(dh)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from splitgrad import Tensor, conv_ops, nn, no_grad
 from splitgrad.conv_ops import conv_geometry
+from splitgrad.workspace import Workspace
 from tests.helpers import assert_close, numeric_grad, to_torch
 
 
@@ -345,7 +346,7 @@ def test_finite_differences_conv_and_transpose():
     x, w, b = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 3, 2, 3)), \
         rng.standard_normal(3)
     pads = ((1, 1), (0, 1))
-    ws = conv_ops.Workspace()
+    ws = Workspace()
     _fd_check(lambda x, w, b: conv_ops.conv2d(x, w, b, (2, 1), (1, 1), pads, relu=True, ws=ws),
               [x, w, b])
     _fd_check(lambda x, w: conv_ops.conv2d(x, w, None, (1, 2), (2, 1), pads), [x, w])
@@ -359,7 +360,7 @@ def test_finite_differences_pools_and_batch_norm():
     x = rng.standard_normal((2, 5, 5, 2))
     pads = ((0, 1), (1, 1))
     _fd_check(lambda x: conv_ops.max_pool2d(x, (3, 2), (2, 1), pads, (2, 6),
-                                            ws=conv_ops.Workspace()), [x])
+                                            ws=Workspace()), [x])
     _fd_check(lambda x: conv_ops.avg_pool2d(x, (3, 2), (2, 1), pads, (2, 6)), [x])
     g, b = rng.uniform(0.5, 1.5, 2), rng.standard_normal(2)
     rm, rv = np.zeros(2), np.ones(2)

@@ -10,7 +10,8 @@ large arrays instead of allocating (and page-faulting) them every step.
 from __future__ import annotations
 
 from .. import conv_ops, ops
-from ..conv_ops import Workspace, conv_geometry, pair
+from ..conv_ops import conv_geometry, pair
+from ..workspace import Workspace
 from .core import KernelLayer
 from .layer import Layer, register
 

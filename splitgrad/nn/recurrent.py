@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import ops, rnn_ops
 from ..tensor import Tensor
+from ..workspace import Workspace
 from .layer import Layer, layer_class, register
 
 
@@ -36,7 +37,7 @@ class _Recurrent(Layer):
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
-        self._workspace = rnn_ops.Workspace()
+        self._workspace = Workspace()
 
     def build(self, input_shape):
         if len(input_shape) != 3:  # checked here too, so a bad first call builds nothing
