@@ -46,7 +46,7 @@ class _Recurrence(Function):
         self.hs[0] = h0
         last_cell = self.scan(proj, b_ih, b_hh, c0, **options)
         extra = 0 if last_cell is None or not cell_out else 1
-        out = np.empty((batch, steps + extra, units), dtype)
+        out = empty(ws, (batch, steps + extra, units), dtype)
         out[:, :steps] = self.hs[1:].transpose(1, 0, 2)
         if extra:
             out[:, steps] = last_cell
@@ -65,8 +65,9 @@ class _Recurrence(Function):
         if needs[0]:
             dxt = empty(self.ws, (steps, batch, features), dproj.dtype)
             np.matmul(dproj2, self.w_ih.T, out=dxt.reshape(steps * batch, features))
-            dx = dxt.transpose(1, 0, 2)
-            dx = np.ascontiguousarray(dx[:, ::-1] if self.reverse else dx)
+            dxb = dxt.transpose(1, 0, 2)
+            dx = empty(self.ws, dxb.shape, dxb.dtype)  # batch-major copy, reused next step
+            np.copyto(dx, dxb[:, ::-1] if self.reverse else dxb)
         if needs[1]:
             dw_ih = self.xt.reshape(steps * batch, features).T @ dproj2
         if needs[2]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Function, Tensor
+from ..workspace import Workspace, empty
 from .layer import Layer, register
 
 
 class EmbeddingLookup(Function):
     """z = W[ids]; dW[k] = Σ of the output gradients of every position whose id is k."""
 
-    def forward(self, weight, ids):
-        self.ids, self.shape = ids, weight.shape
-        return weight[ids]
+    def forward(self, weight, ids, ws=None):
+        self.ids, self.shape, self.ws = ids, weight.shape, ws
+        out = empty(ws, ids.shape + weight.shape[1:], weight.dtype)
+        return np.take(weight, ids, axis=0, out=out)
 
     def backward(self, g):
         flat = self.ids.reshape(-1)
@@ -24,7 +26,8 @@ class EmbeddingLookup(Function):
         order = np.argsort(flat, kind="stable")
         ids = flat[order]
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-        out[ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+        grouped = np.take(rows, order, axis=0, out=empty(self.ws, rows.shape, rows.dtype))
+        out[ids[starts]] = np.add.reduceat(grouped, starts, axis=0)
         return out, None
 
 
@@ -42,6 +45,7 @@ class Embedding(Layer):
         self.input_dim = int(input_dim)
         self.output_dim = int(output_dim)
         self.embeddings_initializer = embeddings_initializer
+        self._ws = Workspace()  # the (batch, time, dim) output is reused across steps
 
     def build(self, input_shape):
         self.add_weight("embeddings", (self.input_dim, self.output_dim),
@@ -68,7 +72,7 @@ class Embedding(Layer):
                     f"layer {self.name!r} (Embedding) got id {bad}, but input_dim is "
                     f"{self.input_dim} (valid ids are 0..{self.input_dim - 1}). Map the ids "
                     "into range or build the layer with a larger input_dim.")
-        return EmbeddingLookup.apply(self.embeddings, ids)
+        return EmbeddingLookup.apply(self.embeddings, ids, ws=self._ws)
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim,
