@@ -364,6 +364,18 @@ class Tensor:
     def tanh(self):
         return _ops.tanh(self)
 
+    def abs(self):
+        return _ops.abs(self)
+
+    def clip(self, lo=None, hi=None):
+        return _ops.clip(self, lo, hi)
+
+    def softmax(self, axis=-1):
+        return _ops.softmax(self, axis)
+
+    def log_softmax(self, axis=-1):
+        return _ops.log_softmax(self, axis)
+
 
 def _wrap(arr: np.ndarray) -> Tensor:
     """A constant Tensor around `arr` without the constructor's checks (arr is an ndarray)."""
