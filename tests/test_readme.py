@@ -21,3 +21,13 @@ def test_ci_runs_the_readme_test_command():
     _, tests = _readme_commands()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci, "the README's test command and .ci/run have drifted apart"
+
+
+def test_the_readme_tour_runs(tmp_path, monkeypatch):
+    """Every Python block of the README runs as written (in a scratch folder)."""
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "README.md").read_text()
+    namespace = {}
+    for block in re.findall(r"```python\n(.+?)\n```", text, flags=re.S):
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    assert (tmp_path / "runs" / "my-model" / "config.json").exists()
