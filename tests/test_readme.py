@@ -28,6 +28,6 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     text = (ROOT / "README.md").read_text()
     namespace = {}
-    for block in re.findall(r"```python\n(.+?)\n```", text, flags=re.S):
+    for block in re.findall(r"```python\n(.+?)\n```", text, flags=re.DOTALL):
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert (tmp_path / "runs" / "my-model" / "config.json").exists()
