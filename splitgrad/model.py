@@ -292,7 +292,19 @@ class Sequential(Model):
             dtype = layers[0].dtype if layers else "float32"
         super().__init__(name=name, dtype=dtype)
         self.dtype_explicit = explicit
-        self.layers = layers
+        self.layers = []
+        for layer in layers:
+            self._append(layer)
+
+    def _append(self, layer):
+        """Add a layer, renaming a default name that repeats (dense, dense_1, ...) so that
+        error messages and `summary()` point at one layer."""
+        taken = {la.name for la in self.layers}
+        base, n = layer.name, 1
+        while layer.name in taken:
+            layer.name = f"{base}_{n}"
+            n += 1
+        self.layers = self.layers + [layer]
 
     @staticmethod
     def _check_layer(layer):
@@ -301,7 +313,7 @@ class Sequential(Model):
 
     def add(self, layer):
         self._check_layer(layer)
-        self.layers = self.layers + [layer]
+        self._append(layer)
         self.built = False
 
     def build(self, input_shape):

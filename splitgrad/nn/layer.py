@@ -237,7 +237,7 @@ def _shape_of(x):
 def _snake(name: str) -> str:
     out = []
     for i, ch in enumerate(name):
-        if ch.isupper() and i and (not name[i - 1].isupper()):
+        if ch.isupper() and i and name[i - 1].islower():
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
