@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 
+from . import config
+from .config import Configurable
 
-class LearningRateSchedule:
+
+class LearningRateSchedule(Configurable):
     """Base class: `__call__(step) -> float`; `get_config()` holds the constructor arguments."""
 
     def __call__(self, step: int) -> float:  # pragma: no cover - abstract
@@ -18,14 +21,6 @@ class LearningRateSchedule:
 
     def get_config(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _positive(cls_name, arg, value):
@@ -140,7 +135,7 @@ _SCHEDULES = {c.__name__: c for c in (StepDecay, ExponentialDecay, CosineDecay, 
 def serialize(schedule) -> dict | float:
     """{"class_name": ..., "config": ...} for a schedule; a plain float stays a float."""
     if isinstance(schedule, LearningRateSchedule):
-        return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+        return config.serialize(schedule)
     return float(schedule)
 
 
@@ -149,11 +144,7 @@ def get(identifier):
     if isinstance(identifier, LearningRateSchedule):
         return identifier
     if isinstance(identifier, dict):
-        cls = _SCHEDULES.get(identifier.get("class_name"))
-        if cls is None:
-            raise ValueError(f"unknown learning-rate schedule {identifier.get('class_name')!r}; "
-                             f"known: {sorted(_SCHEDULES)}")
-        return cls.from_config(identifier.get("config", {}))
+        return config.deserialize(identifier, _SCHEDULES, "learning-rate schedule")
     if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
         return float(identifier)
     if hasattr(identifier, "item") and getattr(identifier, "size", 0) == 1:

@@ -15,6 +15,7 @@ registry: `get` and `serialize`.
 
 from __future__ import annotations
 
+from .. import config
 from .checks import _REDUCTIONS as _REDUCTIONS
 from .checks import _as_tensor as _as_tensor
 from .checks import _check_probabilities as _check_probabilities
@@ -71,7 +72,7 @@ _ALIASES = {
 
 def serialize(loss: Loss) -> dict:
     """{"class_name": ..., "config": ...}, JSON-serialisable; `get` turns it back into a loss."""
-    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+    return config.serialize(loss)
 
 
 def get(identifier):
@@ -82,11 +83,7 @@ def get(identifier):
     if isinstance(identifier, type) and issubclass(identifier, Loss):
         return identifier()
     if isinstance(identifier, dict):
-        cls = _CLASSES.get(identifier.get("class_name"))
-        if cls is None:
-            raise ValueError(f"unknown loss class {identifier.get('class_name')!r} in config; "
-                             f"known: {sorted(_CLASSES)}")
-        return cls.from_config(identifier.get("config", {}))
+        return config.deserialize(identifier, _CLASSES, "loss")
     if isinstance(identifier, str):
         cls = _ALIASES.get(identifier.lower().replace("_", "").replace("-", ""))
         if cls is None:

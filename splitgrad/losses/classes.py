@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import Configurable
 from ..tensor import Tensor
 from .checks import _check_reduction
 from .functional import (
@@ -16,7 +17,7 @@ from .functional import (
 
 
 # ----- classes ---------------------------------------------------------------------------
-class Loss:
+class Loss(Configurable):
     """Base class: `loss(y_pred, y_true) -> Tensor`; `get_config()` rebuilds it as JSON."""
 
     fn = None
@@ -34,14 +35,6 @@ class Loss:
 
     def get_config(self) -> dict:
         return {"name": self.name, "reduction": self.reduction, **self._kwargs()}
-
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class MeanSquaredError(Loss):

@@ -11,6 +11,7 @@ holds the registry: `get` and `serialize`.
 
 from __future__ import annotations
 
+from .. import config
 from .adam import Adam as Adam
 from .adam import AdamW as AdamW
 from .adaptive import Adadelta as Adadelta
@@ -26,7 +27,7 @@ _OPTIMIZERS = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagra
 
 def serialize(optimizer: Optimizer) -> dict:
     """{"class_name": ..., "config": ...}, JSON-serialisable; `get` rebuilds the optimizer."""
-    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+    return config.serialize(optimizer)
 
 
 def get(identifier, **kwargs):
@@ -37,11 +38,7 @@ def get(identifier, **kwargs):
     if isinstance(identifier, type) and issubclass(identifier, Optimizer):
         return identifier(**kwargs)
     if isinstance(identifier, dict):
-        cls = _OPTIMIZERS.get(str(identifier.get("class_name", "")).lower())
-        if cls is None:
-            raise ValueError(f"unknown optimizer class {identifier.get('class_name')!r} in "
-                             f"config; known: {sorted(_OPTIMIZERS)}")
-        return cls.from_config({**identifier.get("config", {}), **kwargs})
+        return config.deserialize(identifier, _OPTIMIZERS, "optimizer", key=str.lower, **kwargs)
     if isinstance(identifier, str):
         cls = _OPTIMIZERS.get(identifier.lower().replace("_", ""))
         if cls is None:

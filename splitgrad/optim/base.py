@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import schedules
+from ..config import Configurable
 from ..tensor import Tensor
 
 
@@ -48,7 +49,7 @@ def _named_params(params) -> dict:
     return out
 
 
-class Optimizer:
+class Optimizer(Configurable):
     """Base class: holds hyperparameters, flat buffers and per-parameter state; `step()` updates.
 
     Common arguments: `learning_rate` (alias `lr`; a float or a schedule), `clipnorm` (one global
@@ -272,10 +273,6 @@ class Optimizer:
                 config[key] = getattr(self, key)
         return config
 
-    @classmethod
-    def from_config(cls, config: dict):
-        return cls(**config)
-
     def state_dict(self) -> dict:
         """{"class_name", "config", "step", "param_steps", "state": {"name.key": ndarray}} (copies)."""
         self._require_built("state_dict")
@@ -323,9 +320,6 @@ class Optimizer:
         uniform = all(s == steps[0] for s in steps) if steps else True
         self._t, self._steps = (steps[0] if steps else 0, None) if uniform else (0, steps)
 
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _l2(p, g, wd, buf):
