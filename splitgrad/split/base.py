@@ -101,6 +101,10 @@ class Way:
     def __init__(self, places=None):
         self.places = places if places is not None else Inline()
 
+    def _slots(self):
+        """(place, replica key) of each of `self.workers` replicas, spread over the places."""
+        return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
+
     # ----- the shared loop --------------------------------------------------------------------
     def fit(self, model, x, y, batch_size=32, epochs=1, validation_data=None, callbacks=None,
             verbose=0, shuffle=True, seed=None, **_ignored):

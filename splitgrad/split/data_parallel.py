@@ -35,9 +35,6 @@ class DataParallel(Way):
         self.workers = int(workers)
         self._pending = None
 
-    def _slots(self):
-        return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
-
     def _members(self):
         """{host: [(rank, slot key)]} in rank order."""
         out = {}

@@ -28,9 +28,6 @@ class LocalSGD(Way):
         self.workers, self.H = int(workers), int(H)
         self.outer = None
 
-    def _slots(self):
-        return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
-
     def _setup(self, run):
         spec = self.places.put(tools.pack(run.model))
         x_ref, y_ref = run.data_refs()

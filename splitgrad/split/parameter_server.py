@@ -30,9 +30,6 @@ class ParameterServer(Way):
                              f"workers={workers}, staleness={staleness}")
         self.workers, self.staleness = int(workers), int(staleness)
 
-    def _slots(self):
-        return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
-
     def _setup(self, run):
         spec = self.places.put(tools.pack(run.model))
         x_ref, y_ref = run.data_refs()
