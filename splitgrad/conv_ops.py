@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .parallel import matmul
 from .tensor import Function, Tensor
 from .workspace import empty, zeros
 
@@ -180,7 +181,7 @@ class Conv2DFn(Function):
         cols = (_im2col(x, (kh, kw), stride, dilation, pads, (ho, wo), ws, ones=self.fold)
                 if self.gather else x.reshape(-1, c))
         out = empty(ws, (n, ho, wo, co), np.result_type(x, w))
-        np.matmul(cols, wm, out=out.reshape(-1, co))
+        matmul(cols, wm, out=out.reshape(-1, co))
         if b is not None and not self.fold:
             out += b
         if relu:
@@ -203,9 +204,9 @@ class Conv2DFn(Function):
             if cols.shape[1] > co:
                 # OpenBLAS runs this shape ~2x faster as (gᵀ·cols)ᵀ than as colsᵀ·g (measured
                 # on the lab CNN's second conv); with few columns the plain order is as fast.
-                gwb = (g2.T @ cols).T
+                gwb = matmul(g2.T, cols).T
             else:
-                gwb = cols.T @ g2
+                gwb = matmul(cols.T, g2)
             gw, gb = gwb[:k].reshape(w.shape), gwb[k] if self.fold else None
         if want_b and not self.fold:
             # A GEMV with ones sums the rows far faster than a reduction over axis 0.
@@ -218,12 +219,11 @@ class Conv2DFn(Function):
                 # scatter-add streams whole image rows (see `_col2im_taps`).
                 taps = w.shape[0] * w.shape[1]
                 wt = w.reshape(taps, w.shape[2], co).transpose(0, 2, 1)
-                dtaps = np.matmul(g2, wt, out=empty(ws, (taps, g2.shape[0], w.shape[2]),
-                                                     g.dtype))
+                dtaps = matmul(g2, wt, out=empty(ws, (taps, g2.shape[0], w.shape[2]), g.dtype))
                 gx = _col2im_taps(dtaps, self.x_shape, *self.geom, ws)
             else:
-                gx = np.matmul(g2, w.reshape(k, co).T,
-                               out=empty(ws, (g2.shape[0], k), g.dtype)).reshape(self.x_shape)
+                gx = matmul(g2, w.reshape(k, co).T,
+                            out=empty(ws, (g2.shape[0], k), g.dtype)).reshape(self.x_shape)
         return gx, gw, gb
 
 
@@ -239,7 +239,7 @@ class Conv2DTransposeFn(Function):
         kh, kw, co, _ = w.shape
         self.geom = ((kh, kw), stride, dilation, pads, (h, wd))
         self.x, self.w, self.ws = x, w, ws
-        cols = np.matmul(x.reshape(-1, ci), w.reshape(-1, ci).T,
+        cols = matmul(x.reshape(-1, ci), w.reshape(-1, ci).T,
                          out=empty(ws, (n * h * wd, kh * kw * co), np.result_type(x, w)))
         out = _col2im(cols, (n, out_hw[0], out_hw[1], co), *self.geom, ws)
         if b is not None:
@@ -252,9 +252,9 @@ class Conv2DTransposeFn(Function):
         if self.needs[0] or self.needs[1]:
             gcols = _im2col(g, *self.geom, self.ws)
             if self.needs[0]:
-                gx = (gcols @ w.reshape(-1, ci)).reshape(x.shape)
+                gx = matmul(gcols, w.reshape(-1, ci)).reshape(x.shape)
             if self.needs[1]:
-                gw = (gcols.T @ x.reshape(-1, ci)).reshape(w.shape)
+                gw = matmul(gcols.T, x.reshape(-1, ci)).reshape(w.shape)
         if len(self.needs) > 2 and self.needs[2]:
             gb = g.reshape(-1, g.shape[3]).sum(axis=0)
         return gx, gw, gb

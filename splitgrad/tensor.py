@@ -16,6 +16,8 @@ import threading
 
 import numpy as np
 
+from .parallel import own_threads
+
 _FLOAT_KINDS = "f"
 
 
@@ -227,6 +229,10 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad shape {grad.shape} != {self.shape}")
 
+        with own_threads:  # splitgrad splits big products itself (see parallel.py)
+            self._backpropagate(grad)
+
+    def _backpropagate(self, grad):
         # Tensors hash by identity (C-level object hash), so they key the dicts directly.
         grads = {self: grad}
         pop = grads.pop

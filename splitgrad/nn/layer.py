@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..parallel import own_threads
 from ..tensor import Tensor
 from . import init as initializers
 
@@ -196,7 +197,8 @@ class Layer:
             self.input_shape = _shape_of(x)
             self.build(self.input_shape)
             self.built = True
-        return self.call(x, *args, **kwargs)
+        with own_threads:  # splitgrad splits big products itself (see parallel.py)
+            return self.call(x, *args, **kwargs)
 
     def expect_last_dim(self, x, size, what="features"):
         """Raise a clear error if the input's last axis is not `size` (shared shape check)."""

