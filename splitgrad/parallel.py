@@ -1,20 +1,21 @@
-"""splitgrad's own threads: big products and recurrent loops split across cores.
+"""splitgrad's own threads, for recurrent layers: their time loops and the products around them.
 
-Why not leave all threading to OpenBLAS? Its worker threads spin for about 0.1 s after each
-threaded call, holding the other core. A recurrent layer's time loop runs best as one loop per
-slice of the batch, one per core (the sequences of a batch never mix), and such a loop that
-starts while OpenBLAS's workers spin runs at half speed (measured: 0.76 ms instead of 0.42 ms
-per step of the music model). So splitgrad does its own threading:
+A recurrent layer's time loop runs best as one loop per slice of the batch, one per core (the
+sequences of a batch never mix). OpenBLAS cannot help there, and worse, its worker threads spin
+for about 0.1 s after each threaded call, holding the other core: a loop that starts while they
+spin runs at half speed (measured: 0.76 ms instead of 0.42 ms per step of the music model). So
+while a model with a recurrent layer runs, splitgrad does all the threading itself:
 
-* `own_threads` (entered by every layer call and every backward pass) sets the BLAS to one
-  thread for its duration and remembers how many it had: that is the size of the team.
-* `matmul` cuts a product of at least `_SPLIT_WORK` multiply-adds into row blocks, one per team
-  member; `run_pieces` runs any such pieces on the helper threads. NumPy lets go of the GIL
-  inside matmul and ufunc loops, so the helpers really run in parallel.
+* `own_threads` (entered by a layer call when the layer or one inside it `wants_own_threads`,
+  and by a backward pass through such a layer) sets the BLAS to one thread for its duration and
+  remembers how many it had: that is the size of the team.
+* Inside it, `matmul` cuts a product of at least `_SPLIT_WORK` multiply-adds into row blocks, one
+  per team member, and `run_pieces` runs such pieces on helper threads. NumPy lets go of the GIL
+  inside matmul and ufunc loops, so the helpers really run in parallel. Outside it, `matmul` is
+  plain np.matmul: for other models OpenBLAS's own threads are faster (they wake up sooner).
 
-A place whose BLAS is set to one thread (a Ray worker) gets a team of one and runs everything
-in order. Measured on the 2-core machine: the music model's training step 0.27 s → 0.19 s, the
-784-512-32-512-784 autoencoder's 13 ms → 10 ms.
+A place whose BLAS is set to one thread (a Ray worker) gets a team of one and runs everything in
+order. Measured on the 2-core machine: the music model's training step 0.27 s → 0.19 s.
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     n = b.shape[-1]
     if out is None:
         out = np.empty(b.shape[:-2] + (m, n), np.result_type(a, b))
-    work = m * n * k * (b.size // (k * n))
-    if work < _SPLIT_WORK or team_size() < 2 or m < 2 * team_size():
+    work = m * n * k * (b.size // max(1, k * n))
+    if not _depth or _team < 2 or work < _SPLIT_WORK or m < 2 * _team:
         return np.matmul(a, b, out=out)
     run_pieces(product(a[rows], b, out[..., rows, :]) for rows in row_groups(m))
     return out

@@ -39,6 +39,7 @@ class _Recurrence(Function):
     """
 
     gates = 1
+    wants_own_threads = True  # backward through it runs on splitgrad's own threads
 
     def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, reverse=False, workspace=None,
                 cell_out=True, **options):

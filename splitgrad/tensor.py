@@ -86,6 +86,8 @@ class Function:
     whether input i wants a gradient, so backward can skip work.
     """
 
+    wants_own_threads = False  # True for the recurrent ops (see parallel.py)
+
     @classmethod
     def apply(cls, *inputs, **kwargs) -> Tensor:
         ctx = cls()
@@ -229,15 +231,19 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad shape {grad.shape} != {self.shape}")
 
-        with own_threads:  # splitgrad splits big products itself (see parallel.py)
-            self._backpropagate(grad)
+        order = _topological_order(self)
+        if any(node._ctx is not None and node._ctx.wants_own_threads for node in order):
+            with own_threads:  # through a recurrent op: splitgrad threads itself (parallel.py)
+                self._backpropagate(grad, order)
+        else:
+            self._backpropagate(grad, order)
 
-    def _backpropagate(self, grad):
+    def _backpropagate(self, grad, order):
         # Tensors hash by identity (C-level object hash), so they key the dicts directly.
         grads = {self: grad}
         pop = grads.pop
         get = grads.get
-        for node in reversed(_topological_order(self)):
+        for node in reversed(order):
             g = pop(node, None)
             if g is None:
                 continue

@@ -28,16 +28,34 @@ def split_everything(monkeypatch):
 @given(m=st.integers(1, 9), k=st.integers(1, 7), n=st.integers(1, 6), stack=st.integers(0, 3),
        transposed=st.booleans())
 def test_matmul_equals_numpy(m, k, n, stack, transposed):
+    """Inside own_threads with a team of two, every product is split in row blocks."""
     rng = np.random.default_rng(m * 100 + k * 10 + n)
     a = rng.standard_normal((k, m)).T if transposed else rng.standard_normal((m, k))
     b = rng.standard_normal((stack, k, n) if stack else (k, n))
-    saved = parallel._SPLIT_WORK, parallel.team_size
-    parallel._SPLIT_WORK, parallel.team_size = 0, lambda: 2
+    calls = []
+    real_run, saved = parallel.run_pieces, (parallel._SPLIT_WORK, parallel.team_size)
+    parallel.run_pieces = lambda pieces: calls.append(1) or real_run(pieces)
     try:
-        got = parallel.matmul(a, b)
+        with parallel.own_threads:
+            team = parallel._team
+            parallel._SPLIT_WORK, parallel._team = 0, 2
+            parallel.team_size = lambda: 2
+            try:
+                got = parallel.matmul(a, b)
+            finally:
+                parallel._team = team
     finally:
+        parallel.run_pieces = real_run
         parallel._SPLIT_WORK, parallel.team_size = saved
     np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
+    assert len(calls) == (1 if m >= 4 else 0)  # a block per member needs m ≥ 2·team
+
+
+def test_matmul_outside_own_threads_is_numpy(monkeypatch):
+    monkeypatch.setattr(parallel, "_SPLIT_WORK", 0)
+    monkeypatch.setattr(parallel, "run_pieces", lambda pieces: pytest.fail("split outside"))
+    a, b = np.ones((8, 3)), np.ones((3, 2))
+    np.testing.assert_array_equal(parallel.matmul(a, b), a @ b)
 
 
 def test_run_pieces_reraises_a_helper_error_and_stays_usable(split_everything):

@@ -197,8 +197,17 @@ class Layer:
             self.input_shape = _shape_of(x)
             self.build(self.input_shape)
             self.built = True
-        with own_threads:  # splitgrad splits big products itself (see parallel.py)
-            return self.call(x, *args, **kwargs)
+        if self.uses_own_threads():  # recurrent loops: splitgrad threads itself (parallel.py)
+            with own_threads:
+                return self.call(x, *args, **kwargs)
+        return self.call(x, *args, **kwargs)
+
+    wants_own_threads = False  # True for layers whose loops run on splitgrad's own threads
+
+    def uses_own_threads(self) -> bool:
+        """True when this layer or one inside it `wants_own_threads` (see parallel.py)."""
+        return self.wants_own_threads or any(child.uses_own_threads()
+                                             for _, child in self.sublayers())
 
     def expect_last_dim(self, x, size, what="features"):
         """Raise a clear error if the input's last axis is not `size` (shared shape check)."""

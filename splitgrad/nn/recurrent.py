@@ -25,6 +25,7 @@ class _Recurrent(Layer):
 
     gates = 1
     num_states = 1
+    wants_own_threads = True  # its time loops run on splitgrad's own threads
     op = None
 
     def __init__(self, units, return_sequences=False, return_state=False, go_backwards=False,
