@@ -4,10 +4,11 @@
     python benchmarks/fashion_cnn_vs_torch.py --only torch    # one side, in this process
 
 splitgrad runs the recipe exactly as `splitgrad train fashion-cnn` does (MIT lab 2's CNN, Adam
-1e-3, batch 64, up to 12 epochs keeping the best validation loss). PyTorch trains the same
-network (Conv 24 3×3 ReLU → MaxPool 2 → Conv 36 3×3 ReLU → MaxPool 2 → Dense 128 ReLU →
-Dense 10) on the same 54,000 images with the same optimizer and batch size for a fixed 10
-epochs, which reaches the same ≥ 90 % test accuracy. Both use 2 threads (NumPy's BLAS on a
+1e-3 cosine-decayed to 0, batch 64, 16 epochs keeping the best validation loss). PyTorch trains
+the same network (Conv 24 3×3 ReLU → MaxPool 2 → Conv 36 3×3 ReLU → MaxPool 2 → Dense 128 ReLU
+→ Dense 10) on the same 54,000 images with the same optimizer, schedule (CosineAnnealingLR
+stepped every batch) and batch size for the same 16 epochs, which reaches the same ~91 % test
+accuracy (splitgrad also scores the 6,000 validation images after every epoch). Both use 2 threads (NumPy's BLAS on a
 2-core machine; torch.set_num_threads). Each side runs in its own process so its peak resident
 memory (ru_maxrss) is its own.
 """
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 
-TORCH_EPOCHS, BATCH, LR, THREADS, SEED = 10, 64, 1e-3, 2, 0
+TORCH_EPOCHS, BATCH, LR, THREADS, SEED = 16, 64, 1e-3, 2, 0
 
 
 def _data():
@@ -61,6 +62,8 @@ def run_torch():
         nn.Conv2d(24, 36, 3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(36 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=LR)
+    steps = -(-len(x) // BATCH) * TORCH_EPOCHS
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(SEED)
     for _ in range(TORCH_EPOCHS):
@@ -70,6 +73,7 @@ def run_torch():
             opt.zero_grad()
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
+            schedule.step()
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
