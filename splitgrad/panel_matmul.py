@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .parallel import product, row_groups, run_pieces
+from .workspace import empty
 
 _PANEL_K = 1024  # rows of W per panel (the largest that keeps the small kernel fast)
 _PANEL_WIDTHS = (64, 32, 16)  # columns per panel, widest first
@@ -44,10 +45,11 @@ class PanelMatmul:
     """x @ w for many x of `rows` rows and one fixed w (K, N); `w` may be a transposed view.
 
     `pm(x, out)` writes x @ w into `out` (rows, N) and returns it. The panels are a snapshot:
-    build a new PanelMatmul after w changes (once per forward or backward pass).
+    build a new PanelMatmul after w changes (once per forward or backward pass); with a
+    `workspace` the panel buffer is reused once the previous PanelMatmul is gone.
     """
 
-    def __init__(self, w: np.ndarray, rows: int):
+    def __init__(self, w: np.ndarray, rows: int, workspace=None):
         k, n = w.shape
         self.layout = plan(k, n, rows)
         if self.layout is None:
@@ -58,7 +60,7 @@ class PanelMatmul:
         kc, width = self.layout
         nk, nb = k // kc, n // width
         # panels[i, j] = w[i·kc:(i+1)·kc, j·width:(j+1)·width], each one contiguous.
-        self.panels = np.empty((nk, nb, kc, width), w.dtype)
+        self.panels = empty(workspace, (nk, nb, kc, width), w.dtype)  # reused across steps
         src = w.reshape(nk, kc, nb, width).transpose(0, 2, 1, 3)
         if w.strides[0] < w.strides[1]:
             # w is a transposed view (W_hhᵀ for backward). NumPy copies a transposed array one

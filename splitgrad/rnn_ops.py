@@ -101,7 +101,7 @@ class _Recurrence(Function):
     def step_matmul(self, transposed=False):
         """The per-step product with W_hh (forward) or W_hhᵀ (backward), shared by the groups."""
         w = self.w_hh.T if transposed else self.w_hh
-        return PanelMatmul(w, max(rows.stop - rows.start for rows in self.groups))
+        return PanelMatmul(w, max(rows.stop - rows.start for rows in self.groups), self.ws)
 
     def scan_piece(self, rows):
         return lambda: self.scan(rows)

@@ -148,3 +148,31 @@ def test_recurrent_results_do_not_depend_on_row_groups(monkeypatch, kind):
     for other in (run(3), run(2, panels=True)):
         for a, b in zip(plain, other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_own_threads_only_around_recurrent_models(monkeypatch):
+    """A model with a recurrent layer runs forward and backward inside own_threads; others
+    (and the Dense layer of a plain MLP) keep OpenBLAS's threads."""
+    from splitgrad.ops import linalg
+
+    seen = []
+    real = linalg.Linear.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(parallel._depth > 0)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(linalg.Linear, "forward", spy)
+    mlp = nn.Sequential([nn.Dense(4), nn.Dense(2)])
+    mlp(np.ones((3, 5)))
+    rnn = nn.Sequential([nn.LSTM(4, return_sequences=True), nn.Dense(2)])
+    y = rnn(np.ones((3, 6, 5)))
+    assert seen == [False, False, True]
+    assert not nn.Sequential([nn.Dense(2)]).uses_own_threads() and rnn.uses_own_threads()
+
+    inside = []
+    real_bptt = rnn_ops.LSTMSeq.bptt
+    monkeypatch.setattr(rnn_ops.LSTMSeq, "bptt",
+                        lambda self, r: inside.append(parallel._depth > 0) or real_bptt(self, r))
+    y.sum().backward()
+    assert inside and all(inside) and parallel._depth == 0
