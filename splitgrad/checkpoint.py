@@ -6,6 +6,8 @@ A saved model is a folder:
     weights.safetensors      every layer weight, keyed by its dotted path ("layers.0.kernel")
     optimizer.safetensors    the optimizer's arrays (moments, buffers), when compiled
 
+`save_weights` writes only weights.safetensors and sha256.json (its checksum).
+
 Nothing is pickled, so loading never runs code. Saving is atomic: the new checkpoint is written
 to a temporary folder beside the target and swapped in with renames, so a crash mid-save leaves
 the previous checkpoint intact (at PATH, or at PATH.old for the instant between the renames).
@@ -27,6 +29,7 @@ from . import random as sg_random
 FORMAT = "splitgrad-model"
 VERSION = 1
 CONFIG, WEIGHTS, OPTIMIZER = "config.json", "weights.safetensors", "optimizer.safetensors"
+SUMS = "sha256.json"  # the checksum beside a bare save_weights file
 
 
 class CheckpointError(ValueError):
@@ -159,13 +162,18 @@ def assign_weights(model, arrays: dict, source: str):
 
 
 def save_weights(model, path):
+    """Weights only, as PATH/weights.safetensors plus its SHA-256 in PATH/sha256.json."""
     path = Path(path)
     with atomic_folder(path) as tmp:
         _write_tensors(tmp / WEIGHTS, {k: p.data for k, p in model.named_weights().items()})
+        (tmp / SUMS).write_text(json.dumps({WEIGHTS: _sha256(tmp / WEIGHTS)}, indent=1))
 
 
 def load_weights(model, path, sha256: str | None = None):
+    """Load weights saved by save_weights (checked against sha256.json when it is there)."""
     path = _resolve(path)
+    if sha256 is None and (path / SUMS).exists():
+        sha256 = _read_json(path / SUMS).get(WEIGHTS)
     assign_weights(model, _read_tensors(path / WEIGHTS, sha256), str(path / WEIGHTS))
 
 

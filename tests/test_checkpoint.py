@@ -91,6 +91,13 @@ def test_save_weights_and_load_weights(tmp_path):
     other.load_weights(tmp_path / "w")
     for a, b in zip(model.get_weights(), other.get_weights()):
         assert np.array_equal(a, b)
+    # A flipped bit in the tensor data still parses as safetensors: the checksum catches it.
+    target = tmp_path / "w" / "weights.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-3] ^= 0x10
+    target.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        other.load_weights(tmp_path / "w")
 
 
 RESUME = SETUP + textwrap.dedent("""
