@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import metrics
 from . import random as sg_random
 
 FORMAT = "splitgrad-model"
@@ -198,7 +199,7 @@ def save_model(model, path, extra: dict | None = None):
         config["compile"] = {
             "optimizer": model.optimizer.get_config() | {"class": type(model.optimizer).__name__},
             "loss": {"class": type(model.loss).__name__, "config": model.loss.get_config()},
-            "metrics": [m if isinstance(m, str) else m.name for m in model.metric_specs],
+            "metrics": [metrics.to_spec(m) for m in model.metric_specs],
         }
         state = model.optimizer.state_dict()
         config["optimizer_state"] = {k: v for k, v in state.items() if k != "state"}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import Configurable, deserialize, serialize
 
-class Metric:
+
+class Metric(Configurable):
     """Running mean of a per-sample score: result = Σ score / Σ count."""
 
     name = "metric"
@@ -17,6 +19,9 @@ class Metric:
     def __init__(self, name=None):
         self.name = name or self.name
         self.reset()
+
+    def get_config(self) -> dict:
+        return {"name": self.name}
 
     def reset(self):
         self.total = 0.0
@@ -61,6 +66,9 @@ class BinaryAccuracy(Metric):
     def __init__(self, name=None, threshold=0.5):
         self.threshold = threshold
         super().__init__(name)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "threshold": self.threshold}
 
     def scores(self, y_true, y_pred):
         return (y_pred > self.threshold) == (y_true.reshape(y_pred.shape) > 0.5)
@@ -112,10 +120,22 @@ def _accuracy_for(loss) -> Metric:
     )
 
 
+_CLASSES = {cls.__name__: cls for cls in (SparseCategoricalAccuracy, CategoricalAccuracy,
+                                          BinaryAccuracy, MeanAbsoluteError, MeanSquaredError)}
+
+
+def to_spec(metric):
+    """What a checkpoint stores for a compile() metric: its name, or a Metric's class and
+    settings (so a renamed or re-thresholded metric comes back as it was)."""
+    return serialize(metric) if isinstance(metric, Metric) else metric
+
+
 def get(spec, loss=None) -> Metric:
-    """A fresh Metric for a name (or pass a Metric instance through)."""
+    """A fresh Metric for a name or a `to_spec` dict (a Metric instance passes through)."""
     if isinstance(spec, Metric):
         return spec
+    if isinstance(spec, dict):
+        return deserialize(spec, _CLASSES, "metric")
     if spec in ("accuracy", "acc"):
         return _accuracy_for(loss)
     try:

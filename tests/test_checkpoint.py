@@ -321,3 +321,18 @@ def test_save_right_after_compile_and_a_plain_call(tmp_path):
     model.fit(x, y, verbose=0, seed=0)
     loaded.fit(x, y, verbose=0, seed=0)
     _assert_same_state(model, loaded)
+
+
+def test_metric_settings_round_trip(tmp_path):
+    """A metric object with its own name and settings comes back as it was compiled."""
+    from splitgrad import metrics, nn
+
+    model = nn.Sequential([nn.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse",
+                  metrics=["mae", metrics.BinaryAccuracy(name="strict", threshold=0.7)])
+    model.build_from_sample(np.zeros((2, 3), np.float32))
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert [m.name for m in loaded.metrics] == ["mae", "strict"]
+    assert isinstance(loaded.metrics[1], metrics.BinaryAccuracy)
+    assert loaded.metrics[1].threshold == 0.7
