@@ -54,7 +54,7 @@ def cmd_train(args):
                            quick=args.quick, way=way, verbose=0 if args.quiet else 1,
                            data_options={"text": args.text})
     _print_metrics(result["metrics"])
-    if result.get("traffic") is not None:
+    if result.get("traffic") is not None and args.quiet:  # fit printed it when not quiet
         from .split.accounting import format_report
 
         print(format_report(result["traffic"]))

@@ -3,6 +3,7 @@
 Models are float64 so that "allclose" can be tight; see docs/split-training.md for the table.
 """
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,7 @@ from splitgrad.split import (
     ParameterServer,
     partition,
     per_example,
+    privacy,
     robust,
 )
 from splitgrad.split.catalogue import WAYS, compare, make_way, print_ways
@@ -258,6 +260,7 @@ def test_dp_sgd_without_noise_or_clipping_is_sgd():
     model, history = fit(DPSGD(clip=None, noise_multiplier=0.0, workers=2), batch_size=16)
     close(model, ref)
     assert history.traffic["noise_multiplier"] == 0.0 and history.traffic["steps"] == 6
+    assert history.traffic["epsilon"] == math.inf  # no clipping and no noise: no privacy
 
 
 def test_dp_sgd_clips_every_example_and_reports_the_budget_inputs():
@@ -265,6 +268,8 @@ def test_dp_sgd_clips_every_example_and_reports_the_budget_inputs():
     t = history.traffic
     assert 0 < t["max_clipped_norm"] <= 0.05
     assert t["noise_multiplier"] == 1.1 and t["sample_rate"] == 16 / 48 and t["steps"] == 6
+    assert t["delta"] == 1e-5 and t["epsilon"] == privacy.epsilon(16 / 48, 1.1, 6, 1e-5)[0]
+    assert 0 < t["epsilon"] < math.inf
 
 
 def test_per_example_gradients_in_one_batched_pass_equal_the_loop():

@@ -4,21 +4,27 @@ Each example's gradient is clipped to L2 norm ≤ C, the clipped gradients are s
 noise N(0, (σC)²) is added once per step (by worker 0), and the sum is divided by the batch
 size B; the workers then all-reduce and step as in #1. σ = 0 with no clipping = plain SGD.
 Per-example gradients come from one batched pass where the model allows (per_example.py).
+The report includes the privacy spent, ε for the chosen δ, by Rényi-DP accounting (privacy.py).
 """
 
 from __future__ import annotations
 
 from .data_parallel import DataParallel
+from .privacy import epsilon
 
 
 class DPSGD(DataParallel):
-    """g = (Σ_i clip_C(∇ℓ_i) + N(0, σ²C²))/B, then data parallel; reports σ, q = B/n, steps."""
+    """g = (Σ_i clip_C(∇ℓ_i) + N(0, σ²C²))/B, then data parallel; reports σ, q = B/n, steps
+    and the (ε, δ) spent (δ default 1e-5)."""
 
     name = "dp-sgd"
 
     def __init__(self, clip: float | None = 1.0, noise_multiplier: float = 1.0, workers: int = 1,
-                 seed: int = 0, places=None):
+                 seed: int = 0, places=None, delta: float = 1e-5):
         super().__init__(workers, places)
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"DPSGD: delta must be in (0, 1), got {delta!r}")
+        self.delta = float(delta)
         if clip is not None and not clip > 0:
             raise ValueError(f"DPSGD: clip must be positive or None, got {clip!r}")
         if noise_multiplier < 0:
@@ -44,7 +50,12 @@ class DPSGD(DataParallel):
 
     def _report(self, run):
         out = super()._report(run)
+        rate = run.batch_size / len(run.x)
+        # Without clipping a single example can move the sum without bound: no finite ε.
+        eps = (epsilon(rate, self.noise_multiplier, run.step, self.delta)[0]
+               if self.clip is not None else float("inf"))
         out.update({"noise_multiplier": self.noise_multiplier, "clip": self.clip,
-                    "steps": run.step, "sample_rate": run.batch_size / len(run.x),
-                    "max_clipped_norm": float(self._largest)})
+                    "steps": run.step, "sample_rate": rate,
+                    "max_clipped_norm": float(self._largest),
+                    "epsilon": eps, "delta": self.delta})
         return out
