@@ -369,3 +369,14 @@ def test_compare_writes_table_markdown_and_png(tmp_path):
 def test_unreachable_cluster_fails_fast_with_a_clear_error():
     with pytest.raises(PlaceUnreachable, match="cannot reach"):
         _check_reachable("127.0.0.1:1", 2.0)
+
+
+def test_an_option_a_way_does_not_read_is_an_error():
+    """A misspelt --way-option must not be silently ignored: every implemented way checks."""
+    with pytest.raises(ValueError, match="has no option 'noise_multiplier'; its options: clip"):
+        make_way("dp-sgd", 2, {"noise_multiplier": 2.0})
+    from splitgrad.split.catalogue import OPTIONS
+
+    for name in OPTIONS:
+        with pytest.raises(ValueError, match="has no option 'bogus'"):
+            make_way(name, 2, {"bogus": 1})

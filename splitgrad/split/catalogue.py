@@ -78,6 +78,12 @@ def make_way(name: str, places: int = 2, options=None, where=None):
 
     o = dict(options or {})
     n = int(places)
+    if name in OPTIONS:
+        unknown = sorted(set(o) - set(OPTIONS[name]))
+        if unknown:
+            accepted = ", ".join(OPTIONS[name]) or "none"
+            raise ValueError(f"way {name!r} has no option {unknown[0]!r}; its options: "
+                             f"{accepted}")
     factories = {
         "data-parallel": lambda: DataParallel(n, places=where),
         "parameter-server": lambda: ParameterServer(n, o.get("staleness", 1), places=where),
@@ -90,7 +96,8 @@ def make_way(name: str, places: int = 2, options=None, where=None):
         "robust": lambda: RobustFederated(o.get("clients", max(n, 10)),
                                           **_fed(o, aggregator="median"), places=where),
         "dp-sgd": lambda: DPSGD(o.get("clip", 1.0), o.get("noise", 1.0), workers=n,
-                                seed=o.get("seed", 0), places=where),
+                                seed=o.get("seed", 0), places=where,
+                                delta=o.get("delta", 1e-5)),
         "accumulation": lambda: GradientAccumulation(o.get("k", 4), places=where),
         "checkpoint-resume": lambda: CheckpointResume(o.get("move_at", 1),
                                                       directory=o.get("directory"),
@@ -103,10 +110,26 @@ def make_way(name: str, places: int = 2, options=None, where=None):
     return factories[name]()
 
 
+_FED_KEYS = ("fraction", "local_epochs", "local_batch_size", "mu", "partition", "alpha",
+             "dropout", "aggregator", "poisoned", "seed")
+
+# The --way-option keys each way reads; any other key is an error, not silently ignored.
+OPTIONS = {
+    "data-parallel": (),
+    "parameter-server": ("staleness",),
+    "local-sgd": ("H",),
+    "diloco": ("H", "outer_lr", "outer_momentum"),
+    "federated": ("clients",) + _FED_KEYS,
+    "fedprox": ("clients",) + _FED_KEYS,
+    "robust": ("clients",) + _FED_KEYS,
+    "dp-sgd": ("clip", "noise", "seed", "delta"),
+    "accumulation": ("k",),
+    "checkpoint-resume": ("move_at", "directory"),
+}
+
+
 def _fed(o, **defaults):
-    keys = ("fraction", "local_epochs", "local_batch_size", "mu", "partition", "alpha",
-            "dropout", "aggregator", "poisoned", "seed")
-    return {**defaults, **{k: o[k] for k in keys if k in o}}
+    return {**defaults, **{k: o[k] for k in _FED_KEYS if k in o}}
 
 
 # Ways that should reproduce the single-place run (allclose) with compare's settings.
