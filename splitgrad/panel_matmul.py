@@ -29,9 +29,10 @@ _MAX_ROWS = 16  # beyond this many rows the packing is paid back: one plain matm
 _MIN_WEIGHT = 1 << 18  # elements (1 MiB in float32); a smaller W packs cheaply
 
 
-def plan(k: int, n: int, rows: int):
-    """(panel rows, panel columns) for h (rows, k) @ W (k, n), or None for one plain matmul."""
-    if rows > _MAX_ROWS or k * n < _MIN_WEIGHT:
+def plan(k: int, n: int, rows: int, dtype=np.float32):
+    """(panel rows, panel columns) for h (rows, k) @ W (k, n), or None for one plain matmul.
+    Only float32 was measured faster over panels, so other dtypes keep the plain product."""
+    if np.dtype(dtype) != np.float32 or rows > _MAX_ROWS or k * n < _MIN_WEIGHT:
         return None
     most = _PANEL_K if rows <= 8 else _PANEL_K // 2  # measured: more rows, shorter panels
     kc = k if k <= most else next((c for c in (1024, 512, 256) if c <= most and k % c == 0), None)
@@ -51,7 +52,7 @@ class PanelMatmul:
 
     def __init__(self, w: np.ndarray, rows: int, workspace=None):
         k, n = w.shape
-        self.layout = plan(k, n, rows)
+        self.layout = plan(k, n, rows, w.dtype)
         if self.layout is None:
             # One plain matmul per step; a transposed view is copied once, because the
             # per-step product runs about twice as fast on contiguous rows.

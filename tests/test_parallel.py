@@ -98,7 +98,7 @@ def test_one_thread_blas_means_a_team_of_one():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_panel_matmul_equals_numpy(monkeypatch, transposed, layout, dtype):
     """Panels of (kc, width), including K split into several panels (partial sums)."""
-    monkeypatch.setattr(panel_matmul, "plan", lambda k, n, rows: layout)
+    monkeypatch.setattr(panel_matmul, "plan", lambda k, n, rows, dtype: layout)
     rng = np.random.default_rng(0)
     w = rng.standard_normal((32, 16) if transposed else (16, 32)).astype(dtype)
     w = w.T if transposed else w
@@ -118,6 +118,7 @@ def test_panel_plan():
     assert panel_matmul.plan(1024, 4096, 64) is None  # many rows: one plain matmul
     assert panel_matmul.plan(32, 128, 4) is None  # small weight: one plain matmul
     assert panel_matmul.plan(1024, 4100, 4) is None  # no panel width divides N
+    assert panel_matmul.plan(1024, 4096, 4, np.float64) is None  # measured for float32 only
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
@@ -131,7 +132,8 @@ def test_recurrent_results_do_not_depend_on_row_groups(monkeypatch, kind):
 
     def run(groups, panels=False):
         if panels:
-            monkeypatch.setattr(panel_matmul, "plan", lambda k, n, rows: (k if k <= 16 else 8, 8))
+            monkeypatch.setattr(panel_matmul, "plan",
+                                lambda k, n, rows, dtype: (k if k <= 16 else 8, 8))
         monkeypatch.setattr(rnn_ops, "row_groups",
                             lambda b: [slice(b * i // groups, b * (i + 1) // groups)
                                        for i in range(groups)])
