@@ -178,3 +178,23 @@ def test_own_threads_only_around_recurrent_models(monkeypatch):
                         lambda self, r: inside.append(parallel._depth > 0) or real_bptt(self, r))
     y.sum().backward()
     assert inside and all(inside) and parallel._depth == 0
+
+
+def test_recurrent_model_data_parallel_equals_one_place():
+    """Replicas that each run on splitgrad's own threads still add up to one-place training."""
+    import splitgrad as sg
+    from splitgrad.split import DataParallel
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 20, (32, 12)), rng.integers(0, 5, 32)
+
+    def trained(way=None):
+        sg.seed(0)
+        model = nn.Sequential([nn.Embedding(20, 16), nn.LSTM(32), nn.Dense(5)])
+        model.compile(optimizer=sg.optim.SGD(learning_rate=0.1),
+                      loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, seed=1, way=way)
+        return model.get_weights()
+
+    for a, b in zip(trained(), trained(DataParallel(2))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
