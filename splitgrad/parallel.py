@@ -106,6 +106,11 @@ class _OwnThreads:
 own_threads = _OwnThreads()
 
 
+def in_own_threads() -> bool:
+    """True inside an `own_threads` block (so nested layers need not look again)."""
+    return _depth > 0
+
+
 def team_size() -> int:
     """Threads to split work over: the team inside `own_threads`, else the BLAS's count."""
     if _depth:

@@ -23,6 +23,8 @@ the input is read from the last timestep to the first and the outputs are in tha
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .panel_matmul import PanelMatmul
@@ -59,7 +61,7 @@ class _Recurrence(Function):
         self.groups = row_groups(batch)
         self.step_w = self.step_matmul()
         last_cell = self.prepare_scan(proj, b_ih, b_hh, c0, **options)
-        run_pieces(self.scan_piece(rows) for rows in self.groups)
+        run_pieces(partial(self.scan, rows) for rows in self.groups)
         self.step_w = None  # the panels are large (16 MB for the music model): drop them now
         extra = 0 if last_cell is None or not cell_out else 1
         out = empty(ws, (batch, steps + extra, units), dtype)
@@ -74,7 +76,7 @@ class _Recurrence(Function):
         dc_last = g[:, steps] if g.shape[1] > steps else None
         self.step_w = self.step_matmul(transposed=True)
         dproj, drec, dh0, dc0 = self.prepare_bptt(dy, dc_last)
-        run_pieces(self.bptt_piece(rows) for rows in self.groups)
+        run_pieces(partial(self.bptt, rows) for rows in self.groups)
         self.step_w = None
         width = dproj.shape[-1]
         dproj2 = dproj.reshape(steps * batch, width)
@@ -102,12 +104,6 @@ class _Recurrence(Function):
         """The per-step product with W_hh (forward) or W_hhᵀ (backward), shared by the groups."""
         w = self.w_hh.T if transposed else self.w_hh
         return PanelMatmul(w, max(rows.stop - rows.start for rows in self.groups), self.ws)
-
-    def scan_piece(self, rows):
-        return lambda: self.scan(rows)
-
-    def bptt_piece(self, rows):
-        return lambda: self.bptt(rows)
 
     def want_h0(self):
         return len(self.needs) > 5 and self.needs[5]

@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from .parallel import own_threads
+from .parallel import in_own_threads, own_threads
 
 _FLOAT_KINDS = "f"
 
@@ -232,7 +232,8 @@ class Tensor:
                 raise ValueError(f"backward(grad): grad shape {grad.shape} != {self.shape}")
 
         order = _topological_order(self)
-        if any(node._ctx is not None and node._ctx.wants_own_threads for node in order):
+        if not in_own_threads() and any(node._ctx is not None and node._ctx.wants_own_threads
+                                        for node in order):
             with own_threads:  # through a recurrent op: splitgrad threads itself (parallel.py)
                 self._backpropagate(grad, order)
         else:

@@ -58,6 +58,17 @@ conv_cases = st.fixed_dictionaries({
 })
 
 
+def _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt):
+    """Backpropagate r through torch's output yt, then compare the forward value and the
+    input, kernel and (when there is one) bias gradients with splitgrad's."""
+    (yt * to_torch(r, False)).sum().backward()
+    assert_close(y, yt, what="forward")
+    assert_close(gx, xt.grad, what="dx")
+    assert_close(layer.kernel.grad, wt.grad, what="dW")
+    if bt is not None:
+        assert_close(layer.bias.grad, bt.grad, what="db")
+
+
 @given(conv_cases)
 def test_conv2d_matches_torch(c):
     rng = np.random.default_rng(c["seed"])
@@ -81,12 +92,7 @@ def test_conv2d_matches_torch(c):
     yt = F.conv2d(torch_pad(nchw(xt), layer_pads(layer, x.shape)), torch_kernel(wt), bt,
                   stride=c["stride"], dilation=c["dil"])
     yt = nhwc(torch.relu(yt) if c["act"] == "relu" else yt)
-    (yt * to_torch(r, False)).sum().backward()
-    assert_close(y, yt, what="forward")
-    assert_close(gx, xt.grad, what="dx")
-    assert_close(layer.kernel.grad, wt.grad, what="dW")
-    if c["bias"]:
-        assert_close(layer.bias.grad, bt.grad, what="db")
+    _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt)
 
 
 @pytest.mark.parametrize("stride,padding,dil,bias", [(1, "valid", 1, True), (2, "same", 1, True),
@@ -105,12 +111,7 @@ def test_conv2d_many_channels_matches_torch(stride, padding, dil, bias):
     bt = to_torch(layer.bias.data) if bias else None
     yt = nhwc(F.conv2d(torch_pad(nchw(xt), layer_pads(layer, x.shape)), torch_kernel(wt), bt,
                        stride=stride, dilation=dil))
-    (yt * to_torch(r, False)).sum().backward()
-    assert_close(y, yt, what="forward")
-    assert_close(gx, xt.grad, what="dx")
-    assert_close(layer.kernel.grad, wt.grad, what="dW")
-    if bias:
-        assert_close(layer.bias.grad, bt.grad, what="db")
+    _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt)
 
 
 def test_same_padding_rule():
@@ -143,15 +144,10 @@ def test_conv2d_transpose_matches_torch(c):
     need = [o + sum(p) - f for o, p, f in zip(out_hw, pads, full.shape[2:])]
     full = F.pad(full, (0, need[1], 0, need[0]))
     yt = nhwc(full[:, :, pads[0][0]:pads[0][0] + out_hw[0], pads[1][0]:pads[1][0] + out_hw[1]])
-    if c["bias"]:
-        bt = to_torch(layer.bias.data)
+    bt = to_torch(layer.bias.data) if c["bias"] else None
+    if bt is not None:
         yt = yt + bt
-    (yt * to_torch(r, False)).sum().backward()
-    assert_close(y, yt, what="forward")
-    assert_close(gx, xt.grad, what="dx")
-    assert_close(layer.kernel.grad, wt.grad, what="dW")
-    if c["bias"]:
-        assert_close(layer.bias.grad, bt.grad, what="db")
+    _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt)
 
 
 def test_conv2d_transpose_shapes_and_init():

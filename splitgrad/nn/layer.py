@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..parallel import own_threads
+from ..parallel import in_own_threads, own_threads
 from ..tensor import Tensor
 from . import init as initializers
 
@@ -197,7 +197,7 @@ class Layer:
             self.input_shape = _shape_of(x)
             self.build(self.input_shape)
             self.built = True
-        if self.uses_own_threads():  # recurrent loops: splitgrad threads itself (parallel.py)
+        if not in_own_threads() and self.uses_own_threads():  # recurrent loops (parallel.py)
             with own_threads:
                 return self.call(x, *args, **kwargs)
         return self.call(x, *args, **kwargs)

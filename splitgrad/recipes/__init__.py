@@ -35,6 +35,17 @@ class UnknownRecipe(ValueError):
     """The recipe name is not in the registry."""
 
 
+def compile_classifier(model, learning_rate):
+    """Adam at `learning_rate`, cross-entropy on the model's logits and integer labels, accuracy:
+    the training set-up the classifier recipes share. Returns the model."""
+    from .. import losses, optim
+
+    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
+                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
 def get(name: str):
     """The recipe module for `name` (with a did-you-mean hint for typos)."""
     if name not in RECIPES:

@@ -5,8 +5,9 @@ Dense 10 logits, Adam. The data ship with scikit-learn, so this runs right after
 it reaches about 98 % test accuracy in well under a minute on two cores.
 """
 
-from splitgrad import losses, nn, optim
+from splitgrad import nn
 from splitgrad.datasets import load_digits
+from splitgrad.recipes import compile_classifier
 
 DESCRIPTION = "CNN conv16-pool-conv32-pool-64-10 on 8x8 digit images (10 classes)"
 DEFAULTS = {"epochs": 15, "batch_size": 32, "learning_rate": 2e-3}
@@ -31,7 +32,4 @@ def build_model(learning_rate, data):
         nn.Dense(64, activation="relu"),
         nn.Dense(10),
     ])
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
+    return compile_classifier(model, learning_rate)

@@ -8,8 +8,8 @@ gave 90.25 %), keeping the weights of the best validation loss (early stopping, 
 Quick mode: 1,000 images, 1 epoch.
 """
 
-from splitgrad import callbacks, losses, nn, optim
-from splitgrad.recipes import fashion_mlp
+from splitgrad import callbacks, nn
+from splitgrad.recipes import compile_classifier, fashion_mlp
 
 DESCRIPTION = "CNN conv24-pool-conv36-pool-128-10 on Fashion-MNIST (MIT lab 2 CNN)"
 DEFAULTS = {"epochs": 16, "batch_size": 64, "learning_rate": 1e-3}
@@ -33,10 +33,7 @@ def build_model(learning_rate, data):
         nn.Dense(128, activation="relu"),
         nn.Dense(10),
     ])
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
+    return compile_classifier(model, learning_rate)
 
 
 def fit(model, data, settings, verbose=1, way=None):

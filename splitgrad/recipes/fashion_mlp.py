@@ -8,8 +8,9 @@ Needs Debian's dataset-fashion-mnist package; quick mode trains 1 epoch on 1,000
 
 import math
 
-from splitgrad import losses, nn, optim, schedules
+from splitgrad import nn, schedules
 from splitgrad.datasets import load_fashion_mnist
+from splitgrad.recipes import compile_classifier
 
 DESCRIPTION = "MLP 784-128-10 on Fashion-MNIST (MIT lab 2 dense model)"
 DEFAULTS = {"epochs": 15, "batch_size": 64, "learning_rate": 1e-3}
@@ -38,10 +39,7 @@ def build_model(learning_rate, data):
         nn.Dense(128, activation="relu"),
         nn.Dense(10),
     ])
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
+    return compile_classifier(model, learning_rate)
 
 
 def fit(model, data, settings, verbose=1, way=None, callbacks=()):

@@ -17,9 +17,10 @@ import types
 import numpy as np
 
 from splitgrad import callbacks as cbks
-from splitgrad import losses, nn, optim
+from splitgrad import nn
 from splitgrad.datasets import CharVocab, irish_text, random_sequence_batches
 from splitgrad.random import get_rng
+from splitgrad.recipes import compile_classifier
 
 DESCRIPTION = "char LSTM 256-1024-83 on Irish folk songs in ABC (MIT lab 1 music model)"
 DEFAULTS = {"epochs": 30, "batch_size": 8, "learning_rate": 5e-3, "iterations": 100,
@@ -68,10 +69,7 @@ def build_model(learning_rate, data):
         nn.LSTM(data.sizes["units"], return_sequences=True),
         nn.Dense(vocab_size),
     ])
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
+    return compile_classifier(model, learning_rate)
 
 
 def saved_extra(data):

@@ -10,7 +10,7 @@ The report includes the privacy spent, ε for the chosen δ, by Rényi-DP accoun
 from __future__ import annotations
 
 from .data_parallel import DataParallel
-from .privacy import epsilon
+from .privacy import check_delta, epsilon
 
 
 class DPSGD(DataParallel):
@@ -22,9 +22,7 @@ class DPSGD(DataParallel):
     def __init__(self, clip: float | None = 1.0, noise_multiplier: float = 1.0, workers: int = 1,
                  seed: int = 0, places=None, delta: float = 1e-5):
         super().__init__(workers, places)
-        if not 0.0 < delta < 1.0:
-            raise ValueError(f"DPSGD: delta must be in (0, 1), got {delta!r}")
-        self.delta = float(delta)
+        self.delta = check_delta(delta, "DPSGD")
         if clip is not None and not clip > 0:
             raise ValueError(f"DPSGD: clip must be positive or None, got {clip!r}")
         if noise_multiplier < 0:

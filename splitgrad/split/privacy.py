@@ -40,10 +40,16 @@ def rdp_step(q: float, sigma: float, order: int) -> float:
     return log_a / (order - 1)
 
 
+def check_delta(delta: float, who: str = "privacy") -> float:
+    """δ as a float, or a ValueError (naming `who`) when it is not a probability in (0, 1)."""
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"{who}: delta must be in (0, 1), got {delta!r}")
+    return float(delta)
+
+
 def epsilon(q: float, sigma: float, steps: int, delta: float) -> tuple[float, int]:
     """(ε, the order α that gave it) for `steps` DP-SGD steps at sample rate q and noise σ."""
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    check_delta(delta)
     if steps <= 0 or q == 0.0:
         return 0.0, ORDERS[0]
     best = (math.inf, ORDERS[0])
