@@ -223,7 +223,7 @@ def _json_default(obj):
 def load_model(path, compile=True, restore_rng=True):
     """Rebuild a model saved with `model.save(path)`: architecture, weights, optimizer state."""
     from . import losses, optim
-    from .nn.layer import layer_class
+    from .layers.layer import layer_class
 
     path = _resolve(path)
     config = _read_json(path / CONFIG)

@@ -10,11 +10,14 @@ training across places (splitgrad.split).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import callbacks as cbks
 from . import metrics as metrics_mod
-from .nn.layer import Layer, layer_class, register
+from ._kernels.thread_team import own_threads
+from .layers.layer import Layer, layer_class, register
 from .random import get_rng
 from .tensor import Tensor, no_grad
 
@@ -65,6 +68,24 @@ class Model(Layer):
         self.loss = None
         self.metrics = []
         self.stop_training = False
+        self._thread_policy = None
+
+    def __call__(self, x, *args, **kwargs):
+        with self.threads():
+            return super().__call__(x, *args, **kwargs)
+
+    def threads(self):
+        """The context this model's passes run in: splitgrad's own thread team when a layer
+        inside `wants_own_threads` (the recurrent ones), else nothing (the BLAS threads).
+        Decided once, at the first call; see _kernels/thread_team.py."""
+        if self._thread_policy is None:
+            stack, wanted = [self], False
+            while stack and not wanted:
+                layer = stack.pop()
+                wanted = layer.wants_own_threads
+                stack.extend(child for _, child in layer.sublayers())
+            self._thread_policy = own_threads if wanted else contextlib.nullcontext()
+        return self._thread_policy
 
     # ----- setup ------------------------------------------------------------------------
     def compile(self, optimizer="adam", loss=None, metrics=None):
@@ -121,8 +142,9 @@ class Model(Layer):
             self.train()
         opt = self.optimizer
         opt.zero_grad()
-        loss = self.compute_loss(x, y)
-        loss.backward()
+        with self.threads():
+            loss = self.compute_loss(x, y)
+            loss.backward(into=opt.grad_buffers())
         opt.step()
         logs = {"loss": float(loss.data)}
         if self.metrics:
@@ -315,6 +337,7 @@ class Sequential(Model):
         self._check_layer(layer)
         self._append(layer)
         self.built = False
+        self._thread_policy = None
 
     def build(self, input_shape):
         if not self.layers:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, load_model
-from .nn import Conv2D, Dense, Flatten
+from .layers.conv import Conv2D
+from .layers.core import Dense, Flatten
 from .plots import _pyplot
 from .tensor import no_grad
 

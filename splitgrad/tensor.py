@@ -16,8 +16,6 @@ import threading
 
 import numpy as np
 
-from .parallel import in_own_threads, own_threads
-
 _FLOAT_KINDS = "f"
 
 
@@ -86,8 +84,6 @@ class Function:
     whether input i wants a gradient, so backward can skip work.
     """
 
-    wants_own_threads = False  # True for the recurrent ops (see parallel.py)
-
     @classmethod
     def apply(cls, *inputs, **kwargs) -> Tensor:
         ctx = cls()
@@ -136,7 +132,7 @@ class Tensor:
     `t.grad` is a NumPy array of the same shape once `backward()` has reached `t`.
     """
 
-    __slots__ = ("__weakref__", "_ctx", "_gbuf", "_logits", "data", "grad", "name", "requires_grad")
+    __slots__ = ("__weakref__", "_ctx", "data", "grad", "name", "requires_grad")
     __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, name=None, _copy=False):
@@ -152,10 +148,6 @@ class Tensor:
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._ctx = None
-        self._gbuf = None  # optional preallocated gradient buffer (set by optimizers)
-        # For softmax/sigmoid outputs: the input logits, so a matching cross-entropy can be
-        # computed from them (fused and stable) even when the model ends in that activation.
-        self._logits = None
         self.name = name
 
     # ----- basic properties -------------------------------------------------------------
@@ -201,18 +193,20 @@ class Tensor:
         return Tensor(self.data, _copy=False)
 
     def astype(self, dtype) -> Tensor:
-        from . import ops
-
-        return ops.Cast.apply(self, dtype=np.dtype(dtype))
+        return _ops.cast(self, dtype)
 
     def zero_grad(self):
         self.grad = None
 
     # ----- the backward pass ------------------------------------------------------------
-    def backward(self, grad=None):
+    def backward(self, grad=None, *, into=None):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad.
 
         `grad` defaults to 1 for a scalar. Gradients add up across calls until zeroed.
+        `into` ({leaf: array}, optional) names preallocated arrays: a leaf whose `.grad` is
+        None gets its gradient copied into its array, which becomes its `.grad` and is added
+        to in place afterwards. Optimizers offer theirs (`Optimizer.grad_buffers()`) so that
+        one flat update covers every parameter without gathering the gradients first.
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -230,27 +224,17 @@ class Tensor:
             grad = as_array(grad, self.data.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad shape {grad.shape} != {self.shape}")
-
-        order = _topological_order(self)
-        if not in_own_threads() and any(node._ctx is not None and node._ctx.wants_own_threads
-                                        for node in order):
-            with own_threads:  # through a recurrent op: splitgrad threads itself (parallel.py)
-                self._backpropagate(grad, order)
-        else:
-            self._backpropagate(grad, order)
-
-    def _backpropagate(self, grad, order):
         # Tensors hash by identity (C-level object hash), so they key the dicts directly.
         grads = {self: grad}
         pop = grads.pop
         get = grads.get
-        for node in reversed(order):
+        for node in reversed(_topological_order(self)):
             g = pop(node, None)
             if g is None:
                 continue
             ctx = node._ctx
             if ctx is None:
-                node._accumulate(g)
+                node._accumulate(g, None if into is None else into.get(node))
                 continue
             for parent, need, pg in zip(ctx.parents, ctx.needs, ctx.backward(g)):
                 if need and pg is not None:
@@ -258,19 +242,18 @@ class Tensor:
                     # Out of place: `prev` may be an array that another node also holds.
                     grads[parent] = pg if prev is None else prev + pg
 
-    def _accumulate(self, g: np.ndarray):
+    def _accumulate(self, g: np.ndarray, buf=None):
         if g.dtype != self.data.dtype:
             g = g.astype(self.data.dtype)
         if g.shape != self.data.shape:
             g = np.broadcast_to(g, self.data.shape)
         if self.grad is None:
-            buf = self._gbuf
             if buf is not None:
                 np.copyto(buf, g)
                 self.grad = buf
             else:
                 self.grad = np.array(g, copy=True)
-        elif self.grad is self._gbuf:
+        elif buf is not None and self.grad is buf:
             self.grad += g
         else:
             self.grad = self.grad + g
@@ -397,8 +380,6 @@ def _wrap(arr: np.ndarray) -> Tensor:
     t.grad = None
     t.requires_grad = False
     t._ctx = None
-    t._gbuf = None
-    t._logits = None
     t.name = None
     return t
 

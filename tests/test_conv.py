@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close, numeric_grad, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from splitgrad import Tensor, conv_ops, nn, no_grad
-from splitgrad.conv_ops import conv_geometry
-from splitgrad.workspace import Workspace
-from tests.helpers import assert_close, numeric_grad, to_torch
+from splitgrad import Tensor, nn, no_grad
+from splitgrad._kernels.workspace import Workspace
+from splitgrad.ops import conv as conv_ops
+from splitgrad.ops.conv import conv_geometry
+from splitgrad.ops.normalization import batch_norm
 
 
 def nchw(t):
@@ -360,10 +362,10 @@ def test_finite_differences_pools_and_batch_norm():
     _fd_check(lambda x: conv_ops.avg_pool2d(x, (3, 2), (2, 1), pads, (2, 6)), [x])
     g, b = rng.uniform(0.5, 1.5, 2), rng.standard_normal(2)
     rm, rv = np.zeros(2), np.ones(2)
-    _fd_check(lambda x, g, b: conv_ops.batch_norm(x, g, b, None, None, training=True),
+    _fd_check(lambda x, g, b: batch_norm(x, g, b, None, None, training=True),
               [x, g, b])
-    _fd_check(lambda x, g, b: conv_ops.batch_norm(x, g, b, rm, rv, training=False), [x, g, b])
-    _fd_check(lambda x: conv_ops.batch_norm(x, None, None, None, None, axis=1), [x])
+    _fd_check(lambda x, g, b: batch_norm(x, g, b, rm, rv, training=False), [x, g, b])
+    _fd_check(lambda x: batch_norm(x, None, None, None, None, axis=1), [x])
 
 
 # ----- layers: errors, configs, buffer reuse ---------------------------------------------

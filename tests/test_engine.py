@@ -163,27 +163,29 @@ def test_grad_is_a_private_copy():
     np.testing.assert_array_equal(g, [1.0, 1.0])
 
 
-def test_gbuf_preallocated_buffer_is_filled_in_place():
+def test_backward_into_a_preallocated_buffer_fills_it_in_place():
     x = leaf(np.ones((2, 3)))
     buf = np.full((2, 3), 99.0)
-    x._gbuf = buf
-    (x * 2.0).sum().backward()
+    (x * 2.0).sum().backward(into={x: buf})
     assert x.grad is buf
     np.testing.assert_array_equal(buf, np.full((2, 3), 2.0))
-    (x * 3.0).sum().backward()  # accumulates in place into the same buffer
+    (x * 3.0).sum().backward(into={x: buf})  # accumulates in place into the same buffer
     assert x.grad is buf
     np.testing.assert_array_equal(buf, np.full((2, 3), 5.0))
+    (x * 1.0).sum().backward()  # without `into`, out of place: the buffer keeps its values
+    assert x.grad is not buf
+    np.testing.assert_array_equal(buf, np.full((2, 3), 5.0))
     x.zero_grad()
-    (x * 1.0).sum().backward()  # overwrites (not adds to) the stale contents
+    (x * 1.0).sum().backward(into={x: buf})  # overwrites (not adds to) the stale contents
     assert x.grad is buf
     np.testing.assert_array_equal(buf, np.ones((2, 3)))
 
 
-def test_gbuf_receives_a_broadcast_gradient_in_its_dtype():
+def test_backward_into_a_buffer_receives_a_broadcast_gradient_in_its_dtype():
     x = Tensor(np.ones(3, np.float32), requires_grad=True)
-    x._gbuf = np.zeros(3, np.float32)
-    x.sum().backward()
-    assert x.grad is x._gbuf and x.grad.dtype == np.float32
+    buf = np.zeros(3, np.float32)
+    x.sum().backward(into={x: buf})
+    assert x.grad is buf and x.grad.dtype == np.float32
     np.testing.assert_array_equal(x.grad, np.ones(3))
 
 

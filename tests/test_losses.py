@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close, numeric_grad, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from splitgrad import losses, ops
+from splitgrad.ops import losses as loss_ops
 from splitgrad.tensor import Tensor
-from tests.helpers import assert_close, numeric_grad, to_torch
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -169,18 +170,18 @@ def test_fused_primitives_finite_differences(reduction):
     a = rng.uniform(size=(4, 3))
     pw = np.array([0.5, 2.0, 1.5])
     prim = [
-        lambda t: losses.SquaredError.apply(t, y, reduction=reduction),
-        lambda t: losses.AbsoluteError.apply(t, y, reduction=reduction),
-        lambda t: losses.BinaryCrossEntropyWithLogits.apply(t, y, pos_weight=pw,
+        lambda t: loss_ops.SquaredError.apply(t, y, reduction=reduction),
+        lambda t: loss_ops.AbsoluteError.apply(t, y, reduction=reduction),
+        lambda t: loss_ops.BinaryCrossEntropyWithLogits.apply(t, y, pos_weight=pw,
                                                             reduction=reduction),
-        lambda t: losses.SoftmaxCrossEntropy.apply(t, a=a, denom=2.5, reduction=reduction),
-        lambda t: losses.SoftmaxCrossEntropy.apply(t, index=np.array([1, 3, 8, 9]), denom=4,
+        lambda t: loss_ops.SoftmaxCrossEntropy.apply(t, a=a, denom=2.5, reduction=reduction),
+        lambda t: loss_ops.SoftmaxCrossEntropy.apply(t, index=np.array([1, 3, 8, 9]), denom=4,
                                                    reduction=reduction),
-        lambda t: losses.NegativeLogLikelihood.apply(t, a, denom=3.0, reduction=reduction),
+        lambda t: loss_ops.NegativeLogLikelihood.apply(t, a, denom=3.0, reduction=reduction),
     ]
     for fn in prim:
         _fd_check(fn, x)
-    _fd_check(lambda t: losses.BinaryCrossEntropy.apply(t, y, reduction=reduction),
+    _fd_check(lambda t: loss_ops.BinaryCrossEntropy.apply(t, y, reduction=reduction),
               rng.uniform(0.1, 0.9, size=(4, 3)))
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close, to_torch
 
 import splitgrad as sg
 from splitgrad import losses, metrics, nn, optim
 from splitgrad.tensor import Tensor
-from tests.helpers import assert_close, to_torch
 
 
 def _torch_linear(dense):

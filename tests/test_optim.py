@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import to_torch
 
 from splitgrad import losses, ops, optim, schedules
 from splitgrad.tensor import Tensor
-from tests.helpers import to_torch
 
 torch.set_default_dtype(torch.float64)
 
@@ -182,16 +182,17 @@ def test_flat_buffers_and_float32():
     frozen = Tensor(np.ones(2, np.float32))
     opt = optim.Adam([a, b, frozen], learning_rate=0.1)
     assert a.data.base is b.data.base and a.data.base is not None
-    assert a._gbuf.base is b._gbuf.base
-    (ops.linear(Tensor(np.ones((2, 4), np.float32)), a, b) ** 2).sum().backward()
-    assert a.grad is a._gbuf
+    bufs = opt.grad_buffers()
+    assert set(bufs) == {a, b} and bufs[a].base is bufs[b].base
+    (ops.linear(Tensor(np.ones((2, 4), np.float32)), a, b) ** 2).sum().backward(into=bufs)
+    assert a.grad is bufs[a]
     before = a.data.copy()
     opt.step()
     assert a.data.dtype == np.float32 and not np.array_equal(a.data, before)
     opt.zero_grad()
     assert a.grad is None and b.grad is None
     opt.zero_grad(set_to_none=False)
-    assert a.grad is a._gbuf and not a.grad.any()
+    assert a.grad is bufs[a] and not a.grad.any()
     # A parameter whose data was rebound is copied back into the flat buffer.
     a.data = np.zeros((4, 3), np.float32)
     a.grad = None

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close, numeric_grad, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 import splitgrad as sg
-from splitgrad import nn, rnn_ops
-from splitgrad.nn.embedding import EmbeddingLookup
-from tests.helpers import assert_close, numeric_grad, to_torch
+from splitgrad import nn
+from splitgrad.ops import recurrent as rnn_ops
+from splitgrad.ops.embedding import EmbeddingLookup
 
 KINDS = {
     "rnn": (nn.SimpleRNN, torch.nn.RNN, 1),

@@ -5,28 +5,19 @@ scalar Tensor (reduction "mean" or "sum") or the unreduced losses ("none"). Clas
 LAST axis, so (N, C) and (N, T, C) outputs both work. The cross-entropies are fused primitives
 with analytic gradients: from logits they never form probabilities that could under/overflow, and
 when `from_logits=False` but `y_pred` came out of `ops.softmax` / `ops.sigmoid`, the logits it
-remembers (`y_pred._logits`) are used instead, so a Keras-style model ending in softmax trains
-as stably as one emitting raw logits. Targets are constants (no gradient flows into y_true).
+remembers (`ops.activations.Probabilities`) are used instead, so a Keras-style model ending in
+softmax trains as stably as one emitting raw logits. Targets are constants (no gradient flows
+into y_true).
 
-Layout: primitives.py (fused Functions), checks.py (argument checks), functional.py (the
-functional forms), classes.py (Loss classes); this module re-exports them and holds the
-registry: `get` and `serialize`.
+Layout: checks.py (argument checks), functional.py (the functional forms), classes.py (Loss
+classes); the fused primitives with their gradients are in splitgrad/ops/losses.py. This module
+re-exports the public names and holds the registry: `get` and `serialize`.
 """
 
 from __future__ import annotations
 
 from .. import config
-from .checks import _REDUCTIONS as _REDUCTIONS
-from .checks import _as_tensor as _as_tensor
-from .checks import _check_probabilities as _check_probabilities
-from .checks import _check_reduction as _check_reduction
-from .checks import _class_weight as _class_weight
-from .checks import _float_targets as _float_targets
-from .checks import _labels as _labels
-from .checks import _logits_of as _logits_of
-from .checks import _match_shape as _match_shape
-from .checks import _strip as _strip
-from .classes import _CANONICAL as _CANONICAL
+from .classes import _CANONICAL
 from .classes import MAE as MAE
 from .classes import MSE as MSE
 from .classes import BinaryCrossentropy as BinaryCrossentropy
@@ -35,8 +26,6 @@ from .classes import Loss as Loss
 from .classes import MeanAbsoluteError as MeanAbsoluteError
 from .classes import MeanSquaredError as MeanSquaredError
 from .classes import SparseCategoricalCrossentropy as SparseCategoricalCrossentropy
-from .functional import _TINY as _TINY
-from .functional import _cross_entropy as _cross_entropy
 from .functional import binary_crossentropy as binary_crossentropy
 from .functional import categorical_crossentropy as categorical_crossentropy
 from .functional import mae as mae
@@ -44,15 +33,6 @@ from .functional import mean_absolute_error as mean_absolute_error
 from .functional import mean_squared_error as mean_squared_error
 from .functional import mse as mse
 from .functional import sparse_categorical_crossentropy as sparse_categorical_crossentropy
-from .primitives import _BCE_EPS as _BCE_EPS
-from .primitives import AbsoluteError as AbsoluteError
-from .primitives import BinaryCrossEntropy as BinaryCrossEntropy
-from .primitives import BinaryCrossEntropyWithLogits as BinaryCrossEntropyWithLogits
-from .primitives import NegativeLogLikelihood as NegativeLogLikelihood
-from .primitives import SoftmaxCrossEntropy as SoftmaxCrossEntropy
-from .primitives import SquaredError as SquaredError
-from .primitives import _reduce as _reduce
-from .primitives import _scale as _scale
 
 # ----- the registry ----------------------------------------------------------------------
 _CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.activations import Probabilities
 from ..tensor import Tensor
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -62,8 +63,11 @@ def _class_weight(name, weight, num_classes, dtype):
 
 
 def _logits_of(y_pred, kind):
-    src = y_pred._logits
-    return src[1] if src is not None and src[0] == kind else None
+    """The logits behind probabilities made by `ops.softmax`/`ops.sigmoid` (kind "softmax" or
+    "sigmoid"), or None for any other tensor."""
+    if isinstance(y_pred, Probabilities) and y_pred.kind == kind:
+        return y_pred.logits
+    return None
 
 
 def _check_probabilities(name, y_pred):

@@ -9,6 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..ops.losses import (
+    AbsoluteError,
+    BinaryCrossEntropy,
+    BinaryCrossEntropyWithLogits,
+    NegativeLogLikelihood,
+    SoftmaxCrossEntropy,
+    SquaredError,
+)
 from ..tensor import Tensor
 from .checks import (
     _as_tensor,
@@ -18,14 +26,6 @@ from .checks import (
     _float_targets,
     _labels,
     _logits_of,
-)
-from .primitives import (
-    AbsoluteError,
-    BinaryCrossEntropy,
-    BinaryCrossEntropyWithLogits,
-    NegativeLogLikelihood,
-    SoftmaxCrossEntropy,
-    SquaredError,
 )
 
 _TINY = float(np.exp(-100.0))  # log clamp at −100, as PyTorch's BCE does

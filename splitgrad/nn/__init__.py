@@ -1,27 +1,31 @@
-"""Layers and models. `from splitgrad import nn; nn.Dense(10)`."""
+"""The public namespace of layers and models: `from splitgrad import nn; nn.Dense(10)`.
 
+It only re-exports: the layers live in splitgrad/layers/, Model and Sequential in
+splitgrad/model.py (so the layers never depend on the training code above them).
+"""
+
+from ..layers import activations as activations
+from ..layers import init as init
+from ..layers import regularizers as regularizers
+from ..layers.conv import AveragePooling2D as AveragePooling2D
+from ..layers.conv import AvgPool2D as AvgPool2D
+from ..layers.conv import Conv2D as Conv2D
+from ..layers.conv import Conv2DTranspose as Conv2DTranspose
+from ..layers.conv import GlobalAveragePooling2D as GlobalAveragePooling2D
+from ..layers.conv import MaxPool2D as MaxPool2D
+from ..layers.conv import MaxPooling2D as MaxPooling2D
+from ..layers.core import Activation as Activation
+from ..layers.core import Dense as Dense
+from ..layers.core import Dropout as Dropout
+from ..layers.core import Flatten as Flatten
+from ..layers.core import Reshape as Reshape
+from ..layers.embedding import Embedding as Embedding
+from ..layers.layer import Layer as Layer
+from ..layers.layer import Parameter as Parameter
+from ..layers.normalization import BatchNormalization as BatchNormalization
+from ..layers.recurrent import GRU as GRU
+from ..layers.recurrent import LSTM as LSTM
+from ..layers.recurrent import Bidirectional as Bidirectional
+from ..layers.recurrent import SimpleRNN as SimpleRNN
 from ..model import Model as Model
 from ..model import Sequential as Sequential
-from . import activations as activations
-from . import init as init
-from . import regularizers as regularizers
-from .conv import AveragePooling2D as AveragePooling2D
-from .conv import AvgPool2D as AvgPool2D
-from .conv import Conv2D as Conv2D
-from .conv import Conv2DTranspose as Conv2DTranspose
-from .conv import GlobalAveragePooling2D as GlobalAveragePooling2D
-from .conv import MaxPool2D as MaxPool2D
-from .conv import MaxPooling2D as MaxPooling2D
-from .core import Activation as Activation
-from .core import Dense as Dense
-from .core import Dropout as Dropout
-from .core import Flatten as Flatten
-from .core import Reshape as Reshape
-from .embedding import Embedding as Embedding
-from .layer import Layer as Layer
-from .layer import Parameter as Parameter
-from .normalization import BatchNormalization as BatchNormalization
-from .recurrent import GRU as GRU
-from .recurrent import LSTM as LSTM
-from .recurrent import Bidirectional as Bidirectional
-from .recurrent import SimpleRNN as SimpleRNN

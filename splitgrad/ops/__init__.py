@@ -1,10 +1,28 @@
-"""Primitive ops: each class holds its forward and its hand-written backward side by side.
+"""Primitive ops: every hand-written gradient in splitgrad, and the functions that apply them.
 
-Every other differentiable function in splitgrad is composed from these (see functional.py),
-so these are the only gradients written by hand. Elementwise ops undo broadcasting with the
-one shared helper `unbroadcast`. The primitives live in the submodules arithmetic, activations,
-linalg, reductions and shape; this module re-exports every one of them (so `ops.Linear` and
-`ops.sigmoid_array` keep working) and defines the lower-case functions, the public entry points.
+A primitive is a `Function` subclass with `forward` and `backward` side by side (tensor.py).
+Everything else that is differentiable is composed from these (functional.py, the layers), so
+this table is the whole list; `PRIMITIVES` below is the same table in code (a test checks that
+no other module defines a Function).
+
+| module | primitives (the backward of ...) |
+|---|---|
+| arithmetic.py | Add, Sub, Mul, Div, Neg, Pow, Maximum, Minimum, Where, Clip, Cast, Exp, Log, Sqrt, Abs |
+| activations.py | ReLU, LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, LogSoftmax |
+| linalg.py | MatMul, Linear (x·W + b, the Dense layer) |
+| reductions.py | Sum, Mean, Max, Min |
+| shape.py | Reshape, Transpose, BroadcastTo, GetItem, Concatenate, Stack |
+| conv.py | Conv2DFn, Conv2DTransposeFn, MaxPool2DFn, AvgPool2DFn (NHWC, im2col + GEMM) |
+| normalization.py | BatchNormFn |
+| recurrent.py | SimpleRNNSeq, LSTMSeq, GRUSeq (a whole sequence per call, BPTT inside) |
+| embedding.py | EmbeddingLookup |
+| losses.py | SquaredError, AbsoluteError, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, |
+|  | SoftmaxCrossEntropy, NegativeLogLikelihood (fused with their reduction) |
+
+Elementwise primitives undo broadcasting with the one shared helper `tensor.unbroadcast`. The
+lower-case functions below are the entry points that `Tensor`'s operators and methods call;
+the image, recurrent, embedding and loss primitives are applied by their layers and losses
+through the functions in their own modules (e.g. `ops.conv.conv2d`).
 """
 
 from __future__ import annotations
@@ -12,49 +30,54 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Tensor
-from .activations import ELU as ELU
-from .activations import GELU as GELU
-from .activations import LeakyReLU as LeakyReLU
-from .activations import LogSoftmax as LogSoftmax
-from .activations import ReLU as ReLU
-from .activations import Sigmoid as Sigmoid
-from .activations import Softmax as Softmax
-from .activations import Softplus as Softplus
-from .activations import Tanh as Tanh
-from .activations import _erf as _erf
-from .activations import sigmoid_array as sigmoid_array
-from .arithmetic import Abs as Abs
-from .arithmetic import Add as Add
-from .arithmetic import Cast as Cast
-from .arithmetic import Clip as Clip
-from .arithmetic import Div as Div
-from .arithmetic import Exp as Exp
-from .arithmetic import Log as Log
-from .arithmetic import Maximum as Maximum
-from .arithmetic import Minimum as Minimum
-from .arithmetic import Mul as Mul
-from .arithmetic import Neg as Neg
-from .arithmetic import Pow as Pow
-from .arithmetic import Sqrt as Sqrt
-from .arithmetic import Sub as Sub
-from .arithmetic import Where as Where
-from .linalg import Linear as Linear
-from .linalg import MatMul as MatMul
-from .reductions import Max as Max
-from .reductions import Mean as Mean
-from .reductions import Min as Min
-from .reductions import Sum as Sum
-from .reductions import _expand as _expand
-from .reductions import _Extreme as _Extreme
-from .reductions import _kept_shape as _kept_shape
-from .reductions import _norm_axis as _norm_axis
-from .shape import BroadcastTo as BroadcastTo
-from .shape import Concatenate as Concatenate
-from .shape import GetItem as GetItem
-from .shape import Reshape as Reshape
-from .shape import Stack as Stack
-from .shape import Transpose as Transpose
-from .shape import _is_advanced as _is_advanced
+from . import conv, embedding, losses, normalization, recurrent
+from .activations import (
+    ELU,
+    GELU,
+    LeakyReLU,
+    LogSoftmax,
+    Probabilities,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from .arithmetic import (
+    Abs,
+    Add,
+    Cast,
+    Clip,
+    Div,
+    Exp,
+    Log,
+    Maximum,
+    Minimum,
+    Mul,
+    Neg,
+    Pow,
+    Sqrt,
+    Sub,
+    Where,
+)
+from .linalg import Linear, MatMul
+from .reductions import Max, Mean, Min, Sum
+from .shape import BroadcastTo, Concatenate, GetItem, Reshape, Stack, Transpose
+
+# Every primitive, by name: the table above in code.
+PRIMITIVES = {cls.__name__: cls for cls in (
+    Add, Sub, Mul, Div, Neg, Pow, Maximum, Minimum, Where, Clip, Cast, Exp, Log, Sqrt, Abs,
+    ReLU, LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, LogSoftmax,
+    MatMul, Linear, Sum, Mean, Max, Min,
+    Reshape, Transpose, BroadcastTo, GetItem, Concatenate, Stack,
+    conv.Conv2DFn, conv.Conv2DTransposeFn, conv.MaxPool2DFn, conv.AvgPool2DFn,
+    normalization.BatchNormFn,
+    recurrent.SimpleRNNSeq, recurrent.LSTMSeq, recurrent.GRUSeq,
+    embedding.EmbeddingLookup,
+    losses.SquaredError, losses.AbsoluteError, losses.BinaryCrossEntropy,
+    losses.BinaryCrossEntropyWithLogits, losses.SoftmaxCrossEntropy,
+    losses.NegativeLogLikelihood,
+)}
 
 
 # ----- public functions ------------------------------------------------------------------
@@ -106,6 +129,10 @@ def where(cond, a, b):
     return Where.apply(cond, a, b)
 
 
+def cast(a, dtype):
+    return Cast.apply(a, dtype=np.dtype(dtype))
+
+
 def clip(a, lo=None, hi=None):
     return Clip.apply(a, lo=lo, hi=hi)
 
@@ -143,9 +170,8 @@ def gelu(a, approximate="none"):
 
 
 def sigmoid(a):
-    out = Sigmoid.apply(a)
-    out._logits = ("sigmoid", a)
-    return out
+    """σ(a), remembering `a` as its logits (see `Probabilities`)."""
+    return Probabilities.of(Sigmoid.apply(a), a, "sigmoid")
 
 
 def tanh(a):
@@ -157,9 +183,10 @@ def softplus(a):
 
 
 def softmax(a, axis=-1):
+    """softmax(a) along `axis`; over the last axis it remembers `a` (see `Probabilities`)."""
     out = Softmax.apply(a, axis=axis)
     if axis in (-1, a.ndim - 1):
-        out._logits = ("softmax", a)
+        return Probabilities.of(out, a, "softmax")
     return out
 
 

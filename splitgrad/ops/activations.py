@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tensor import Function
+from ..tensor import Function, Tensor
 
 
 def _erf(x):
@@ -13,6 +13,27 @@ def _erf(x):
 
     return erf(x)
 
+
+
+class Probabilities(Tensor):
+    """The output of `ops.softmax` (over the last axis) or `ops.sigmoid`, with its logits.
+
+    `.logits` is the input z and `.kind` is "softmax" or "sigmoid". A cross-entropy loss given
+    probabilities (from_logits=False) computes the loss from `.logits` with its fused, stable
+    primitive, so a Keras-style model ending in a softmax trains exactly like a PyTorch-style
+    one that emits raw logits. Otherwise it is an ordinary Tensor.
+    """
+
+    __slots__ = ("kind", "logits")
+
+    @classmethod
+    def of(cls, out: Tensor, logits: Tensor, kind: str) -> Probabilities:
+        """`out` (a fresh op output) as Probabilities: the same data and graph node."""
+        p = object.__new__(cls)
+        p.data, p.grad, p.requires_grad, p._ctx, p.name = out.data, None, out.requires_grad, \
+            out._ctx, None
+        p.logits, p.kind = logits, kind
+        return p
 
 
 # ----- activations -----------------------------------------------------------------------

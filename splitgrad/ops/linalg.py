@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..parallel import matmul
+from .._kernels.thread_team import matmul
 from ..tensor import Function, unbroadcast
 
 

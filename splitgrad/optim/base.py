@@ -4,10 +4,12 @@ Subclasses (sgd.py, adam.py, adaptive.py) supply only the update rule; `_l2` is 
 weight-decay helper they share.
 
 Speed: `build` copies all parameters of one dtype into ONE contiguous buffer and rebinds every
-`p.data` to a view of it, and gives every parameter a view of one flat gradient buffer as
-`p._gbuf` (the engine accumulates into it). When every parameter's `.grad` is its buffer view,
-`step` updates all of them with a few in-place NumPy calls on the flat arrays; otherwise (some
-grads None or replaced) it runs the same kernel per parameter on views, with identical results.
+`p.data` to a view of it, and keeps one flat gradient buffer with a view per parameter.
+`grad_buffers()` hands those views out, and `loss.backward(into=opt.grad_buffers())` (what
+`Model.train_step` does) accumulates the gradients there. When every parameter's `.grad` is its
+buffer view, `step` updates all of them with a few in-place NumPy calls on the flat arrays;
+otherwise (a plain `loss.backward()`, some grads None or replaced) it runs the same kernel per
+parameter on views, with identical results.
 CAVEAT: an array obtained from `p.data` BEFORE `build` is stale afterwards; fetch `p.data` again.
 If code later rebinds `p.data` to a new array, `step` copies it back into the flat buffer.
 """
@@ -146,6 +148,7 @@ class Optimizer(Configurable):
         self._params = list(named.values())
         self._groups, self._views, self._flat_views = [], [], [None] * len(self._params)
         self._pstate, self._pscratch = [None] * len(self._params), [None] * len(self._params)
+        self._gbufs = [None] * len(self._params)
         for dtype in dict.fromkeys(p.data.dtype for p in self._params):
             idx = [i for i, p in enumerate(self._params) if p.data.dtype == dtype]
             total = sum(self._params[i].data.size for i in idx)
@@ -165,12 +168,12 @@ class Optimizer(Configurable):
                 if p.grad is not None:
                     gview[...] = p.grad
                     p.grad = gview
-                p._gbuf = gview
+                self._gbufs[i] = gview
                 self._pstate[i] = tuple(s[sl] for s in group["state"])
                 self._pscratch[i] = tuple(s[sl] for s in group["scratch"])
             self._groups.append(group)
         self._views = [p.data for p in self._params]
-        self._gbufs = [p._gbuf for p in self._params]
+        self._grad_into = dict(zip(self._params, self._gbufs))
         self._t = 0  # shared step count while every parameter has taken the same steps
         self._steps = None  # per-parameter step counts once they differ
         self.built = True
@@ -183,6 +186,13 @@ class Optimizer(Configurable):
         if not self.built:
             raise RuntimeError(f"{type(self).__name__}.{what}: the optimizer has no parameters "
                                "yet; pass them to the constructor or call build(params) first.")
+
+    def grad_buffers(self) -> dict:
+        """{parameter: its view of the flat gradient buffer}: pass it to
+        `loss.backward(into=...)` so that `step` takes the fast path (see the module docstring).
+        """
+        self._require_built("grad_buffers")
+        return self._grad_into
 
     # ----- stepping -----------------------------------------------------------------------
     def zero_grad(self, set_to_none=True):

@@ -162,7 +162,7 @@ NOTES = {
 
 def has_dropout(model) -> bool:
     """True when a layer of `model` drops units in training (its masks depend on the place)."""
-    from ..nn.core import Dropout
+    from ..layers.core import Dropout
 
     stack = [model]
     while stack:

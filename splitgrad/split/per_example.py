@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..layers.core import Dense
 from ..model import Model
-from ..nn.core import Dense
 from ..tensor import Tensor
 from . import tools
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .parallel import product, row_groups, run_pieces
+from .thread_team import product, row_groups, run_pieces
 from .workspace import empty
 
 _PANEL_K = 1024  # rows of W per panel (the largest that keeps the small kernel fast)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops, rnn_ops
+from .. import ops
+from .._kernels.workspace import Workspace
+from ..ops import recurrent as rnn_ops
 from ..tensor import Tensor
-from ..workspace import Workspace
 from .layer import Layer, layer_class, register
 
 

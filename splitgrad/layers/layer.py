@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..parallel import in_own_threads, own_threads
 from ..tensor import Tensor
 from . import init as initializers
 
@@ -197,17 +196,11 @@ class Layer:
             self.input_shape = _shape_of(x)
             self.build(self.input_shape)
             self.built = True
-        if not in_own_threads() and self.uses_own_threads():  # recurrent loops (parallel.py)
-            with own_threads:
-                return self.call(x, *args, **kwargs)
         return self.call(x, *args, **kwargs)
 
-    wants_own_threads = False  # True for layers whose loops run on splitgrad's own threads
-
-    def uses_own_threads(self) -> bool:
-        """True when this layer or one inside it `wants_own_threads` (see parallel.py)."""
-        return self.wants_own_threads or any(child.uses_own_threads()
-                                             for _, child in self.sublayers())
+    # A layer whose time loops run best on splitgrad's own threads (the recurrent layers) says
+    # so here; a Model holding one runs its passes on them (model.py, _kernels/thread_team.py).
+    wants_own_threads = False
 
     def expect_last_dim(self, x, size, what="features"):
         """Raise a clear error if the input's last axis is not `size` (shared shape check)."""

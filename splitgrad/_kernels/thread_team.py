@@ -1,4 +1,5 @@
-"""splitgrad's own threads, for recurrent layers: their time loops and the products around them.
+"""splitgrad's own thread team, for recurrent models: their time loops and the products around
+them. (Not data parallelism: that is splitgrad/split/data_parallel.py.)
 
 A recurrent layer's time loop runs best as one loop per slice of the batch, one per core (the
 sequences of a batch never mix). OpenBLAS cannot help there, and worse, its worker threads spin
@@ -6,9 +7,11 @@ for about 0.1 s after each threaded call, holding the other core: a loop that st
 spin runs at half speed (measured: 0.76 ms instead of 0.42 ms per step of the music model). So
 while a model with a recurrent layer runs, splitgrad does all the threading itself:
 
-* `own_threads` (entered by a layer call when the layer or one inside it `wants_own_threads`,
-  and by a backward pass through such a layer) sets the BLAS to one thread for its duration and
-  remembers how many it had: that is the size of the team.
+* `own_threads` sets the BLAS to one thread for its duration and remembers how many it had:
+  that is the size of the team. A Model holding a layer that `wants_own_threads` enters it
+  around its forward passes and training steps (decided once per model, model.py); each
+  recurrent primitive also enters it around its own forward and backward (ops/recurrent.py),
+  so a bare layer call or a hand-written loop runs right too.
 * Inside it, `matmul` cuts a product of at least `_SPLIT_WORK` multiply-adds into row blocks, one
   per team member, and `run_pieces` runs such pieces on helper threads. NumPy lets go of the GIL
   inside matmul and ufunc loops, so the helpers really run in parallel. Outside it, `matmul` is

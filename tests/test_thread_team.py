@@ -1,4 +1,5 @@
-"""splitgrad's own threading (parallel.py) and the panel products of the recurrent loops."""
+"""splitgrad's own thread team (_kernels/thread_team.py) and the panel products of the recurrent
+loops (_kernels/panels.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from splitgrad import nn, panel_matmul, parallel, rnn_ops
+from splitgrad import nn
+from splitgrad._kernels import panels as panel_matmul
+from splitgrad._kernels import thread_team
+from splitgrad.ops import recurrent as rnn_ops
 from splitgrad.tensor import Tensor
 
 
@@ -19,9 +23,9 @@ def _blas_counts():
 @pytest.fixture
 def split_everything(monkeypatch):
     """Split every product, however small, over a team of at least two."""
-    monkeypatch.setattr(parallel, "_SPLIT_WORK", 0)
-    real = parallel.team_size
-    monkeypatch.setattr(parallel, "team_size", lambda: max(2, real()))
+    monkeypatch.setattr(thread_team, "_SPLIT_WORK", 0)
+    real = thread_team.team_size
+    monkeypatch.setattr(thread_team, "team_size", lambda: max(2, real()))
 
 
 @settings(max_examples=25, deadline=None)
@@ -33,29 +37,29 @@ def test_matmul_equals_numpy(m, k, n, stack, transposed):
     a = rng.standard_normal((k, m)).T if transposed else rng.standard_normal((m, k))
     b = rng.standard_normal((stack, k, n) if stack else (k, n))
     calls = []
-    real_run, saved = parallel.run_pieces, (parallel._SPLIT_WORK, parallel.team_size)
-    parallel.run_pieces = lambda pieces: calls.append(1) or real_run(pieces)
+    real_run, saved = thread_team.run_pieces, (thread_team._SPLIT_WORK, thread_team.team_size)
+    thread_team.run_pieces = lambda pieces: calls.append(1) or real_run(pieces)
     try:
-        with parallel.own_threads:
-            team = parallel._team
-            parallel._SPLIT_WORK, parallel._team = 0, 2
-            parallel.team_size = lambda: 2
+        with thread_team.own_threads:
+            team = thread_team._team
+            thread_team._SPLIT_WORK, thread_team._team = 0, 2
+            thread_team.team_size = lambda: 2
             try:
-                got = parallel.matmul(a, b)
+                got = thread_team.matmul(a, b)
             finally:
-                parallel._team = team
+                thread_team._team = team
     finally:
-        parallel.run_pieces = real_run
-        parallel._SPLIT_WORK, parallel.team_size = saved
+        thread_team.run_pieces = real_run
+        thread_team._SPLIT_WORK, thread_team.team_size = saved
     np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
     assert len(calls) == (1 if m >= 4 else 0)  # a block per member needs m ≥ 2·team
 
 
 def test_matmul_outside_own_threads_is_numpy(monkeypatch):
-    monkeypatch.setattr(parallel, "_SPLIT_WORK", 0)
-    monkeypatch.setattr(parallel, "run_pieces", lambda pieces: pytest.fail("split outside"))
+    monkeypatch.setattr(thread_team, "_SPLIT_WORK", 0)
+    monkeypatch.setattr(thread_team, "run_pieces", lambda pieces: pytest.fail("split outside"))
     a, b = np.ones((8, 3)), np.ones((3, 2))
-    np.testing.assert_array_equal(parallel.matmul(a, b), a @ b)
+    np.testing.assert_array_equal(thread_team.matmul(a, b), a @ b)
 
 
 def test_run_pieces_reraises_a_helper_error_and_stays_usable(split_everything):
@@ -65,21 +69,21 @@ def test_run_pieces_reraises_a_helper_error_and_stays_usable(split_everything):
         raise ValueError("piece failed")
 
     with pytest.raises(ValueError, match="piece failed"):
-        parallel.run_pieces([lambda: done.append(1), boom])
+        thread_team.run_pieces([lambda: done.append(1), boom])
     with pytest.raises(ValueError, match="piece failed"):
-        parallel.run_pieces([boom, lambda: done.append(2)])
-    parallel.run_pieces([lambda: done.append(3), lambda: done.append(4)])
+        thread_team.run_pieces([boom, lambda: done.append(2)])
+    thread_team.run_pieces([lambda: done.append(3), lambda: done.append(4)])
     assert sorted(done) == [1, 2, 3, 4]
 
 
 def test_own_threads_restores_the_blas_and_nests():
     before = _blas_counts()
-    with parallel.own_threads:
+    with thread_team.own_threads:
         inside = _blas_counts()
-        with parallel.own_threads:
+        with thread_team.own_threads:
             assert _blas_counts() == inside
         assert _blas_counts() == inside
-        assert parallel.team_size() == max(before, default=1)
+        assert thread_team.team_size() == max(before, default=1)
     assert _blas_counts() == before
     if max(before, default=1) > 1:
         assert max(inside) == 1
@@ -87,10 +91,10 @@ def test_own_threads_restores_the_blas_and_nests():
 
 def test_one_thread_blas_means_a_team_of_one():
     with threadpool_limits(1, user_api="blas"):
-        assert parallel.team_size() == 1
-        assert parallel.row_groups(8) == [slice(0, 8)]
-        with parallel.own_threads:
-            assert parallel.team_size() == 1
+        assert thread_team.team_size() == 1
+        assert thread_team.row_groups(8) == [slice(0, 8)]
+        with thread_team.own_threads:
+            assert thread_team.team_size() == 1
 
 
 @pytest.mark.parametrize("transposed", [False, True])
@@ -161,7 +165,7 @@ def test_own_threads_only_around_recurrent_models(monkeypatch):
     real = linalg.Linear.forward
 
     def spy(self, *args, **kwargs):
-        seen.append(parallel._depth > 0)
+        seen.append(thread_team._depth > 0)
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(linalg.Linear, "forward", spy)
@@ -170,14 +174,15 @@ def test_own_threads_only_around_recurrent_models(monkeypatch):
     rnn = nn.Sequential([nn.LSTM(4, return_sequences=True), nn.Dense(2)])
     y = rnn(np.ones((3, 6, 5)))
     assert seen == [False, False, True]
-    assert not nn.Sequential([nn.Dense(2)]).uses_own_threads() and rnn.uses_own_threads()
+    assert nn.Sequential([nn.Dense(2)]).threads() is not thread_team.own_threads
+    assert rnn.threads() is thread_team.own_threads
 
     inside = []
     real_bptt = rnn_ops.LSTMSeq.bptt
     monkeypatch.setattr(rnn_ops.LSTMSeq, "bptt",
-                        lambda self, r: inside.append(parallel._depth > 0) or real_bptt(self, r))
+                        lambda self, r: inside.append(thread_team._depth > 0) or real_bptt(self, r))
     y.sum().backward()
-    assert inside and all(inside) and parallel._depth == 0
+    assert inside and all(inside) and thread_team._depth == 0
 
 
 def test_recurrent_model_data_parallel_equals_one_place():

@@ -9,9 +9,10 @@ large arrays instead of allocating (and page-faulting) them every step.
 
 from __future__ import annotations
 
-from .. import conv_ops, ops
-from ..conv_ops import conv_geometry, pair
-from ..workspace import Workspace
+from .. import ops
+from .._kernels.workspace import Workspace
+from ..ops import conv as conv_ops
+from ..ops.conv import conv_geometry, pair
 from .core import KernelLayer
 from .layer import Layer, register
 

@@ -1,8 +1,8 @@
-"""Normalisation layers: BatchNormalization (fused primitive in `conv_ops.BatchNormFn`)."""
+"""Normalisation layers: BatchNormalization (the fused primitive is `ops/normalization.py`)."""
 
 from __future__ import annotations
 
-from ..conv_ops import batch_norm
+from ..ops.normalization import batch_norm
 from .layer import Layer, register
 
 

@@ -11,9 +11,9 @@ reverse loop with one (B, G·H)@(G·H, H) GEMM per step, then one GEMM each for 
 dx over all timesteps. Work is time-major inside, so every per-step slice is contiguous.
 
 The sequences of a batch never mix, so both time loops run in row groups (one per BLAS thread)
-on splitgrad's helper threads, and the big products use `parallel.matmul` (see that module for
-why). The per-step products go through `PanelMatmul`, which avoids OpenBLAS re-copying W_hh on
-every step.
+on splitgrad's own thread team, and the big products use its `matmul` (see
+_kernels/thread_team.py for why). The per-step products go through `PanelMatmul`, which avoids
+OpenBLAS re-copying W_hh on every step.
 
 Output, batch-first: the hidden states (batch, time, H); with cell_out=True (the default) LSTM
 appends the final cell state as one extra timestep, giving (batch, time + 1, H). With reverse=True
@@ -27,10 +27,10 @@ from functools import partial
 
 import numpy as np
 
-from .panel_matmul import PanelMatmul
-from .parallel import matmul, row_groups, run_pieces
-from .tensor import Function
-from .workspace import empty
+from .._kernels.panels import PanelMatmul
+from .._kernels.thread_team import matmul, own_threads, row_groups, run_pieces
+from .._kernels.workspace import empty
+from ..tensor import Function
 
 
 class _Recurrence(Function):
@@ -41,10 +41,18 @@ class _Recurrence(Function):
     """
 
     gates = 1
-    wants_own_threads = True  # backward through it runs on splitgrad's own threads
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, reverse=False, workspace=None,
-                cell_out=True, **options):
+    def forward(self, *args, **kwargs):
+        # Each pass runs on splitgrad's own threads (a no-op when the model already does).
+        with own_threads:
+            return self._forward(*args, **kwargs)
+
+    def backward(self, g):
+        with own_threads:
+            return self._backward(g)
+
+    def _forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, reverse=False, workspace=None,
+                 cell_out=True, **options):
         self.ws = ws = workspace
         dtype = w_hh.dtype
         xs = x[:, ::-1] if reverse else x
@@ -70,7 +78,7 @@ class _Recurrence(Function):
             out[:, steps] = last_cell
         return out
 
-    def backward(self, g):
+    def _backward(self, g):
         steps, batch, features = self.xt.shape
         dy = g[:, :steps].transpose(1, 0, 2)
         dc_last = g[:, steps] if g.shape[1] > steps else None
