@@ -90,7 +90,11 @@ class Activation(Layer):
 
 @register
 class Dropout(Layer):
-    """Training: y = x·mask/(1−rate), mask ~ Bernoulli(1−rate). Inference: y = x."""
+    """Training: y = x·mask/(1−rate), mask ~ Bernoulli(1−rate). Inference: y = x.
+
+    With a `seed` the layer draws from its own generator `rng` (part of a checkpoint's state),
+    else from the library's default one (splitgrad.seed).
+    """
 
     def __init__(self, rate, seed=None, name=None, dtype="float32"):
         super().__init__(name=name, dtype=dtype)
@@ -98,14 +102,14 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1], got {rate!r}")
         self.rate = float(rate)
         self.seed = seed
-        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def call(self, x):
         if not self.training or self.rate == 0.0:
             return x
         if self.rate == 1.0:
             return x * np.zeros(x.shape, dtype=x.dtype)
-        rng = self._rng or get_rng()
+        rng = self.rng or get_rng()
         keep = rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
         mask = (keep >= self.rate).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * mask

@@ -232,6 +232,19 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def generators(layer, prefix="") -> dict:
+    """{dotted path: generator} of the layers inside `layer` (itself included, as ".") that draw
+    from a generator of their own (`layer.rng`, e.g. a seeded Dropout). Its state is part of a
+    run's state: checkpoints and split training carry it."""
+    out = {}
+    rng = getattr(layer, "rng", None)
+    if isinstance(rng, np.random.Generator):
+        out[prefix or "."] = rng
+    for key, child in layer.sublayers():
+        out.update(generators(child, prefix + key + "."))
+    return out
+
+
 def _shape_of(x):
     if isinstance(x, (list, tuple)):
         return [tuple(t.shape) for t in x]

@@ -12,6 +12,7 @@ import copy
 import numpy as np
 
 from .. import random as sg_random
+from ..layers.layer import generators
 from ..tensor import Tensor
 
 
@@ -160,15 +161,7 @@ def rng_scope(state):
 
 
 # ----- the whole training state (checkpoint/resume, recovery) ----------------------------------
-def layer_rngs(model, prefix=""):
-    """Layers that own a generator (e.g. seeded Dropout), by dotted path."""
-    out = {}
-    rng = getattr(model, "_rng", None)
-    if isinstance(rng, np.random.Generator):
-        out[prefix or "."] = rng
-    for key, child in model.sublayers():
-        out.update(layer_rngs(child, prefix + key + "."))
-    return out
+layer_rngs = generators
 
 
 def export_state(model) -> dict:
