@@ -289,3 +289,54 @@ def test_build_with_no_parameters_then_real_ones():
     opt.step()
     np.testing.assert_array_equal(p.data, [0.5, 0.5])
     assert list(opt.state_dict()["param_steps"]) == [1]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: optim.Adam(learning_rate=float("inf")), "learning_rate must be a finite number"),
+    (lambda: optim.SGD(learning_rate=float("nan")), "learning_rate must be a finite number"),
+    (lambda: optim.Adam(epsilon=float("inf")), "epsilon must be a finite number"),
+    (lambda: optim.SGD(momentum=float("nan")), "momentum must be a finite number"),
+    (lambda: optim.Adam(beta_1=5), "beta_1 must be in"),
+    (lambda: optim.Adam(amsgrad="yes"), "amsgrad must be True or False"),
+    (lambda: optim.RMSprop(rho=1.5), "rho must be in"),
+    (lambda: optim.Adagrad(lr_decay=-0.1), "lr_decay must be ≥ 0"),
+    (lambda: optim.SGD(clipnorm=float("inf")), "clipnorm must be a positive finite"),
+    (lambda: optim.Adam(learning_rate=schedules.StepDecay(float("inf"), 2)),
+     "learning_rate must be a finite number"),
+])
+def test_non_finite_and_out_of_range_settings_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("change, match, setting", [
+    (lambda s: s["config"].update(learning_rate=-1.0), "learning_rate must be ≥ 0", True),
+    (lambda s: s["config"].update(beta_1=5.0), "beta_1 must be in", True),
+    (lambda s: s["config"].update(learning_rate=float("inf")), "finite", True),
+    (lambda s: s["config"].update(clipvalue=-2.0), "clipvalue", True),
+    (lambda s: s["config"].update(amsgrad=True), "same parameters", False),
+    (lambda s: s.update(step=-1), "step must be an integer", True),
+    (lambda s: s.update(param_steps=[1, "x"]), "param_steps must be an integer", False),
+    (lambda s: s["state"].update({"w.exp_avg": np.zeros(7)}), "shape", False),
+])
+def test_load_state_dict_validates_like_the_constructor_and_changes_nothing(change, match,
+                                                                           setting):
+    w = Tensor(np.ones(3), requires_grad=True)
+    opt = optim.Adam({"w": w}, learning_rate=0.1)
+    w.grad = np.ones(3)
+    opt.step()
+    before = opt.state_dict()
+    bad = opt.state_dict()
+    change(bad)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["config"] == before["config"] and not opt.amsgrad
+    assert after["step"] == before["step"] and after["param_steps"] == before["param_steps"]
+    for key in before["state"]:
+        np.testing.assert_array_equal(after["state"][key], before["state"][key])
+    if setting:  # before build, loading is deferred, but the settings are checked at once
+        fresh = optim.Adam(learning_rate=0.1)
+        with pytest.raises(ValueError, match=match):
+            fresh.load_state_dict(bad)
+        assert fresh.learning_rate == 0.1 and fresh.iterations == 0

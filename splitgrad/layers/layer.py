@@ -7,6 +7,9 @@ automatically; their dotted paths ("layers.0.kernel") name them in checkpoints.
 
 from __future__ import annotations
 
+import contextvars
+import math
+
 import numpy as np
 
 from ..tensor import Tensor
@@ -81,8 +84,10 @@ class Layer:
 
     def add_weight(self, name, shape, initializer="torch_uniform", fan_in=None, fan_out=None,
                    trainable=True) -> Parameter:
-        """Create, register and return a parameter of the layer's dtype."""
+        """Create, register and return a parameter of the layer's dtype (within the
+        `WeightBudget` in force, if any)."""
         shape = tuple(int(s) for s in shape)
+        WeightBudget.charge(self, name, shape)
         fan_in = fan_in if fan_in is not None else (shape[0] if shape else 1)
         fan_out = fan_out if fan_out is not None else (shape[-1] if shape else 1)
         data = initializers.initialize(initializer, shape, fan_in, fan_out, self.dtype)
@@ -198,6 +203,10 @@ class Layer:
             self.built = True
         return self.call(x, *args, **kwargs)
 
+    def stochastic(self) -> bool:
+        """True when this layer's training output depends on random draws (Dropout)."""
+        return False
+
     # A layer whose time loops run best on splitgrad's own threads (the recurrent layers) says
     # so here; a Model holding one runs its passes on them (model.py, _kernels/thread_team.py).
     wants_own_threads = False
@@ -230,6 +239,48 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "dtype")
         return f"{type(self).__name__}({args})"
+
+
+class WeightBudget:
+    """`with WeightBudget(n):` every `add_weight` in this context (thread, task) spends the
+    element count of its shape from `n`; one that would overspend, or whose dtype is not a
+    number, raises ValueError before anything is allocated.
+
+    Checkpoint loading sets `n` to the elements its verified weights file holds, so a config
+    that claims huge or negative shapes is refused instead of allocating gigabytes first.
+    """
+
+    _left = contextvars.ContextVar("splitgrad_weight_budget", default=None)
+
+    def __init__(self, elements: int):
+        self.elements = int(elements)
+
+    def __enter__(self):
+        self._token = self._left.set([self.elements])
+        return self
+
+    def __exit__(self, *exc):
+        self._left.reset(self._token)
+        return False
+
+    @classmethod
+    def charge(cls, layer, name, shape):
+        """Spend the elements of weight `name` of `shape`; a no-op outside a budget."""
+        left = cls._left.get()
+        if left is None:
+            return
+        dtype = np.dtype(layer.dtype)
+        if dtype.kind not in "biufc" or dtype.itemsize > 16:
+            raise ValueError(f"layer {layer.name!r}: weights of dtype {dtype} are not numbers")
+        if any(s < 0 for s in shape):
+            raise ValueError(f"layer {layer.name!r}: weight {name!r} would have shape {shape}, "
+                             "with a negative size")
+        need = math.prod(shape)
+        if need > left[0]:
+            raise ValueError(f"layer {layer.name!r}: weight {name!r} of shape {shape} needs "
+                             f"{need} values, more than the {left[0]} the saved weights have "
+                             "left; the config does not match its weights")
+        left[0] -= need
 
 
 def generators(layer, prefix="") -> dict:

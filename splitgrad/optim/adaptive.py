@@ -25,6 +25,10 @@ class RMSprop(Optimizer):
             kwargs["rho"] = alpha  # PyTorch's name for rho
         super().__init__(params, learning_rate, **kwargs)
 
+    def _check(self):
+        super()._check()
+        _in_unit_interval(self, "rho")
+
     def state_names(self):
         return (("square_avg",) + (("grad_avg",) if self.centered else ())
                 + (("momentum_buffer",) if self.momentum else ()))
@@ -101,6 +105,10 @@ class Adadelta(Optimizer):
     defaults: ClassVar[dict] = {"learning_rate": 1.0, "rho": 0.9, "epsilon": 1e-6, "weight_decay": 0.0}
     n_scratch = 3
 
+    def _check(self):
+        super()._check()
+        _in_unit_interval(self, "rho")
+
     def state_names(self):
         return ("square_avg", "acc_delta")
 
@@ -126,3 +134,9 @@ class Adadelta(Optimizer):
         u += s0
         s1 *= -lr
         p += s1
+
+
+def _in_unit_interval(opt, key):
+    value = getattr(opt, key)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{type(opt).__name__}: {key} must be in [0, 1], got {value!r}")

@@ -90,7 +90,7 @@ class Optimizer(Configurable):
         if clipnorm is not None and clipvalue is not None:
             raise ValueError(f"{cls}: set clipnorm or clipvalue, not both")
         for arg, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
-            if v is not None and not v > 0:
+            if v is not None and not (_real(v) and v > 0):
                 raise ValueError(f"{cls}: {arg} must be positive, got {v!r}")
         self.clipnorm = None if clipnorm is None else float(clipnorm)
         self.clipvalue = None if clipvalue is None else float(clipvalue)
@@ -108,11 +108,38 @@ class Optimizer(Configurable):
         if params is not None:
             self.build(params)
 
+    # Hyper-parameters that are ≥ 0 in every rule that has them.
+    _NON_NEGATIVE = ("learning_rate", "epsilon", "weight_decay", "momentum", "dampening",
+                     "lr_decay", "initial_accumulator_value")
+
     def _check(self):
-        for key in ("learning_rate", "epsilon", "weight_decay", "momentum"):
-            value = getattr(self, key, 0.0)
-            if isinstance(value, (int, float)) and value < 0:
-                raise ValueError(f"{type(self).__name__}: {key} must be ≥ 0, got {value!r}")
+        """Validate the hyper-parameters: the constructor runs it, and so does
+        `load_state_dict` on restored ones (a checkpoint saying lr = -1 is refused, not used).
+        Subclasses add their own ranges (Adam's betas) and call this first."""
+        cls = type(self).__name__
+        for key, default in self.defaults.items():
+            if key == "learning_rate":
+                try:
+                    value = self.learning_rate  # a schedule: its value at the current step
+                except (ArithmeticError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{cls}: the learning-rate schedule fails at step "
+                                     f"{self.iterations} ({exc})") from None
+            else:
+                value = getattr(self, key)
+            if isinstance(default, bool):
+                if not (isinstance(value, (bool, int, np.bool_, np.integer)) and value in (0, 1)):
+                    raise ValueError(f"{cls}: {key} must be True or False, got {value!r}")
+            elif not _real(value) or not math.isfinite(value):
+                raise ValueError(f"{cls}: {key} must be a finite number, got {value!r}")
+            elif key in self._NON_NEGATIVE and value < 0:
+                raise ValueError(f"{cls}: {key} must be ≥ 0, got {value!r}")
+        if self.clipnorm is not None and self.clipvalue is not None:
+            raise ValueError(f"{cls}: set clipnorm or clipvalue, not both")
+        for key in ("clipnorm", "clipvalue"):
+            value = getattr(self, key)
+            if value is not None and not (_real(value) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{cls}: {key} must be a positive finite number or None, got "
+                                 f"{value!r}")
 
     # ----- learning rate ------------------------------------------------------------------
     @property
@@ -308,40 +335,101 @@ class Optimizer(Configurable):
                 "step": self.iterations, "param_steps": list(steps), "state": state}
 
     def load_state_dict(self, state_dict: dict):
-        """Restore hyperparameters, step counts and state (deferred until `build` if needed)."""
-        if state_dict.get("class_name", type(self).__name__) != type(self).__name__:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: the state was saved by "
+        """Restore hyperparameters, step counts and state (deferred until `build` if needed).
+
+        Everything is checked before anything is kept: the hyper-parameters by the
+        constructor's own validation (`_check`), the step counts, and every state array's
+        shape. On a ValueError (or TypeError) the optimizer is left exactly as it was.
+        """
+        cls = type(self).__name__
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{cls}.load_state_dict: expected a dict (from state_dict()), got "
+                            f"{type(state_dict).__name__}")
+        if state_dict.get("class_name", cls) != cls:
+            raise ValueError(f"{cls}.load_state_dict: the state was saved by "
                              f"{state_dict['class_name']}; load it into that optimizer class.")
-        config = dict(state_dict.get("config", {}))
-        for key in self.defaults:
-            if key in config and key != "learning_rate":
-                setattr(self, key, config[key])
-        if "learning_rate" in config:
-            self.learning_rate = config["learning_rate"]
-        self.clipnorm, self.clipvalue = config.get("clipnorm"), config.get("clipvalue")
-        self.iterations = int(state_dict.get("step", 0))
-        if not self.built:
-            self._pending = state_dict
-            return
-        steps = [int(s) for s in state_dict["param_steps"]]
-        expected = {f"{n}.{k}": v.shape for n, v in zip(self._names, self._views)
-                    for k in self.state_names()}
-        saved = state_dict["state"]
-        if len(steps) != len(self._params) or set(saved) != set(expected):
-            raise ValueError(f"{type(self).__name__}.load_state_dict: saved state has entries "
-                             f"{sorted(saved)} for {len(steps)} parameters, this optimizer "
-                             f"expects {sorted(expected)}; build it with the same parameters "
-                             "(and the same amsgrad/momentum/centered settings).")
-        for i, name in enumerate(self._names):
-            for key, arr in zip(self.state_names(), self._pstate[i]):
-                src = np.asarray(saved[f"{name}.{key}"])
-                if src.shape != expected[f"{name}.{key}"]:
-                    raise ValueError(f"{type(self).__name__}.load_state_dict: {name}.{key} has "
-                                     f"shape {src.shape}, expected {expected[f'{name}.{key}']}")
+        config = state_dict.get("config", {})
+        if not isinstance(config, dict):
+            raise TypeError(f"{cls}.load_state_dict: 'config' must be a dict, got "
+                            f"{type(config).__name__}")
+        step = _count(state_dict.get("step", 0), f"{cls}.load_state_dict: step")
+        kept = self._hyper() | {"_lr": self._lr, "iterations": self.iterations}
+        try:
+            for key in self.defaults:
+                if key in config and key != "learning_rate":
+                    setattr(self, key, config[key])
+            if "learning_rate" in config:
+                try:
+                    self.learning_rate = config["learning_rate"]
+                except TypeError as exc:
+                    raise ValueError(str(exc)) from None
+            self.clipnorm, self.clipvalue = config.get("clipnorm"), config.get("clipvalue")
+            self.iterations = step
+            self._check()
+            if not self.built:
+                self._pending = state_dict
+                return
+            steps, arrays = self._checked_state(state_dict)
+        except (ValueError, TypeError) as exc:
+            for key, value in kept.items():
+                setattr(self, key, value)
+            text = str(exc)
+            raise type(exc)(text if text.startswith(cls) else f"{cls}.load_state_dict: "
+                            f"{text}") from None
+        for i in range(len(self._names)):
+            for arr, src in zip(self._pstate[i], arrays[i]):
                 arr[...] = src.reshape(-1)
         uniform = all(s == steps[0] for s in steps) if steps else True
         self._t, self._steps = (steps[0] if steps else 0, None) if uniform else (0, steps)
 
+    def _hyper(self) -> dict:
+        """The hyper-parameters other than the learning rate, as attributes (for rollback)."""
+        keys = [k for k in self.defaults if k != "learning_rate"] + ["clipnorm", "clipvalue"]
+        return {k: getattr(self, k) for k in keys}
+
+    def _checked_state(self, state_dict):
+        """(per-parameter step counts, per-parameter state arrays), checked against this
+        optimizer's parameters; raises before anything is assigned."""
+        cls = type(self).__name__
+        raw = state_dict.get("param_steps")
+        if not isinstance(raw, (list, tuple)):
+            raise TypeError(f"{cls}.load_state_dict: 'param_steps' must be a list of step "
+                            f"counts, got {type(raw).__name__}")
+        steps = [_count(s, f"{cls}.load_state_dict: param_steps") for s in raw]
+        expected = {f"{n}.{k}": v.shape for n, v in zip(self._names, self._views)
+                    for k in self.state_names()}
+        saved = state_dict.get("state")
+        if not isinstance(saved, dict) or len(steps) != len(self._params) or (
+                set(saved) != set(expected)):
+            found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"{cls}.load_state_dict: saved state has entries {found} for "
+                             f"{len(steps)} parameters, this optimizer expects "
+                             f"{sorted(expected)}; build it with the same parameters "
+                             "(and the same amsgrad/momentum/centered settings).")
+        arrays = []
+        for name in self._names:
+            row = []
+            for key in self.state_names():
+                src = np.asarray(saved[f"{name}.{key}"])
+                if src.shape != expected[f"{name}.{key}"]:
+                    raise ValueError(f"{cls}.load_state_dict: {name}.{key} has shape "
+                                     f"{src.shape}, expected {expected[f'{name}.{key}']}")
+                row.append(src)
+            arrays.append(row)
+        return steps, arrays
+
+
+def _real(value) -> bool:
+    """A real number (Python or NumPy), not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def _count(value, what) -> int:
+    """A step count: an integer ≥ 0."""
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) or value < 0:
+        raise ValueError(f"{what} must be an integer ≥ 0, got {value!r}")
+    return int(value)
 
 
 def _l2(p, g, wd, buf):

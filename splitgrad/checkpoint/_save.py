@@ -1,0 +1,117 @@
+"""Saving: a model (or its weights alone) turned into the checkpoint's files, then written
+with the crash-safe replacement of _folder.py.
+
+config.json of a model holds what JSON can: the architecture (`get_config`), the input shape,
+the compile settings, the optimizer's settings and step counts, the generator states and the
+caller's `extra`. Arrays go to safetensors files. A model holding NaN or inf is refused before
+anything is written, so a diverged run never replaces a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics
+from . import _folder
+from ._files import MAX_JSON_DEPTH, CheckpointError, check_depth, encode_tensors
+from ._manifest import CONFIG, MAX_CONFIG_BYTES, OPTIMIZER, OWN_FILES, WEIGHTS, plain_name_problem
+from ._state import refuse_non_finite, rng_states, weights_of
+
+MODEL_FORMAT, MODEL_VERSION = "splitgrad-model", 2  # version 1: before manifest.json
+
+
+def save_model(model, path, extra: dict | None = None, *, overwrite: bool = False,
+               attachments: dict | None = None) -> None:
+    """Save architecture, weights, compile settings, optimizer state and every generator state
+    to the folder `path`, with `attachments` ({file name: bytes}, e.g. history.json) beside
+    them; all covered by the manifest and replaced together.
+
+    Refuses (CheckpointError) a target holding other files unless overwrite=True (see
+    `check_target`), and (ValueError) a model with NaN/inf weights.
+    """
+    if not model.built:
+        raise ValueError("model.save: the model is not built yet; call it on data or fit first")
+    _folder.check_target(path, overwrite)  # before the work, for a clear early error
+    files = _checked_attachments(attachments)
+    weights = weights_of(model)
+    opt_arrays, config = {}, {
+        "format": MODEL_FORMAT, "version": MODEL_VERSION, "class": type(model).__name__,
+        "config": model.get_config(), "input_shape": list(model.input_shape),
+        "extra": extra or {}}
+    config["rng_state"], config["layer_rng_states"] = rng_states(model)
+    if getattr(model, "optimizer", None) is not None:
+        if not model.optimizer.built:  # compiled, then built by a plain call: no steps yet
+            model.optimizer.build(model.parameters())
+        config["compile"] = {
+            "optimizer": model.optimizer.get_config() | {"class": type(model.optimizer).__name__},
+            "loss": {"class": type(model.loss).__name__, "config": model.loss.get_config()},
+            "metrics": [metrics.to_spec(m) for m in model.metric_specs],
+        }
+        state = model.optimizer.state_dict()
+        config["optimizer_state"] = {k: v for k, v in state.items() if k != "state"}
+        opt_arrays = state.get("state", {})
+    refuse_non_finite(model, weights, opt_arrays, path)
+    files[CONFIG] = _config_bytes(config, path)
+    files[WEIGHTS] = encode_tensors(weights)
+    if opt_arrays:
+        files[OPTIMIZER] = encode_tensors(opt_arrays)
+    _folder.write(path, files, "model", overwrite)
+
+
+def save_weights(model, path, *, overwrite: bool = False) -> None:
+    """Weights only: PATH/weights.safetensors and its manifest (for `load_weights`)."""
+    if not model.built:
+        raise ValueError("save_weights: the model is not built yet; call it on data first")
+    _folder.check_target(path, overwrite)
+    weights = weights_of(model)
+    refuse_non_finite(model, weights, {}, path)
+    _folder.write(path, {WEIGHTS: encode_tensors(weights)}, "weights", overwrite)
+
+
+def _checked_attachments(attachments) -> dict:
+    if attachments is None:
+        return {}
+    if not isinstance(attachments, dict):
+        raise TypeError(f"attachments must be a dict {{file name: bytes}}, got "
+                        f"{type(attachments).__name__}")
+    out = {}
+    for name, data in attachments.items():
+        problem = plain_name_problem(name)
+        if problem:
+            raise ValueError(f"attachment {name!r}: {problem}; attachments are files directly "
+                             "in the checkpoint folder")
+        if name in OWN_FILES:
+            raise ValueError(f"attachment {name!r}: the checkpoint's own file has that name; "
+                             f"choose another (reserved: {', '.join(OWN_FILES)})")
+        if isinstance(data, str):
+            raise TypeError(f"attachment {name!r}: give bytes, e.g. text.encode()")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"attachment {name!r}: expected bytes, got {type(data).__name__}")
+        out[name] = bytes(data)
+    return out
+
+
+def _config_bytes(config: dict, path) -> bytes:
+    try:
+        check_depth(config, Path(path) / CONFIG)
+    except CheckpointError:
+        raise ValueError(f"save to {path}: `extra` (or a layer config) is nested more than "
+                         f"{MAX_JSON_DEPTH} levels deep; flatten it") from None
+    data = json.dumps(config, indent=1, default=_json_default).encode()
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"save to {path}: the config takes {len(data)} bytes, more than the "
+                         f"{MAX_CONFIG_BYTES} a checkpoint's config.json may; keep large data "
+                         "out of `extra` (pass it as an attachment)")
+    return data
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint config; `extra` must "
+                    "hold JSON values (dicts, lists, text, numbers)")
