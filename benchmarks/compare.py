@@ -2,17 +2,23 @@
 
     python benchmarks/compare.py W1 W5                 # 3 processes x 5 repeats each
     python benchmarks/compare.py W2 --processes 1 --repeats 3
+    python benchmarks/compare.py W1 W2 --frameworks splitgrad splitgrad@../old \
+        --baseline splitgrad@../old
 
 Each (framework, workload) runs in its own fresh processes; the processes run in interleaved
 rounds across frameworks so that machine drift hits everyone alike. Reported: median steps/s
 over all repeats (min, max), the ratio splitgrad / PyTorch, peak RSS, minor page faults per
 step and CPU cores busy. Float32, 2 threads, the same fixed batch on every step.
+`splitgrad@PATH` is splitgrad imported from another checkout (e.g. a `git worktree` of an
+older commit), to check that a change made nothing slower; `--baseline` picks the framework the
+ratio column divides by (PyTorch by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -74,6 +80,7 @@ def main(argv=None):
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frameworks", nargs="+", default=["splitgrad", "torch"])
+    parser.add_argument("--baseline", default="torch", help="the ratio column divides by it")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"),
                         help=argparse.SUPPRESS)
@@ -89,9 +96,11 @@ def main(argv=None):
     for round_ in range(args.processes):
         for w in args.workloads:
             for f in args.frameworks:
+                name, _, tree = f.partition("@")
+                env = {**os.environ, "PYTHONPATH": tree} if tree else None
                 out = subprocess.run(
-                    [sys.executable, __file__, "--worker", f, w, "--repeats", str(args.repeats)],
-                    capture_output=True, text=True, check=False)
+                    [sys.executable, __file__, "--worker", name, w, "--repeats",
+                     str(args.repeats)], capture_output=True, text=True, check=False, env=env)
                 if out.returncode:
                     print(f"{f} {w}: worker failed:\n{out.stderr[-2000:]}", file=sys.stderr)
                     continue
@@ -123,13 +132,14 @@ def main(argv=None):
                 "import_s": statistics.median(run["import_s"] for run in runs),
             }
             s = summary[f"{w}/{f}"]
-            ratio = med / medians["torch"] if f != "torch" and "torch" in medians else None
+            base = args.baseline
+            ratio = med / medians[base] if f != base and base in medians else None
             print(f"{w:4s} {f:9s} {med:9.1f} {s['min']:9.1f} {s['max']:9.1f} "
                   f"{WORKLOADS[w][2] * med / 1e9:7.1f} {s['peak_rss_mb']:7.0f} "
                   f"{s['faults_per_step']:11.1f} {s['cores_busy']:5.2f} "
                   f"{'' if ratio is None else f'{ratio:5.2f}x'}")
-        if "splitgrad" in medians and "torch" in medians:
-            summary[f"{w}/ratio"] = medians["splitgrad"] / medians["torch"]
+        if "splitgrad" in medians and args.baseline in medians:
+            summary[f"{w}/ratio"] = medians["splitgrad"] / medians[args.baseline]
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
 

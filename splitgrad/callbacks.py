@@ -31,18 +31,24 @@ class Callback:
 
 
 class CallbackList(Callback):
-    """Calls the same hook on every callback, in order."""
+    """Calls the same hook on every callback, in order. A callback need not subclass
+    `Callback`: hooks it lacks are skipped, and it gets `.model` if it has no `set_model`."""
 
     def __init__(self, callbacks, model):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
-            cb.set_model(model)
+            if hasattr(cb, "set_model"):
+                cb.set_model(model)
+            else:
+                cb.model = model
 
     def __getattribute__(self, name):
         if name.startswith("on_"):
             def call_all(*args, **kwargs):
                 for cb in object.__getattribute__(self, "callbacks"):
-                    getattr(cb, name)(*args, **kwargs)
+                    hook = getattr(cb, name, None)
+                    if hook is not None:
+                        hook(*args, **kwargs)
             return call_all
         return object.__getattribute__(self, name)
 

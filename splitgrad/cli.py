@@ -10,20 +10,7 @@ import argparse
 import sys
 
 from . import recipes
-
-
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+from .validate import cli_type, positive_int, positive_number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +31,11 @@ def _print_metrics(metrics):
 
 
 def cmd_train(args):
+    from .checkpoint import check_target
+
+    recipes.get(args.recipe)  # an unknown recipe fails before anything else
+    # A bad --out (a file, a folder of the user's own files, `.`) fails now, not after training.
+    check_target(recipes.out_folder(args.recipe, args.out), overwrite=args.overwrite)
     way = None
     if getattr(args, "way", None):
         from .split.cli import way_from_args
@@ -52,7 +44,7 @@ def cmd_train(args):
     result = recipes.train(args.recipe, epochs=args.epochs, batch_size=args.batch_size,
                            learning_rate=args.learning_rate, seed=args.seed, out=args.out,
                            quick=args.quick, way=way, verbose=0 if args.quiet else 1,
-                           data_options={"text": args.text})
+                           data_options={"text": args.text}, overwrite=args.overwrite)
     _print_metrics(result["metrics"])
     if result.get("traffic") is not None and args.quiet:  # fit printed it when not quiet
         from .split.accounting import format_report
@@ -76,16 +68,18 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a recipe, save the model and its curves")
     p.add_argument("recipe")
-    p.add_argument("--epochs", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--learning-rate", type=_positive_float)
+    p.add_argument("--epochs", type=cli_type(positive_int, "--epochs"))
+    p.add_argument("--batch-size", type=cli_type(positive_int, "--batch-size"))
+    p.add_argument("--learning-rate", type=cli_type(positive_number, "--learning-rate"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for the model, curves and metrics (runs/RECIPE)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace a folder that holds other files than a model")
     p.add_argument("--quick", action="store_true", help="a small, fast run (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--text", help="a UTF-8 text file to train on (word-level recipes)")
     p.add_argument("--way", help="split training across places (see `splitgrad ways`)")
-    p.add_argument("--places", type=_positive_int, default=2,
+    p.add_argument("--places", type=cli_type(positive_int, "--places"), default=2,
                    help="number of places (workers/clients) for --way")
     from .split.cli import add_way_options
 
@@ -118,6 +112,7 @@ def _extensions():
 
 def main(argv=None):
     from .checkpoint import CheckpointError
+    from .split.places import PlaceUnreachable
 
     parser = build_parser()
     try:
@@ -128,7 +123,8 @@ def main(argv=None):
         args.func(args)
     except BrokenPipeError:  # e.g. `splitgrad ways | head`; before OSError, its base class
         return 0
-    except (recipes.UnknownRecipe, CheckpointError, OSError, ValueError) as exc:
+    except (recipes.UnknownRecipe, CheckpointError, OSError, ValueError,
+            PlaceUnreachable) as exc:
         print(f"splitgrad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

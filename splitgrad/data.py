@@ -4,12 +4,14 @@
     for xb, yb in loader: ...
     state = loader.state_dict()          # JSON-able; load_state_dict(state) resumes mid-epoch
 
+`batch_order` is the one function that decides which rows make each batch of an epoch: `fit`,
+the DataLoader and every way of splitting training use it.
+
 Everything works on NumPy arrays; batches are gathered with one fancy-indexing call per array.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,10 +21,12 @@ import numpy as np
 from .random import get_rng
 
 __all__ = [
+    "ArrayBatches",
     "DataLoader",
     "DataSplit",
     "Dataset",
     "Standardizer",
+    "batch_order",
     "check_finite",
     "one_hot",
     "train_test_split",
@@ -85,11 +89,51 @@ def _as_dataset(dataset_or_arrays) -> Dataset:
     )
 
 
+def batch_order(n: int, batch_size: int, shuffle: bool, seed, epoch: int) -> list:
+    """The index arrays of one epoch's batches: THE batch order of splitgrad.
+
+    Shuffled, the order is a permutation drawn from a generator seeded with (seed, epoch), so it
+    depends on nothing else: a run resumed at any epoch, or split across places, sees exactly
+    the batches an uninterrupted run would. `seed` is an int (or a list of ints).
+    """
+    if shuffle:
+        key = [*seed, epoch] if isinstance(seed, (list, tuple)) else [int(seed), epoch]
+        order = np.random.default_rng(key).permutation(n)
+    else:
+        order = np.arange(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+class ArrayBatches:
+    """A batch source over arrays x, y (what `Model.fit(x, y)` trains on).
+
+    `indices(epoch)` gives the epoch's index arrays (`batch_order`); `batches(epoch)` yields the
+    (x_batch, y_batch) pairs. The ways of splitting training read `x`, `y` and `indices`:
+    they ship the arrays to their places once and then send only indices.
+    """
+
+    def __init__(self, x, y, batch_size: int, shuffle: bool = True, seed: int = 0):
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), seed
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)  # batches per epoch
+
+    def indices(self, epoch: int) -> list:
+        return batch_order(len(self.x), self.batch_size, self.shuffle, self.seed, epoch)
+
+    def batches(self, epoch: int):
+        for idx in self.indices(epoch):
+            yield self.x[idx], self.y[idx]
+
+
 class DataLoader:
     """Yields (x_batch, y_batch) arrays; with shuffle, a fresh permutation each epoch.
 
-    Iteration resumes where the previous one stopped; a complete pass ends the epoch.
-    `state_dict()` captures (epoch, batch, RNG state) so a restored loader yields the same batches.
+    The order is `batch_order(n, batch_size, shuffle, seed, epoch)`. Iteration resumes where the
+    previous one stopped; a complete pass ends the epoch. `state_dict()` is the position (epoch,
+    next batch, seed), so a restored loader yields the same batches. Without a seed, one is
+    drawn from the default generator, so splitgrad.seed(n) still makes the run reproducible.
     """
 
     def __init__(self, dataset_or_arrays, batch_size: int = 32, shuffle: bool = False,
@@ -101,16 +145,9 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.seed = seed
-        # A private generator keeps state_dict self-contained: restoring it never rewinds the
-        # library-wide RNG that Dropout and initialisers share. Without a seed it is drawn from
-        # that RNG, so splitgrad.seed(n) still makes the run reproducible.
-        child_seed = seed if seed is not None else int(get_rng().integers(2**63))
-        self._rng = np.random.default_rng(child_seed)
+        self.seed = int(seed) if seed is not None else int(get_rng().integers(2**63))
         self._epoch = 0
         self._batch = 0
-        self._order: np.ndarray | None = None
-        self._epoch_rng_state: dict | None = None
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -121,50 +158,30 @@ class DataLoader:
         """Index of the epoch the next batch belongs to (0-based)."""
         return self._epoch
 
-    def _start_epoch(self) -> None:
-        # Remember the generator state *before* drawing, so a restore redraws the same order.
-        self._epoch_rng_state = copy.deepcopy(self._rng.bit_generator.state)
-        n = len(self.dataset)
-        self._order = self._rng.permutation(n) if self.shuffle else None
-
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if self._epoch_rng_state is not None and self._batch >= len(self):
-            self._finish_epoch()  # the last pass stopped right after its final batch
-        if self._epoch_rng_state is None:
-            self._start_epoch()
-        x, y, bs, n = self.dataset.x, self.dataset.y, self.batch_size, len(self.dataset)
+        if self._batch >= len(self):
+            self._epoch, self._batch = self._epoch + 1, 0  # the last pass ended on its last batch
+        x, y = self.dataset.x, self.dataset.y
+        order = batch_order(len(self.dataset), self.batch_size, self.shuffle, self.seed,
+                            self._epoch)
         while self._batch < len(self):
-            start = self._batch * bs
-            stop = min(start + bs, n)
+            idx = order[self._batch]
             # Advance before yielding: a checkpoint taken after this batch resumes at the next.
             self._batch += 1
-            if self._order is None:
-                yield x[start:stop], y[start:stop]
+            if not self.shuffle:
+                yield x[idx[0]:idx[-1] + 1], y[idx[0]:idx[-1] + 1]  # slices: no copies
             else:
-                idx = self._order[start:stop]
                 yield x[idx], y[idx]
-        self._finish_epoch()
-
-    def _finish_epoch(self) -> None:
         self._epoch, self._batch = self._epoch + 1, 0
-        self._order, self._epoch_rng_state = None, None
 
     def state_dict(self) -> dict:
-        """JSON-able position: epoch, next batch index and the epoch's starting RNG state."""
-        epoch, batch, rng_state = self._epoch, self._batch, self._epoch_rng_state
-        if rng_state is None or batch >= len(self):
-            # Between epochs the next order is drawn from the generator's current state.
-            epoch, batch = (epoch + 1, 0) if rng_state is not None else (epoch, batch)
-            rng_state = self._rng.bit_generator.state
-        return {
-            "epoch": epoch,
-            "batch": batch,
-            "rng_state": copy.deepcopy(rng_state),
-            "num_samples": len(self.dataset),
-            "batch_size": self.batch_size,
-            "shuffle": self.shuffle,
-            "drop_last": self.drop_last,
-        }
+        """JSON-able position: the epoch, the next batch index and the seed of the order."""
+        epoch, batch = self._epoch, self._batch
+        if batch >= len(self):
+            epoch, batch = epoch + 1, 0
+        return {"epoch": epoch, "batch": batch, "seed": self.seed,
+                "num_samples": len(self.dataset), "batch_size": self.batch_size,
+                "shuffle": self.shuffle, "drop_last": self.drop_last}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume at `state`'s position; the dataset size and batching must be the same."""
@@ -176,13 +193,9 @@ class DataLoader:
                     f"but this loader has {key}={mine!r}; build the loader with the same data "
                     "and batching as the saved run."
                 )
-        self._rng.bit_generator.state = copy.deepcopy(state["rng_state"])
+        self.seed = int(state["seed"])
         self._epoch = int(state["epoch"])
         self._batch = int(state["batch"])
-        if 0 < self._batch < len(self):
-            self._start_epoch()  # redraw this epoch's order from the restored RNG state
-        else:
-            self._order, self._epoch_rng_state = None, None
 
     def __repr__(self) -> str:
         return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, "

@@ -18,6 +18,8 @@ import numpy as np
 from .checkpoint import CheckpointError, load_model
 from .datasets import CharVocab, WordVocab, tokenize
 from .tensor import no_grad
+from .validate import cli_type, positive_number
+from .validate import positive_int as positive_int_check
 
 VOCABS = {"irish-lstm": CharVocab, "next-word": WordVocab}
 
@@ -176,15 +178,15 @@ def _cmd_next_word(args):
 
 def add_cli(sub):
     """Add `generate irish-lstm` and `generate next-word` to the splitgrad command."""
-    from .cli import _positive_float, _positive_int
-
+    positive_int = cli_type(positive_int_check, "the value")
+    positive_float = cli_type(positive_number, "the value")
     p = sub.add_parser("generate", help="sample from a trained irish-lstm or next-word run")
     kinds = p.add_subparsers(dest="what", required=True)
     s = kinds.add_parser("irish-lstm", help="write new songs in ABC (+ .mid/.wav if possible)")
     s.add_argument("--run", help="the trained run folder (runs/irish-lstm)")
-    s.add_argument("--temperature", type=_positive_float, default=1.0,
+    s.add_argument("--temperature", type=positive_float, default=1.0,
                    help="below 1: safer, more repetitive; above 1: wilder")
-    s.add_argument("--length", type=_positive_int, default=1000,
+    s.add_argument("--length", type=positive_int, default=1000,
                    help="characters to generate after the start text")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--start", default="X", help="the text to start from (default 'X')")
@@ -194,5 +196,5 @@ def add_cli(sub):
     w = kinds.add_parser("next-word", help="print the most likely next words of a prompt")
     w.add_argument("--run", help="the trained run folder (runs/next-word)")
     w.add_argument("--prompt", required=True)
-    w.add_argument("--top", type=_positive_int, default=5)
+    w.add_argument("--top", type=positive_int, default=5)
     w.set_defaults(func=_cmd_next_word)

@@ -4,40 +4,26 @@
     history = model.fit(x, y, batch_size=32, epochs=5, validation_split=0.1)
 
 One training step (`train_step`) is: zero the gradients, forward, loss (+ regularizers),
-backward, optimizer update. `fit(..., way=...)` hands the whole loop to a way of splitting
-training across places (splitgrad.split).
+backward, optimizer update. `fit` turns its data into a batch source and runs the one training
+loop (training.py) with a step function: `train_step` here, or, with `way=...`, the step of a
+way of splitting training across places (splitgrad.split), which runs it at its places.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 
-from . import callbacks as cbks
 from . import metrics as metrics_mod
+from . import training
+from . import validate as check
 from ._kernels.thread_team import own_threads
+from .data import ArrayBatches, DataLoader
 from .layers.layer import Layer, layer_class, register
 from .random import get_rng
 from .tensor import Tensor, no_grad
-
-
-def _as_input(x, name):
-    """Check and convert user data to an array; NaN/inf and bad types get a clear error."""
-    if isinstance(x, Tensor):
-        x = x.data
-    if isinstance(x, (list, tuple)) and x and isinstance(x[0], np.ndarray):
-        raise TypeError(f"{name}: expected one array, got a list of {len(x)} arrays")
-    arr = np.asarray(x)
-    if arr.dtype == object:
-        raise TypeError(f"{name}: could not turn the data into a numeric array (ragged rows?)")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))
-        raise ValueError(
-            f"{name} contains {len(bad)} NaN or infinite values (first at index "
-            f"{tuple(int(i) for i in bad[0])}); clean or impute the data before training"
-        )
-    return arr
 
 
 def _check_pair(x, y):
@@ -48,15 +34,26 @@ def _check_pair(x, y):
         )
 
 
-def epoch_batches(n, batch_size, shuffle, seed, epoch):
-    """Index arrays for one epoch. The permutation depends only on (seed, epoch), so a run
-    resumed at `initial_epoch` sees exactly the batches the uninterrupted run would have."""
-    if shuffle:
-        rng = np.random.default_rng([seed, epoch]) if seed is not None else get_rng()
-        order = rng.permutation(n)
-    else:
-        order = np.arange(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+class _Iterated:
+    """A batch source over any iterable of (x, y) batches (a DataLoader, a list): one pass per
+    epoch."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+        self.batch_size = getattr(iterable, "batch_size", 32)
+
+    def __len__(self):
+        return len(self.iterable)  # TypeError for a generator: the progress bar has no total
+
+    def batches(self, epoch):
+        count = 0
+        for batch in self.iterable:
+            count += 1
+            yield batch
+        if not count:
+            raise ValueError(f"fit: the batch source gave no batches in epoch {epoch + 1}; a "
+                             "generator is used up after one pass: pass a DataLoader or a "
+                             "list of batches to train for several epochs")
 
 
 class Model(Layer):
@@ -137,7 +134,12 @@ class Model(Layer):
         return loss
 
     def train_step(self, x, y) -> dict:
-        """zero_grad → forward → loss → backward → optimizer step. Returns the batch logs."""
+        """zero_grad → forward → loss → backward → optimizer step, on one batch.
+
+        Returns the logs: the batch loss, and each metric's running value (metrics accumulate
+        until reset; `fit` resets them each epoch). Override it for a custom step (a GAN's
+        alternating updates): `fit` calls it for every batch.
+        """
         if not self.training:
             self.train()
         opt = self.optimizer
@@ -147,94 +149,91 @@ class Model(Layer):
             loss.backward(into=opt.grad_buffers())
         opt.step()
         logs = {"loss": float(loss.data)}
-        if self.metrics:
-            pred = self._last_pred.data
-            for m in self.metrics:
-                m.reset()
-                m.update(y, pred)
-                logs[m.name] = m.result()
+        for m in self.metrics:
+            m.update(y, self._last_pred.data)
+            logs[m.name] = m.result()
         return logs
 
     def train_on_batch(self, x, y) -> dict:
+        """One `train_step` on (x, y); the metrics cover this batch only."""
         self._require_compiled("train_on_batch")
-        x = _as_input(x, "x")
+        x, y = check.numeric_array(x, "x"), check.numeric_array(y, "y")
+        _check_pair(x, y)
         self.build_from_sample(x)
+        for m in self.metrics:
+            m.reset()
         return self.train_step(x, y)
 
-    # ----- loops ------------------------------------------------------------------------
+    # ----- the loops ----------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            seed=None, way=None):
+            seed=None, way=None, validation_batch_size=None):
         """Train for `epochs` epochs; returns a History (`.history` dict, `.epoch` list).
 
+        `x, y` are arrays, or `x` is a batch source (a `DataLoader`, `datasets.RandomWindows`,
+        anything with `batches(epoch)`) or an iterable of (x, y) batches, and y is None.
         validation_split takes the LAST fraction of the data before shuffling (Keras).
         `seed` fixes the shuffling; `way` splits training across places (splitgrad.split).
         """
         self._require_compiled("fit")
-        x, y = _as_input(x, "x"), _as_input(y, "y")
-        _check_pair(x, y)
-        if validation_data is None and validation_split:
-            if not 0.0 < validation_split < 1.0:
-                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
-            cut = int(len(x) * (1.0 - validation_split))
-            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+        epochs = check.non_negative_int(epochs, "fit: epochs")
+        initial_epoch = check.non_negative_int(initial_epoch, "fit: initial_epoch")
+        verbose = 1 if verbose == "auto" else check.non_negative_int(verbose, "fit: verbose")
+        source, held_out = self._batch_source(x, y, batch_size, shuffle, seed,
+                                              validation_split)
+        if validation_data is None:
+            validation_data = held_out
+        if validation_data is not None:
+            validation_data = tuple(validation_data)[:2]
         if way is not None:
-            return way.fit(self, x, y, batch_size=batch_size, epochs=epochs,
-                           validation_data=validation_data, callbacks=callbacks,
-                           verbose=verbose, shuffle=shuffle, seed=seed)
+            if not isinstance(source, ArrayBatches):
+                raise ValueError("fit: a way of splitting training needs arrays x and y (it "
+                                 "ships them to its places once), not a batch source")
+            step = way.step_function(self, source)
+        else:
+            step = training.LocalStep(self)
+        return training.run(self, source, step, epochs, initial_epoch, callbacks, verbose,
+                            validation_data,
+                            validation_batch_size or getattr(source, "batch_size", 32))
+
+    def _batch_source(self, x, y, batch_size, shuffle, seed, validation_split):
+        """(the batch source `fit` trains on, the held-out validation pair or None); the model
+        is built from the first batch."""
+        batch_list = isinstance(x, (list, tuple)) and x and isinstance(x[0], tuple)
+        if y is None and (isinstance(x, (DataLoader, Iterator)) or hasattr(x, "batches")
+                          or batch_list):
+            if validation_split:
+                raise ValueError("fit: validation_split needs arrays x and y; pass "
+                                 "validation_data=(x_val, y_val) with a batch source")
+            source = x if hasattr(x, "batches") else _Iterated(x)
+            if not self.built:
+                first = next(iter(source.batches(0)), None)
+                if first is None:
+                    raise ValueError("fit: the batch source gave no batches")
+                self.build_from_sample(check.numeric_array(first[0], "x"))
+            return source, None
+        batch_size = check.positive_int(batch_size, "fit: batch_size")
+        x, y = check.numeric_array(x, "x"), check.numeric_array(y, "y")
+        _check_pair(x, y)
+        held_out = None
+        if validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"fit: validation_split must be in (0, 1), got "
+                                 f"{validation_split!r}")
+            cut = int(len(x) * (1.0 - validation_split))
+            x, y, held_out = x[:cut], y[:cut], (x[cut:], y[cut:])
         if len(x) == 0:
             raise ValueError("fit: no training samples (empty x, or validation_split took all)")
         self.build_from_sample(x)
-        if seed is None:
+        if seed is None:  # drawn from splitgrad's generator, so splitgrad.seed(n) fixes it
             seed = int(get_rng().integers(2**31))
-        steps = -(-len(x) // batch_size)
-        verbose = 1 if verbose == "auto" else int(verbose)
-        history = cbks.History()
-        extra = [cbks.ProgressBar(verbose, steps, epochs)] if verbose else []
-        cb = cbks.CallbackList([history, *extra, *(callbacks or [])], self)
-        self.stop_training = False
-        self.history = history
-        cb.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            cb.on_epoch_begin(epoch)
-            logs = self._run_epoch(x, y, batch_size, shuffle, seed, epoch, cb)
-            if validation_data is not None:
-                vals = self.evaluate(*validation_data, batch_size=batch_size, return_dict=True)
-                logs.update({f"val_{k}": v for k, v in vals.items()})
-            cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        cb.on_train_end()
-        return history
-
-    def _run_epoch(self, x, y, batch_size, shuffle, seed, epoch, cb):
-        total, count = 0.0, 0
-        for m in self.metrics:
-            m.reset()
-        pred_metrics = self.metrics
-        self.metrics = []  # per-batch metric values are not needed: accumulate once below
-        try:
-            for step, idx in enumerate(epoch_batches(len(x), batch_size, shuffle, seed, epoch)):
-                cb.on_train_batch_begin(step)
-                xb, yb = x[idx], y[idx]
-                logs = self.train_step(xb, yb)
-                total += logs["loss"] * len(idx)
-                count += len(idx)
-                pred = self._last_pred.data
-                for m in pred_metrics:
-                    m.update(yb, pred)
-                running = {"loss": total / count, **{m.name: m.result() for m in pred_metrics}}
-                cb.on_train_batch_end(step, running)
-                if self.stop_training:
-                    break
-        finally:
-            self.metrics = pred_metrics
-        return {"loss": total / max(count, 1), **{m.name: m.result() for m in pred_metrics}}
+        return ArrayBatches(x, y, batch_size, shuffle, seed), held_out
 
     def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
         """Loss and metrics in inference mode: [loss, *metrics] (or a dict)."""
         self._require_compiled("evaluate")
-        x, y = _as_input(x, "x"), _as_input(y, "y")
+        batch_size = check.positive_int(batch_size, "evaluate: batch_size")
+        x, y = check.numeric_array(x, "x"), check.numeric_array(y, "y")
         _check_pair(x, y)
         if len(x) == 0:
             raise ValueError("evaluate: no samples (empty x)")
@@ -262,7 +261,8 @@ class Model(Layer):
 
     def predict(self, x, batch_size=32, verbose=0):
         """Outputs in inference mode, batched, as one NumPy array."""
-        x = _as_input(x, "x")
+        batch_size = check.positive_int(batch_size, "predict: batch_size")
+        x = check.numeric_array(x, "x")
         was = self.training
         self.eval()
         try:
@@ -273,16 +273,19 @@ class Model(Layer):
         return np.concatenate(outs) if outs else np.zeros((0,))
 
     # ----- saving -----------------------------------------------------------------------
-    def save(self, path):
-        """Write config JSON + safetensors weights + optimizer state to the folder `path`."""
+    def save(self, path, overwrite=False):
+        """Write config JSON + safetensors weights + optimizer state to the folder `path`.
+
+        Replacing a splitgrad checkpoint is atomic; a folder holding anything else is refused
+        unless `overwrite=True` (splitgrad/checkpoint/)."""
         from .checkpoint import save_model
 
-        save_model(self, path)
+        save_model(self, path, overwrite=overwrite)
 
-    def save_weights(self, path):
+    def save_weights(self, path, overwrite=False):
         from .checkpoint import save_weights
 
-        save_weights(self, path)
+        save_weights(self, path, overwrite=overwrite)
 
     def load_weights(self, path):
         from .checkpoint import load_weights

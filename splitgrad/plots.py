@@ -14,8 +14,10 @@ def _pyplot():
     return plt
 
 
-def plot_history(history: dict, path, title="training") -> Path:
-    """One panel per quantity (loss, accuracy, ...), training and validation curves together."""
+def plot_history(history: dict, path, title="training"):
+    """One panel per quantity (loss, accuracy, ...), training and validation curves together.
+
+    `path` is a file name or a binary file object (PNG either way); returns it."""
     plt = _pyplot()
     names = [k for k in history if not k.startswith("val_")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False)
@@ -30,8 +32,9 @@ def plot_history(history: dict, path, title="training") -> Path:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    if not hasattr(path, "write"):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
     return path

@@ -133,15 +133,28 @@ def test_compare_digits_quick_runs(tmp_path, capsys):
     (["evaluate", "NOT_A_MODEL"], ["config.json", "missing"]),
     (["evaluate", "PLAIN"], ["not saved by `splitgrad train`"]),
     (["train", "perceptron", "--quick", "--quiet", "--out", "A_FILE"], ["is a file"]),
+    (["train", "perceptron", "--learning-rate", "inf"], ["--learning-rate", "finite"]),
+    (["train", "perceptron", "--learning-rate", "nan"], ["--learning-rate", "finite"]),
+    (["train", "perceptron", "--epochs", "-1"], ["--epochs", "positive integer"]),
+    (["train", "perceptron", "--batch-size", "2.5"], ["--batch-size"]),
+    (["train", "perceptron", "--quick", "--quiet", "--out", "USER_FOLDER"],
+     ["notes.txt", "--overwrite"]),
+    (["train", "perceptron", "--quick", "--quiet", "--out", "."], ["current working folder"]),
+    (["train", "perceptron", "--quick", "--quiet", "--way", "data-parallel",
+      "--ray-address", "127.0.0.1:1"], ["cannot reach the Ray cluster"]),
     (["compare", "nope", "--quick"], ["unknown recipe"]),
 ])
-def test_mistakes_in_process_are_one_line_with_status_2(tmp_path, capsys, args, words):
+def test_mistakes_in_process_are_one_line_with_status_2(tmp_path, capsys, monkeypatch, args,
+                                                       words):
     import numpy as np
 
     from splitgrad import nn
 
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "NOT_A_MODEL").mkdir()
     (tmp_path / "A_FILE").write_text("precious")
+    (tmp_path / "USER_FOLDER").mkdir()
+    (tmp_path / "USER_FOLDER" / "notes.txt").write_text("precious")
     plain = nn.Sequential([nn.Dense(1)])
     plain(np.zeros((1, 3), dtype=np.float32))
     plain.save(tmp_path / "PLAIN")
@@ -150,6 +163,25 @@ def test_mistakes_in_process_are_one_line_with_status_2(tmp_path, capsys, args, 
     captured = capsys.readouterr()
     assert_one_line_error(captured.err, *words)
     assert (tmp_path / "A_FILE").read_text() == "precious"
+    assert (tmp_path / "USER_FOLDER" / "notes.txt").read_text() == "precious"
+
+
+def test_out_fails_before_training_and_overwrite_replaces(tmp_path, capsys, monkeypatch):
+    """A refused --out costs no training; --overwrite replaces the folder with the model."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    trained = []
+    real = recipes.train
+    monkeypatch.setattr(recipes, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
+    assert cli.main(["train", "perceptron", "--quick", "--quiet", "--out", str(folder)]) == 2
+    assert not trained and (folder / "notes.txt").read_text() == "precious"
+    assert cli.main(["train", "perceptron", "--quick", "--quiet", "--out", str(folder),
+                     "--overwrite"]) == 0
+    assert not (folder / "notes.txt").exists() and load_model(folder) is not None
+    # Training again into the run folder it made needs no --overwrite.
+    assert cli.main(["train", "perceptron", "--quick", "--quiet", "--out", str(folder)]) == 0
+    assert {"history.json", "metrics.json", "curves.png"} <= {p.name for p in folder.iterdir()}
 
 
 def test_help_exits_cleanly(capsys):

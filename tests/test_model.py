@@ -400,3 +400,67 @@ def test_adding_a_layer_after_compile_is_not_silently_left_untrained():
     before = model.layers[-1].kernel.data.copy()
     model.fit(x, y, epochs=1, verbose=0, seed=0)
     assert not np.array_equal(before, model.layers[-1].kernel.data)
+
+
+# ----- arguments checked at the door -----------------------------------------------------------
+@pytest.mark.parametrize("bad", [0, -1, None, 2.5, True, "32"])
+def test_a_batch_size_that_is_not_a_positive_integer_is_one_clear_error(bad):
+    x, y = _blobs(20)
+    model = _classifier()
+    for call in (lambda: model.fit(x, y, batch_size=bad, verbose=0),
+                 lambda: model.evaluate(x, y, batch_size=bad),
+                 lambda: model.predict(x, batch_size=bad)):
+        with pytest.raises(ValueError, match=r"batch_size must be a positive integer, got"):
+            call()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, None])
+def test_negative_or_fractional_epochs_are_refused(bad):
+    x, y = _blobs(20)
+    with pytest.raises(ValueError, match=r"fit: epochs must be an integer >= 0"):
+        _classifier().fit(x, y, epochs=bad, verbose=0)
+
+
+def test_zero_epochs_train_nothing():
+    x, y = _blobs(20)
+    model = _classifier()
+    model.build_from_sample(x)
+    before = model.get_weights()
+    history = model.fit(x, y, epochs=0, verbose=0)
+    assert history.epoch == [] and all(np.array_equal(a, b)
+                                       for a, b in zip(before, model.get_weights()))
+
+
+@pytest.mark.parametrize("data, words", [
+    ([[1.0, 2.0], [3.0]], "rows of shapes"),
+    (np.array([{"a": 1}, {"b": 2}], dtype=object), "numeric array"),
+    (["a", "b"], "numeric array"),
+])
+def test_ragged_or_object_input_names_the_argument(data, words):
+    model = _classifier()
+    with pytest.raises(TypeError, match=rf"x: could not turn the data into a {words}|{words}"):
+        model.fit(data, [0, 1], verbose=0)
+    with pytest.raises(TypeError, match="x: could not"):
+        model.predict(data)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), -1.0])
+def test_a_learning_rate_that_is_not_finite_or_positive_is_refused(lr):
+    with pytest.raises(ValueError, match="learning_rate"):
+        optim.Adam(learning_rate=lr)
+
+
+def test_fit_trains_on_a_batch_source_and_on_a_dataloader():
+    x, y = _blobs(64)
+    loader = sg.data.DataLoader((x, y), batch_size=16, shuffle=True, seed=0)
+    model = _classifier()
+    history = model.fit(loader, epochs=2, verbose=0, validation_data=(x, y))
+    assert len(history.history["loss"]) == 2 and "val_accuracy" in history.history
+    windows = sg.datasets.RandomWindows(np.arange(200) % 7, seq_len=5, batch_size=4, steps=3)
+    assert len(windows) == 3 and len(list(windows.batches(0))) == 3
+
+    def one_pass():
+        yield from ((x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16))
+
+    with pytest.raises(ValueError, match="generator is used up after one pass"):
+        _classifier().fit(one_pass(), epochs=2, verbose=0)

@@ -3,6 +3,12 @@
 import re
 from pathlib import Path
 
+import numpy as np
+import pytest
+from test_split_ways import flat, make_data, make_model
+
+import splitgrad as sg
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,11 +29,52 @@ def test_ci_runs_the_readme_test_command():
     assert tests in ci, "the README's test command and .ci/run have drifted apart"
 
 
-def test_the_readme_tour_runs(tmp_path, monkeypatch):
-    """Every Python block of the README runs as written (in a scratch folder)."""
-    monkeypatch.chdir(tmp_path)
+def _run_readme_blocks(namespace):
     text = (ROOT / "README.md").read_text()
-    namespace = {}
     for block in re.findall(r"```python\n(.+?)\n```", text, flags=re.DOTALL):
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
-    assert (tmp_path / "runs" / "my-model" / "config.json").exists()
+
+
+@pytest.fixture
+def readme(tmp_path, monkeypatch):
+    """The namespace of the README's Python blocks, run as written in a scratch folder; the
+    example way they register is unregistered afterwards."""
+    from splitgrad.split import WAYS
+
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    before = dict(WAYS)
+    try:
+        _run_readme_blocks(namespace)
+        yield namespace
+    finally:
+        WAYS.clear()
+        WAYS.update(before)
+
+
+def test_the_readme_tour_runs(readme, tmp_path):
+    """Every Python block of the README runs as written."""
+    assert (tmp_path / "runs" / "my-model").is_dir()
+    assert sg.load_model(tmp_path / "runs" / "my-model").count_params() > 0
+
+
+def test_the_readme_example_way_trains_like_one_place_and_is_in_the_catalogue(readme, capsys):
+    from splitgrad.split import make_way, print_ways
+
+    way_class = readme["DriverSum"]
+    x, y = make_data()
+
+    def trained(way):
+        model = make_model()
+        history = model.fit(x, y, batch_size=16, epochs=2, seed=3, verbose=0, way=way)
+        return model, history
+
+    ref, _ = trained(None)
+    model, history = trained(way_class(workers=3))
+    np.testing.assert_allclose(flat(model), flat(ref), rtol=1e-10, atol=1e-10)
+    t = history.traffic
+    assert t["total_bytes"] == t["textbook_bytes"] == 2 * 75 * 8 * 3 * 6
+    assert set(t["busy_s"]) == {"worker0", "worker1", "worker2"}
+    assert isinstance(make_way("driver-sum", 4), way_class)
+    print_ways()
+    assert "driver-sum" in capsys.readouterr().out

@@ -4,6 +4,7 @@ Models are float64 so that "allclose" can be tight; see docs/split-training.md f
 """
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import splitgrad as sg
+from splitgrad import nn, optim
 from splitgrad.split import (
     DPSGD,
+    WAYS,
     CheckpointResume,
     DataParallel,
     DiLoCo,
@@ -24,19 +28,16 @@ from splitgrad.split import (
     GradientAccumulation,
     LocalSGD,
     ParameterServer,
+    compare,
+    dp_sgd,
+    make_way,
     partition,
-    per_example,
     privacy,
     robust,
 )
-from splitgrad.split.catalogue import WAYS, compare, make_way, print_ways
+from splitgrad.split.catalogue import catalogue, print_ways
 from splitgrad.split.cli import parse_options, way_from_args
 from splitgrad.split.places import PlaceUnreachable, _check_reachable
-
-ROOT = Path(__file__).resolve().parents[1]
-
-import splitgrad as sg
-from splitgrad import nn, optim
 
 
 def make_model(opt="sgd", lr=0.1, dropout=0.0, seed=0, dtype="float64"):
@@ -275,17 +276,16 @@ def test_dp_sgd_clips_every_example_and_reports_the_budget_inputs():
 def test_per_example_gradients_in_one_batched_pass_equal_the_loop():
     model = make_model()
     model.build_from_sample(X)
-    assert per_example.vectorisable(model)
     for clip in (None, 0.05):
-        loop = per_example._looped(model, X[:16], Y[:16], clip)
-        batched = per_example._batched(model, X[:16], Y[:16], clip)
+        loop = dp_sgd._looped(model, X[:16], Y[:16], clip)
+        batched = dp_sgd._batched(model, X[:16], Y[:16], clip)
         np.testing.assert_allclose(batched[0], loop[0], rtol=1e-10, atol=1e-12)
         assert batched[1] == pytest.approx(loop[1], rel=1e-12)
         assert batched[2] == pytest.approx(loop[2], rel=1e-12)
     regularised = nn.Sequential([nn.Dense(3, kernel_regularizer="l2")], dtype="float64")
     regularised.compile(optimizer=optim.SGD(), loss=sg.losses.MeanSquaredError())
     regularised.build_from_sample(X)
-    assert not per_example.vectorisable(regularised)  # falls back to the exact loop
+    assert not dp_sgd._plain_mean_loss(regularised)  # falls back to the exact loop
 
 
 # ----- #13 accumulation ---------------------------------------------------------------------------
@@ -306,34 +306,58 @@ def test_move_between_places_mid_run_is_bitwise_the_straight_run(tmp_path):
     assert history.traffic["bytes"]["state"] > 0 and (tmp_path / "ck").is_dir()
 
 
+RESUME = textwrap.dedent(f"""
+    import sys
+    import numpy as np
+    sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+    from test_split_ways import make_data, make_model
+    from splitgrad.split import CheckpointResume, resume
+    mode, ck, out = sys.argv[1:]
+    x, y = make_data()
+    model = make_model(opt="adam", dropout=0.2)
+    if mode == "straight":
+        model.fit(x, y, batch_size=8, epochs=2, seed=3, verbose=0)
+    elif mode == "save":
+        way = CheckpointResume(move_at=5, directory=ck, stop_after_save=True)
+        model.fit(x, y, batch_size=8, epochs=2, seed=3, verbose=0, way=way)
+    else:
+        history = resume(model, x, y, ck)
+        assert history.traffic["steps"] == 12, history.traffic["steps"]
+    np.save(out, np.concatenate([w.ravel() for w in model.get_weights()]))
+""")
+
+
+def _child(tmp_path, mode, env=None):
+    out = tmp_path / f"{mode}.npy"
+    subprocess.run([sys.executable, "-c", RESUME, mode, str(tmp_path / "ck"), str(out)],
+                   check=True, cwd=tmp_path, timeout=120, env=env)
+    return np.load(out)
+
+
 def test_resume_in_a_new_process_is_bitwise_the_straight_run(tmp_path):
     ref, _ = fit(opt="adam", dropout=0.2, batch_size=8, epochs=2)
-    ck = tmp_path / "ck"
-    fit(CheckpointResume(move_at=5, directory=ck, stop_after_save=True), opt="adam",
-        dropout=0.2, batch_size=8, epochs=2)
-    script = textwrap.dedent(f"""
-        import sys
-        import numpy as np
-        sys.path.insert(0, {str(ROOT / 'tests')!r})
-        from test_split_ways import make_data, make_model
-        from splitgrad.split import resume
-        x, y = make_data()
-        model = make_model(opt="adam", dropout=0.2)
-        history = resume(model, x, y, {str(ck)!r})
-        np.save({str(tmp_path / 'w.npy')!r},
-                np.concatenate([w.ravel() for w in model.get_weights()]))
-        assert history.traffic["steps"] == 12, history.traffic["steps"]
-    """)
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=120,
-                   env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert np.array_equal(np.load(tmp_path / "w.npy"), flat(ref))
+    fit(CheckpointResume(move_at=5, directory=tmp_path / "ck", stop_after_save=True),
+        opt="adam", dropout=0.2, batch_size=8, epochs=2)
+    # The child inherits the whole environment, the BLAS settings included.
+    assert np.array_equal(_child(tmp_path, "resume"), flat(ref))
+
+
+@pytest.mark.parametrize("kernel", ["Haswell", "SkylakeX", "Sandybridge"])
+def test_resume_is_bitwise_under_any_blas_kernel(tmp_path, kernel):
+    """Straight, saving and resuming processes all under OPENBLAS_CORETYPE=kernel (the rest of
+    the environment inherited): bitwise equal whatever the kernel."""
+    env = {**os.environ, "OPENBLAS_CORETYPE": kernel}
+    straight = _child(tmp_path, "straight", env)
+    _child(tmp_path, "save", env)
+    assert np.array_equal(_child(tmp_path, "resume", env), straight)
 
 
 # ----- catalogue, CLI, failures -----------------------------------------------------------------
 def test_catalogue_lists_all_sixteen_ways(capsys):
     print_ways()
     out = capsys.readouterr().out
-    assert len(WAYS) == 16 and all(row[1] in out for row in WAYS)
+    rows = catalogue()
+    assert [r[0] for r in rows] == list(range(1, 17)) and all(r[1] in out for r in rows)
 
 
 def test_way_from_args_and_options():
@@ -375,8 +399,6 @@ def test_an_option_a_way_does_not_read_is_an_error():
     """A misspelt --way-option must not be silently ignored: every implemented way checks."""
     with pytest.raises(ValueError, match="has no option 'noise_multiplier'; its options: clip"):
         make_way("dp-sgd", 2, {"noise_multiplier": 2.0})
-    from splitgrad.split.catalogue import OPTIONS
-
-    for name in OPTIONS:
+    for name in WAYS:
         with pytest.raises(ValueError, match="has no option 'bogus'"):
             make_way(name, 2, {"bogus": 1})

@@ -16,6 +16,7 @@ from .tabular import load_diabetes as load_diabetes
 from .tabular import load_digits as load_digits
 from .tabular import load_iris as load_iris
 from .text import CharVocab as CharVocab
+from .text import RandomWindows as RandomWindows
 from .text import WordVocab as WordVocab
 from .text import irish_text as irish_text
 from .text import load_irish_songs as load_irish_songs

@@ -239,3 +239,24 @@ def random_sequence_batches(ids, seq_len: int, batch_size: int, rng=None):
     starts = rng.integers(0, len(ids) - seq_len, size=batch_size)
     offsets = starts[:, None] + np.arange(seq_len)
     return ids[offsets].astype(np.int64), ids[offsets + 1].astype(np.int64)
+
+
+class RandomWindows:
+    """A batch source (for `Model.fit`) of `steps` random windows per epoch, MIT lab 1's
+    batching: each batch is `random_sequence_batches(ids, seq_len, batch_size, rng)`.
+
+    The windows are drawn from `rng` (by default splitgrad's generator, so `splitgrad.seed`
+    fixes them); an "epoch" is just a block of `steps` batches.
+    """
+
+    def __init__(self, ids, seq_len: int, batch_size: int, steps: int, rng=None):
+        self.ids, self.seq_len, self.batch_size = np.asarray(ids), int(seq_len), int(batch_size)
+        self.steps = int(steps)
+        self.rng = get_rng() if rng is None else rng
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batches(self, epoch: int):
+        for _ in range(self.steps):
+            yield random_sequence_batches(self.ids, self.seq_len, self.batch_size, self.rng)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import ops
 from ..random import get_rng
-from . import activations
+from . import activations, per_example
 from . import regularizers as regs
 from .layer import Layer, register
 
@@ -66,7 +66,9 @@ class Dense(KernelLayer):
 
     def call(self, x):
         self.expect_last_dim(x, self.kernel.shape[0])
-        return self.activation(ops.linear(x, self.kernel, self.bias))
+        pre = ops.linear(x, self.kernel, self.bias)
+        # The per-example gradient hook (a no-op unless DP-SGD is recording, per_example.py).
+        return self.activation(per_example.linear_site(x, pre, self.kernel, self.bias))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -103,6 +105,9 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.seed = seed
         self.rng = np.random.default_rng(seed) if seed is not None else None
+
+    def stochastic(self):
+        return self.rate > 0.0
 
     def call(self, x):
         if not self.training or self.rate == 0.0:

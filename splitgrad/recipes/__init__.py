@@ -3,11 +3,12 @@
 A recipe module defines DESCRIPTION, DEFAULTS (epochs, batch_size, learning_rate), QUICK
 (overrides for a fast smoke run), TASK ("binary", "multiclass", "regression", "sequence"),
 `load_data(quick, seed)` and `build_model(learning_rate, data)`. It may define
-`fit(model, data, settings, verbose, way)` when it needs its own training loop (settings
-then also hold the run's "seed"),
-`saved_extra(data)` for JSON to keep with the saved model (e.g. a vocabulary), and keyword
-options of `load_data` (e.g. `text=` for `--text FILE`), which are saved for `evaluate`.
-`train(name, ...)` here runs any of them the same way and saves the result.
+`batches(data, settings)`, a batch source for `Model.fit` when it does not train on the arrays
+data.x_train, data.y_train (the language models draw random text windows; they validate on
+data.x_test, data.y_test), `saved_extra(data)` for JSON to keep with the saved model (e.g. a
+vocabulary), and keyword options of `load_data` (e.g. `text=` for `--text FILE`), which are
+saved for `evaluate`. `train(name, ...)` here runs any of them through the same `Model.fit`
+and saves the result.
 """
 
 from __future__ import annotations
@@ -89,38 +90,55 @@ def load_recipe_data(name, recipe, quick, seed, options=None):
     return recipe.load_data(quick=quick, seed=seed, **options), options
 
 
+def out_folder(name, out=None) -> Path:
+    """Where `train` saves recipe `name`: `out`, or runs/NAME."""
+    return Path(out or f"runs/{name}")
+
+
 def train(name, epochs=None, batch_size=None, learning_rate=None, seed=0, out=None,
-          quick=False, way=None, verbose=1, data_options=None) -> dict:
-    """Train recipe `name`, save model + curves + metrics to `out`, return a summary."""
+          quick=False, way=None, verbose=1, data_options=None, overwrite=False) -> dict:
+    """Train recipe `name`; save the model with its history.json, metrics.json and curves.png
+    to `out` (one checkpoint, replaced atomically); return a summary. A folder at `out` that
+    holds anything else is refused before training unless `overwrite=True`."""
+    import io
+
     from .. import random as sg_random
-    from ..checkpoint import save_model
+    from ..checkpoint import check_target, save_model
     from ..plots import plot_history
 
     recipe = get(name)
     settings = settings_for(recipe, quick, epochs=epochs, batch_size=batch_size,
                             learning_rate=learning_rate)
+    out = out_folder(name, out)
+    check_target(out, overwrite=overwrite)
     sg_random.seed(seed)
     data, options = load_recipe_data(name, recipe, quick, seed, data_options)
     model = recipe.build_model(settings["learning_rate"], data)
-    if hasattr(recipe, "fit"):
-        history = recipe.fit(model, data, {**settings, "seed": seed}, verbose=verbose,
-                             way=way)
+    if hasattr(recipe, "batches"):
+        if way is not None:
+            raise ValueError(f"recipe {name!r} trains on random text windows, not a fixed "
+                             "dataset, so it cannot be split across places (--way); use a "
+                             "recipe such as digits-mlp or fashion-cnn")
+        history = model.fit(recipe.batches(data, settings), epochs=settings["epochs"],
+                            validation_data=(data.x_test, data.y_test), verbose=verbose,
+                            validation_batch_size=32)
     else:
         history = model.fit(data.x_train, data.y_train, batch_size=settings["batch_size"],
                             epochs=settings["epochs"], validation_split=0.1, seed=seed,
                             verbose=verbose, way=way)
     metrics = test_metrics(recipe, model, data)
-    out = Path(out or f"runs/{name}")
     extra = {"recipe": name, "settings": settings, "seed": seed, "quick": quick,
              "test_metrics": metrics, "data_options": options}
     if hasattr(recipe, "saved_extra"):
         extra.update(recipe.saved_extra(data))
-    save_model(model, out, extra=extra)
-    (out / "history.json").write_text(json.dumps(history.history, indent=1))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    plot = plot_history(history.history, out / "curves.png", title=name)
+    curves = io.BytesIO()
+    plot_history(history.history, curves, title=name)
+    files = {"history.json": json.dumps(history.history, indent=1).encode(),
+             "metrics.json": json.dumps(metrics, indent=1).encode(),
+             "curves.png": curves.getvalue()}
+    save_model(model, out, extra=extra, overwrite=overwrite, attachments=files)
     traffic = getattr(history, "traffic", None)
-    return {"recipe": name, "out": str(out), "metrics": metrics, "plot": str(plot),
+    return {"recipe": name, "out": str(out), "metrics": metrics, "plot": str(out / "curves.png"),
             "history": history.history, "traffic": traffic, "settings": settings}
 
 

@@ -1,13 +1,13 @@
 """irish-lstm: MIT 6.S191 lab 1's character-level music model on 817 Irish folk songs (ABC).
 
 Embedding(83, 256) → LSTM(1024, return_sequences) → Dense(83) logits; batch 8 random windows
-of 100 characters (y is x shifted by one), Adam 5e-3, 3000 iterations. Training runs its own
-loop over random windows; one "epoch" is a block of `iterations` steps, so the History still has
-a loss curve (nats per character) with a held-out validation loss after each block.
+of 100 characters (y is x shifted by one), Adam 5e-3, 3000 iterations. `Model.fit` trains on a
+`RandomWindows` batch source: one "epoch" is a block of `iterations` steps, so the History
+has a loss curve (nats per character) with a held-out validation loss after each block.
 Quick mode: Embedding 32 → LSTM 64, 3 blocks of 10 iterations.
 
 `splitgrad generate irish-lstm` samples new songs from a trained run (splitgrad.generate).
-This module's `fit` and `split_ids` also serve the word-level `next-word` recipe.
+This module's `batches` and `split_ids` also serve the word-level `next-word` recipe.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import types
 
 import numpy as np
 
-from splitgrad import callbacks as cbks
 from splitgrad import nn
-from splitgrad.datasets import CharVocab, irish_text, random_sequence_batches
-from splitgrad.random import get_rng
+from splitgrad.datasets import CharVocab, RandomWindows, irish_text
 from splitgrad.recipes import compile_classifier
 
 DESCRIPTION = "char LSTM 256-1024-83 on Irish folk songs in ABC (MIT lab 1 music model)"
@@ -77,35 +75,8 @@ def saved_extra(data):
     return {"vocab": data.vocab.to_json(), "sizes": data.sizes}
 
 
-def fit(model, data, settings, verbose=1, way=None):
-    """`epochs` blocks of `iterations` Adam steps on random windows of data.ids.
-
-    History gets the mean training loss per block and the held-out val_loss after it.
-    """
-    if way is not None:
-        raise ValueError("this recipe trains on random windows with its own loop; "
-                         "--way is not supported for it yet")
-    epochs, steps = settings["epochs"], settings["iterations"]
-    seq_len, batch = settings["seq_len"], settings["batch_size"]
-    rng = get_rng()  # seeded by `splitgrad train --seed`, so runs repeat exactly
-    x, _ = random_sequence_batches(data.ids, seq_len, batch, rng)
-    model.build_from_sample(x)
-    history = cbks.History()
-    progress = [cbks.ProgressBar(int(verbose), steps, epochs)] if verbose else []
-    cb = cbks.CallbackList([history, *progress], model)
-    cb.on_train_begin()
-    for epoch in range(epochs):
-        cb.on_epoch_begin(epoch)
-        totals = {}
-        for step in range(steps):
-            x, y = random_sequence_batches(data.ids, seq_len, batch, rng)
-            logs = model.train_step(x, y)
-            for key, value in logs.items():
-                totals[key] = totals.get(key, 0.0) + value
-            cb.on_train_batch_end(step, {k: v / (step + 1) for k, v in totals.items()})
-        logs = {k: v / steps for k, v in totals.items()}
-        val = model.evaluate(data.x_test, data.y_test, batch_size=32, return_dict=True)
-        logs.update({f"val_{k}": v for k, v in val.items()})
-        cb.on_epoch_end(epoch, logs)
-    cb.on_train_end()
-    return history
+def batches(data, settings):
+    """What `fit` trains on: `epochs` blocks of `iterations` random windows of data.ids (the
+    held-out windows serve as validation data after each block)."""
+    return RandomWindows(data.ids, settings["seq_len"], settings["batch_size"],
+                         settings["iterations"])

@@ -43,12 +43,8 @@ def load_data(quick=False, seed=0, text=None):
                                  sizes=sizes, meta={"task": TASK})
 
 
-# The model (Embedding → LSTM → Dense logits, Adam) and the saved vocabulary are irish-lstm's,
-# at word level: only the data and the sizes differ.
+# The model (Embedding → LSTM → Dense logits, Adam), its training on random windows and the
+# saved vocabulary are irish-lstm's, at word level: only the data and the sizes differ.
 build_model = irish_lstm.build_model
+batches = irish_lstm.batches
 saved_extra = irish_lstm.saved_extra
-
-
-def fit(model, data, settings, verbose=1, way=None):
-    """irish-lstm's loop: `epochs` blocks of `iterations` steps on random windows."""
-    return irish_lstm.fit(model, data, settings, verbose=verbose, way=way)

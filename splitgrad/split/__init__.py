@@ -4,15 +4,19 @@
     model.fit(x, y, way=DataParallel(workers=2, places=RayPlaces(2)))
 
 `history.traffic` then reports what crossed each boundary. `print_ways()` lists the catalogue
-(docs/split-training.md); `compare(...)` runs a recipe under every implemented way.
+(docs/split-training.md); `compare(...)` runs a recipe under every registered way.
+
+Where things are: base.py (the Way base and its step function for the training loop),
+places.py and host.py (where steps run: inline or Ray actors), allreduce.py (the one
+all-reduce), replicas.py (model replicas as plain data), accounting.py (what crossed), one
+module per way (its driver side and its place ops together), registry.py (the list of ways).
 """
 
 from .accounting import Traffic as Traffic
 from .accumulation import GradientAccumulation as GradientAccumulation
 from .base import Way as Way
-from .catalogue import WAYS as WAYS
-from .catalogue import compare as compare
 from .catalogue import print_ways as print_ways
+from .compare import compare as compare
 from .data_parallel import DataParallel as DataParallel
 from .dp_sgd import DPSGD as DPSGD
 from .federated import Federated as Federated
@@ -26,5 +30,8 @@ from .places import Inline as Inline
 from .places import PlaceFailure as PlaceFailure
 from .places import PlaceUnreachable as PlaceUnreachable
 from .places import RayPlaces as RayPlaces
+from .registry import WAYS as WAYS
+from .registry import make_way as make_way
+from .registry import register as register
 from .resume import CheckpointResume as CheckpointResume
 from .resume import resume as resume

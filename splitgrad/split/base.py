@@ -1,75 +1,149 @@
-"""The `Way` base class: the fit loop every way shares (batches, epochs, callbacks, History).
+"""The `Way` base class, and `Run`: a way's step function for the one training loop.
 
-A way decides which steps of training run at which place. Subclasses implement `_setup(run)`
-(install replicas on the places), `_step(run, step, index)` (one global batch) or override
-`_train(run)`, and `textbook_bytes(...)` (the formula the measured traffic is set against).
+A way decides which steps of training run at which place. `model.fit(x, y, way=w)` runs the
+same loop as any fit (splitgrad/training.py): callbacks, History, progress bar, validation.
+What changes is the step function: `w.step_function(model, source)` returns a `Run`, which
+hands each batch (its row indices) to the way, and the way runs the step at its places.
+
+A way subclass declares, as class attributes, its catalogue entry (docs/split-training.md:
+`number`, `cut`, `crosses`, `formula`, `checks`), its command-line options (`options`: name →
+default, read by `from_options`), and what `compare` should expect of it (`equivalent`,
+`note`). It implements, next to its place ops (host.py):
+
+    setup(run)                   install replicas on the places
+    step(run, step, batch)       one global step; returns the batch's loss
+    finish(run)                  bring the trained state home (end of each epoch)
+    recover(run, hosts, step)    optional: restore dead places, True if `step` had finished
+    report(run), textbook_bytes  optional: extra figures, and the formula for the bytes
+
+and optionally `batches(run, epoch)` when an epoch is not "every batch of the data" (federated
+learning: one round per epoch). Adding a way = one module + one line in registry.py.
 """
 
 from __future__ import annotations
 
-import time
+from typing import ClassVar
 
-import numpy as np
-
-from .. import random as sg_random
-from . import tools
+from ..training import StepFunction
+from . import replicas
 from .accounting import Traffic
 from .places import Inline, PlaceFailure
 
 
-class _History:
-    """Stand-in for splitgrad.callbacks.History: `.history` (dict of lists) and `.epoch`."""
+class Way:
+    """Base of every way; `model.fit(x, y, way=...)` trains with it."""
 
-    def __init__(self):
-        self.history, self.epoch = {}, []
+    name = "way"  # the command-line name (splitgrad train --way NAME)
+    # Its row of the catalogue (docs/split-training.md).
+    number = None
+    cut = crosses = formula = checks = ""
+    options: ClassVar[dict] = {}  # --way-option KEY=VALUE keys this way reads, with their defaults
+    equivalent = False  # does compare's run match the one-place run (allclose)?
+    note = ""  # why it matches the one-place run, or why not
+    keep_payloads = False  # keep every message's payload in the traffic log (for tests)
+    max_recoveries = 3
+    unit = "step"  # what one call of `step` is, in reports ("round" for federated learning)
+
+    def __init__(self, places=None):
+        self.places = places if places is not None else Inline()
+
+    @classmethod
+    def from_options(cls, n: int, options: dict, places=None):
+        """The way for `--way NAME --places N --way-option K=V ...`: by default `cls(N, **opts)`
+        over the defaults in `cls.options`."""
+        return cls(n, places=places, **cls.with_defaults(options))
+
+    @classmethod
+    def with_defaults(cls, options: dict) -> dict:
+        """`options` over the defaults in `cls.options`; a key the way does not read is an
+        error naming the accepted ones (a misspelt option must not be silently ignored)."""
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            accepted = ", ".join(cls.options) or "none"
+            raise ValueError(f"way {cls.name!r} has no option {unknown[0]!r}; its options: "
+                             f"{accepted}")
+        return {**cls.options, **options}
+
+    def expectation(self, model) -> tuple[bool, str]:
+        """(should `compare`'s run match the one-place run, the note that says why or why not)."""
+        return self.equivalent, self.note
+
+    def step_function(self, model, source) -> Run:
+        """The step function `Model.fit` runs: see `Run`."""
+        return Run(self, model, source)
+
+    def _slots(self):
+        """(place, slot key) of each of `self.workers` replicas, spread over the places."""
+        return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
+
+    def _members(self):
+        """{place: [(rank, slot key)]} in rank order (who sits where, for an all-reduce)."""
+        out = {}
+        for rank, (h, key) in enumerate(self._slots()):
+            out.setdefault(h, []).append((rank, key))
+        return out
+
+    # ----- what subclasses provide ------------------------------------------------------------
+    def setup(self, run):
+        raise NotImplementedError
+
+    def batches(self, run, epoch) -> list:
+        """What one epoch feeds to `step`: by default the index arrays of its batches."""
+        return run.source.indices(epoch)
+
+    def step(self, run, step: int, batch) -> float:
+        raise NotImplementedError
+
+    def examples(self, batch) -> int:
+        """How many examples a batch from `batches` holds (for the epoch's mean loss)."""
+        return len(batch)
+
+    def recover(self, run, hosts, step) -> bool:
+        """Restore dead places; return True when `step` had already completed everywhere."""
+        raise PlaceFailure(hosts, "this way cannot recover from a dead place")
+
+    def finish(self, run):
+        """Copy the trained state back into the driver's model (end of each epoch)."""
+
+    def epoch_logs(self, run) -> dict:
+        """Extra values for this epoch's logs (e.g. clients that took part in a round)."""
+        return {}
+
+    def report(self, run) -> dict:
+        return {}
+
+    def textbook_bytes(self, n_params: int, steps: int, itemsize: int = 4):
+        return None
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.places.describe()}"
 
 
-def new_history():
-    try:
-        from ..callbacks import History
-    except ImportError:
-        return _History()
-    history = History()
-    if not hasattr(history, "history"):
-        history.history = {}
-    if not hasattr(history, "epoch"):
-        history.epoch = []
-    return history
+class Run(StepFunction):
+    """One `fit` with a way: the model, the data, the places, the traffic and the step counter.
 
+    It is the step function of the training loop: each batch goes to `way.step`, guarded so
+    that a dead place is restored (`way.recover`) and the step retried.
+    """
 
-def batch_plan(n: int, batch_size: int, epoch: int, shuffle: bool, seed) -> list:
-    """Index arrays of one epoch's batches; the order depends only on (seed, epoch)."""
-    order = np.arange(n)
-    if shuffle:
-        order = np.random.default_rng([0 if seed is None else int(seed), epoch]).permutation(n)
-    return [order[lo:lo + batch_size] for lo in range(0, n, batch_size)]
-
-
-class Run:
-    """Everything one `fit` call needs: the model, data refs, places, traffic and counters."""
-
-    def __init__(self, way, model, x, y, batch_size, epochs, shuffle, seed, callbacks,
-                 keep_payloads):
-        self.way, self.model, self.places = way, model, way.places
-        self.x, self.y = np.asarray(x), np.asarray(y)
-        self.batch_size, self.epochs = int(batch_size or 32), int(epochs)
-        self.shuffle, self.seed = shuffle, seed
-        self._noise_seed = None if seed is None else int(seed)
-        self.callbacks = list(callbacks or [])
-        self.traffic = Traffic(way.name, keep_payloads=keep_payloads)
+    def __init__(self, way, model, source):
+        self.way, self.model, self.places, self.source = way, model, way.places, source
+        self.x, self.y = source.x, source.y
+        self.batch_size, self.seed = source.batch_size, source.seed
+        self.traffic = Traffic(way.name, keep_payloads=way.keep_payloads)
         self.step = 0  # completed global steps
-        self.n_params = tools.count(model)
-        self.itemsize = tools.flat_dtype(model).itemsize
+        self.n_params = replicas.count(model)
+        self.itemsize = replicas.flat_dtype(model).itemsize
         self._x_ref = self._y_ref = None
 
     @property
     def noise_seed(self) -> int:
-        """Seeds the replicas' dropout streams (`tools.noise_key`). Without a run seed it is
-        drawn once from the default generator, so `splitgrad.seed(n)` still makes the run
-        reproducible; drawn lazily, so ways that never ask leave that stream untouched."""
-        if self._noise_seed is None:
-            self._noise_seed = int(sg_random.get_rng().integers(2**31))
-        return self._noise_seed
+        """Seeds the replicas' dropout streams (`replicas.noise_key`): the run's seed."""
+        return int(self.seed)
+
+    def spec(self, model=None) -> dict:
+        """The driver's model (or `model`) as a replica spec (replicas.pack)."""
+        return replicas.pack(model or self.model, self.x[:1])
 
     def data_refs(self):
         """The training arrays as place-shareable objects (one Ray object each, put once)."""
@@ -84,118 +158,46 @@ class Run:
             self.traffic.busy(name, busy)
         return values
 
-    def callback(self, hook, *args):
-        for cb in self.callbacks:
-            fn = getattr(cb, hook, None)
-            if fn is not None:
-                fn(*args)
-
-
-class Way:
-    """Base of every way: `fit(model, x, y, ...) -> History` with `history.traffic` filled in."""
-
-    name = "way"
-    keep_payloads = False
-    max_recoveries = 3
-
-    def __init__(self, places=None):
-        self.places = places if places is not None else Inline()
-
-    def _slots(self):
-        """(place, replica key) of each of `self.workers` replicas, spread over the places."""
-        return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
-
-    # ----- the shared loop --------------------------------------------------------------------
-    def fit(self, model, x, y, batch_size=32, epochs=1, validation_data=None, callbacks=None,
-            verbose=0, shuffle=True, seed=None, **_ignored):
-        if hasattr(model, "build_from_sample"):
-            model.build_from_sample(np.asarray(x))
-        model._split_sample = np.array(np.asarray(x)[:1])
-        run = Run(self, model, x, y, batch_size, epochs, shuffle, seed, callbacks,
-                  self.keep_payloads)
-        history = new_history()
-        for cb in run.callbacks:
-            if hasattr(cb, "set_model"):
-                cb.set_model(model)
-        model.stop_training = False
-        run.callback("on_train_begin", {})
+    # ----- the step function --------------------------------------------------------------
+    def begin(self, epochs):
+        self.epochs = epochs
         self.places.reset()
-        self._setup(run)
-        for epoch in range(run.epochs):
-            run.callback("on_epoch_begin", epoch, {})
-            start = time.perf_counter()
-            logs = self._epoch(run, epoch)
-            self._finish(run)
-            if validation_data is not None and hasattr(model, "evaluate"):
-                vx, vy = validation_data[:2]
-                values = model.evaluate(vx, vy, batch_size=run.batch_size, verbose=0)
-                values = values if isinstance(values, (list, tuple)) else [values]
-                logs["val_loss"] = float(values[0])
-            for key, value in logs.items():
-                history.history.setdefault(key, []).append(value)
-            history.epoch.append(epoch)
-            if verbose:
-                print(f"epoch {epoch + 1}/{run.epochs} [{self.name}] "
-                      + " ".join(f"{k}={v:.4g}" for k, v in logs.items())
-                      + f" ({time.perf_counter() - start:.2f} s)")
-            run.callback("on_epoch_end", epoch, logs)
-            if getattr(model, "stop_training", False):
-                break
-        run.traffic.textbook = self.textbook_bytes(run.n_params, run.step, run.itemsize)
-        run.traffic.extra["steps"] = run.step
-        run.traffic.extra.update(self._report(run))
-        run.traffic.stop()
-        history.traffic = run.traffic.report()
-        history.traffic_log = run.traffic
-        run.callback("on_train_end", {})
-        if verbose:
-            print(run.traffic.summary())
-        return history
+        self.way.setup(self)
 
-    def _epoch(self, run, epoch) -> dict:
-        losses, sizes = [], []
-        for index in batch_plan(len(run.x), run.batch_size, epoch, run.shuffle, run.seed):
-            loss = self._guarded_step(run, run.step, index)
-            run.step += 1
-            losses.append(loss)
-            sizes.append(len(index))
-            run.callback("on_train_batch_end", run.step - 1, {"loss": loss})
-        return {"loss": float(np.average(losses, weights=sizes))}
+    def batches(self, source, epoch):
+        return self.way.batches(self, epoch)
 
-    def _guarded_step(self, run, step, index):
-        """Run a step; when a place dies, restore it from the last completed step and retry."""
-        for attempt in range(self.max_recoveries + 1):
+    def __call__(self, batch):
+        loss = self._guarded(batch)
+        if loss is None:  # the way took no step (CheckpointResume stopping after its save)
+            return 0, 0.0
+        self.step += 1
+        return self.way.examples(batch), loss
+
+    def _guarded(self, batch):
+        way = self.way
+        for attempt in range(way.max_recoveries + 1):
             try:
-                return self._step(run, step, index)
+                return way.step(self, self.step, batch)
             except PlaceFailure as failure:
-                if attempt == self.max_recoveries:
+                if attempt == way.max_recoveries:
                     raise
-                done = self._recover(run, failure.hosts, step)
-                run.traffic.extra.setdefault("recoveries", []).append(
-                    {"step": step, "places": failure.hosts, "step_already_done": done})
+                done = way.recover(self, failure.hosts, self.step)
+                self.traffic.extra.setdefault("recoveries", []).append(
+                    {way.unit: self.step, "places": failure.hosts, "already_done": done})
                 if done:
                     return float("nan")
         raise AssertionError("unreachable")
 
-    # ----- what subclasses provide ------------------------------------------------------------
-    def _setup(self, run):
-        raise NotImplementedError
+    def end_epoch(self, epoch):
+        self.way.finish(self)
+        return self.way.epoch_logs(self)
 
-    def _step(self, run, step, index) -> float:
-        raise NotImplementedError
-
-    def _recover(self, run, hosts, step) -> bool:
-        """Restore dead places; return True when `step` had already completed everywhere."""
-        raise PlaceFailure(hosts, "this way cannot recover from a dead place")
-
-    def _finish(self, run):
-        """Copy the trained state back into the driver's model (end of each epoch)."""
-
-    def _report(self, run) -> dict:
-        return {}
-
-    def textbook_bytes(self, n_params: int, steps: int, itemsize: int = 4):
-        return None
-
-    def describe(self) -> str:
-        return f"{self.name} on {self.places.describe()}"
+    def end(self, history):
+        way, traffic = self.way, self.traffic
+        traffic.textbook = way.textbook_bytes(self.n_params, self.step, self.itemsize)
+        traffic.extra["steps"] = self.step
+        traffic.extra.update(way.report(self))
+        traffic.stop()
+        history.traffic = traffic.report()
+        history.traffic_log = traffic

@@ -3,7 +3,9 @@ and `way_from_args` for `splitgrad train RECIPE --way NAME --places N`."""
 
 from __future__ import annotations
 
-from .catalogue import compare, make_way, print_ways
+from .catalogue import print_ways
+from .compare import compare
+from .registry import make_way
 
 
 def parse_options(items) -> dict:

@@ -3,21 +3,116 @@
 Each example's gradient is clipped to L2 norm ≤ C, the clipped gradients are summed, Gaussian
 noise N(0, (σC)²) is added once per step (by worker 0), and the sum is divided by the batch
 size B; the workers then all-reduce and step as in #1. σ = 0 with no clipping = plain SGD.
-Per-example gradients come from one batched pass where the model allows (per_example.py).
 The report includes the privacy spent, ε for the chosen δ, by Rényi-DP accounting (privacy.py).
+
+Per-example gradients come from one batched pass when every trainable weight of the model sits
+in a layer that offers the per-example hook (layers/per_example.py: Dense does) and the loss is
+a plain mean; otherwise from a loop over the examples, which is exact for any model.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import numpy as np
+
+from ..layers import per_example
+from ..losses import Loss
+from ..model import Model
+from . import replicas
 from .data_parallel import DataParallel
 from .privacy import check_delta, epsilon
 
+EPS = 1e-6  # Opacus' factor: the clipped norm is strictly below C
 
+
+# ----- place side ------------------------------------------------------------------------------
+def clipped_gradient(slot, job):
+    """slot.vec = (Σ_i clip_C(∇ℓ_i) + N(0, noise_std²)) / denom; returns (loss share, largest
+    clipped norm)."""
+    index = np.asarray(job["shard"])
+    with replicas.rng_scope(replicas.key_state(job["noise"])):
+        total, loss_sum, largest = clipped_sum(slot.model, slot.x[index], slot.y[index],
+                                               job["clip"])
+    if job["noise_std"]:
+        rng = np.random.default_rng(job["noise_seed"])
+        total = total + rng.normal(0.0, job["noise_std"], size=total.shape)
+    slot.vec = (total / job["denom"]).astype(replicas.flat_dtype(slot.model))
+    return loss_sum / job["denom"], largest
+
+
+def clipped_sum(model, x, y, clip):
+    """(Σ_i clip_C(∇ℓ_i) as a float64 flat vector, Σ_i ℓ_i, largest clipped norm).
+
+    `clip=None` sums the unclipped gradients. One batched pass where the model allows.
+    """
+    if len(x) == 0:
+        return np.zeros(replicas.count(model)), 0.0, 0.0
+    if _plain_mean_loss(model):
+        batched = _batched(model, x, y, clip)
+        if batched is not None:
+            return batched
+    return _looped(model, x, y, clip)
+
+
+def _plain_mean_loss(model) -> bool:
+    """The batched pass reads ℓ_i off a loss that is the plain mean of per-example terms: the
+    standard `compute_loss`, no regularizers, a Loss with reduction "mean" and no class
+    weights or ignored rows."""
+    loss = getattr(model, "loss", None)
+    return (type(model).compute_loss is Model.compute_loss and isinstance(loss, Loss)
+            and loss.reduction == "mean" and getattr(loss, "weight", None) is None
+            and getattr(loss, "ignore_index", None) is None
+            and not model.regularization_losses())
+
+
+def _looped(model, x, y, clip):
+    total, loss_sum, largest = None, 0.0, 0.0
+    for i in range(len(x)):
+        loss_sum += replicas.backward(model, x[i:i + 1], y[i:i + 1])
+        g = replicas.get_flat_grad(model).astype(np.float64)
+        norm = float(np.sqrt(np.dot(g, g)))
+        if clip is not None:
+            g *= min(1.0, clip / (norm + EPS))
+        largest = max(largest, float(np.sqrt(np.dot(g, g))))
+        total = g if total is None else total + g
+    return total, loss_sum, largest
+
+
+def _batched(model, x, y, clip):
+    """The batched pass, or None when some trainable weight is not at a linear site."""
+    params = model.parameters()
+    if not model.training:
+        model.train()
+    model.optimizer.zero_grad()
+    with per_example.recording() as rec, model.threads():
+        loss = model.loss(model(x), y)
+    if not rec.covers(params):
+        return None
+    loss.backward()
+    # The loss is a mean over the n examples, so ∂ℓ_i/∂pre_i = n · probe.grad[i].
+    n = len(x)
+    sq, weighted = rec.gradients(1.0 / n)
+    norms = np.sqrt(sq)
+    scale = np.ones(n) if clip is None else np.minimum(1.0, clip / (norms + EPS))
+    grads = weighted(scale)
+    total = np.concatenate([np.asarray(grads[id(p)]).ravel() for p in params])
+    model.optimizer.zero_grad()  # the batched pass left mean gradients behind: nobody uses them
+    return total, float(loss.data) * n, float(np.max(norms * scale))
+
+
+# ----- driver side -----------------------------------------------------------------------------
 class DPSGD(DataParallel):
     """g = (Σ_i clip_C(∇ℓ_i) + N(0, σ²C²))/B, then data parallel; reports σ, q = B/n, steps
     and the (ε, δ) spent (δ default 1e-5)."""
 
     name = "dp-sgd"
+    number, cut, crosses = 6, "trust", "as #1, clipped and noised"
+    formula = "as #1"
+    checks = "sigma 0 and no clipping = SGD; clipped norms <= C"
+    options: ClassVar[dict] = {"clip": 1.0, "noise": 1.0, "seed": 0, "delta": 1e-5}
+    equivalent = False
+    note = "every example's gradient clipped to C=1 and Gaussian noise sigma*C added"
 
     def __init__(self, clip: float | None = 1.0, noise_multiplier: float = 1.0, workers: int = 1,
                  seed: int = 0, places=None, delta: float = 1e-5):
@@ -30,24 +125,34 @@ class DPSGD(DataParallel):
         if noise_multiplier > 0 and clip is None:
             raise ValueError("DPSGD: noise needs a clipping bound C (the noise std is σ·C)")
         self.clip, self.noise_multiplier, self.seed = clip, float(noise_multiplier), int(seed)
+        self._largest = 0.0
+
+    @classmethod
+    def from_options(cls, n, options, places=None):
+        o = cls.with_defaults(options)
+        return cls(o["clip"], o["noise"], workers=n, seed=o["seed"], places=places,
+                   delta=o["delta"])
+
+    def expectation(self, model):
+        return self.equivalent, self.note
 
     def _grad_job(self, run, step, rank, shard, total):
         std = self.noise_multiplier * (self.clip or 0.0)
         return {**super()._grad_job(run, step, rank, shard, total), "clip": self.clip,
-                "noise_std": std if rank == 0 else 0.0, "noise_seed": [self.seed, step],
-                "denom": total}
+                "gradient": clipped_gradient, "noise_std": std if rank == 0 else 0.0,
+                "noise_seed": [self.seed, step], "denom": total}
 
     def _loss(self, values):
         largest = max(v[1] for v in values)  # each worker's (loss share, largest clipped norm)
-        self._largest = max(getattr(self, "_largest", 0.0), largest)
+        self._largest = max(self._largest, largest)
         return float(sum(v[0] for v in values))
 
-    def _setup(self, run):
+    def setup(self, run):
         self._largest = 0.0
-        super()._setup(run)
+        super().setup(run)
 
-    def _report(self, run):
-        out = super()._report(run)
+    def report(self, run):
+        out = super().report(run)
         rate = run.batch_size / len(run.x)
         # Without clipping a single example can move the sum without bound: no finite ε.
         eps = (epsilon(rate, self.noise_multiplier, run.step, self.delta)[0]

@@ -10,11 +10,14 @@ given; `local_batch_size=None` means one full-batch step per local epoch.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
-from . import robust, tools
+from ..data import batch_order
+from . import host as host_ops
+from . import replicas, robust
 from .base import Way
-from .places import PlaceFailure
 
 
 def partition(y, clients: int, how: str = "iid", alpha: float = 0.5, seed: int = 0) -> list:
@@ -41,10 +44,46 @@ def partition(y, clients: int, how: str = "iid", alpha: float = 0.5, seed: int =
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
+# ----- place side ------------------------------------------------------------------------------
+def setup_client(host, key, spec, x, y, index):
+    """Provision client `key` with its own rows; it keeps the pristine replica spec (fresh
+    optimizer state) to start every round from."""
+    host_ops.setup(host, key, spec, x, y, index)
+    host.slots[key].state["template"] = spec
+
+
+def client_round(host, key, weights, epochs, batch_size, mu, seed, noise):
+    """Place op: train a fresh copy of the client model from `weights` on the client's own
+    data (dropout from the stream seeded by `noise`; FedProx adds μ/2·‖w − w_global‖²).
+    Returns (Δ = w_local − w_global, n_k, mean loss); the data itself never leaves."""
+    slot = host.slots[key]
+    model = replicas.unpack(slot.state["template"])
+    replicas.set_flat(model, weights)
+    n = len(slot.x)
+    bs = n if batch_size is None else int(batch_size)
+    penalty = replicas.proximal(weights, mu) if mu else None
+    losses = []
+    with replicas.rng_scope(replicas.key_state(noise)):
+        for epoch in range(epochs):
+            for idx in batch_order(n, bs, bs < n, seed, epoch):
+                losses.append(replicas.train_step(model, slot.x[idx], slot.y[idx], penalty))
+    return replicas.get_flat(model) - weights, n, float(np.mean(losses))
+
+
+# ----- driver side -----------------------------------------------------------------------------
 class Federated(Way):
     """FedAvg/FedProx: w ← w + Σ n_k Δ_k / Σ n_k per round; 2·P·itemsize per active client."""
 
     name = "federated"
+    number, cut, crosses = 4, "data ownership", "weights down, deltas + counts up"
+    formula = "2P per client/round"
+    checks = "1 client 1 step = SGD; K clients = GD on union; FedProx mu 0 = FedAvg; data stays"
+    options: ClassVar[dict] = {"clients": None, "fraction": 1.0, "local_epochs": 1, "local_batch_size": "fit",
+               "mu": 0.0, "partition": "iid", "alpha": 0.5, "dropout": 0.0,
+               "aggregator": "mean", "poisoned": 0, "seed": 0}
+    note = ("one round per epoch: sampled clients train from the global weights with a fresh "
+            "optimizer, the server averages their deltas")
+    unit = "round"
 
     def __init__(self, clients: int = 10, fraction: float = 1.0, local_epochs: int = 1,
                  local_batch_size: int | str | None = "fit", mu: float = 0.0, partition: str = "iid",
@@ -63,37 +102,45 @@ class Federated(Way):
         self.aggregator, self.poisoned, self.trim = aggregator, int(poisoned), trim
         self.seed = int(seed)
 
-    def _setup(self, run):
+    @classmethod
+    def from_options(cls, n, options, places=None):
+        o = cls.with_defaults(options)
+        clients = o.pop("clients")
+        return cls(max(n, 10) if clients is None else clients, places=places, **o)
+
+    def setup(self, run):
         self._parts = partition(run.y, self.clients, self.partition, self.alpha, self.seed)
-        self._spec = self.places.put(tools.pack(run.model))
+        self._spec = self.places.put(run.spec())
         self._setup_clients(run, range(self.clients))
         self.rounds = []
+        self._logs = {}
 
     def _setup_clients(self, run, ks):
         x_ref, y_ref = run.data_refs()
         # Provisioning: in a real federation each client already holds its rows. It is not a
         # message of the training protocol, so it is not counted as traffic.
-        ops = [self.places.submit(self.places.host_of(k), "setup", f"c{k}", self._spec, x_ref,
-                                  y_ref, self._parts[k], True)
+        ops = [self.places.submit(self.places.host_of(k), setup_client, f"c{k}", self._spec,
+                                  x_ref, y_ref, self._parts[k])
                for k in ks if len(self._parts[k])]
         self.places.gather(ops)
 
-    def _epoch(self, run, epoch):
-        for attempt in range(self.max_recoveries + 1):
-            try:
-                return self._round(run, epoch)
-            except PlaceFailure as failure:
-                if attempt == self.max_recoveries:
-                    raise
-                # Clients keep no state between rounds: restart the place, give its clients
-                # their data again and redo the round from the last completed global weights.
-                for h in failure.hosts:
-                    self.places.restart(h)
-                self._setup_clients(run, [k for k in range(self.clients)
-                                          if self.places.host_of(k) in failure.hosts])
-                run.traffic.extra.setdefault("recoveries", []).append(
-                    {"round": epoch, "places": failure.hosts})
-        raise AssertionError("unreachable")
+    def batches(self, run, epoch):
+        return [epoch]  # one round per epoch
+
+    def examples(self, batch):
+        return 1
+
+    def recover(self, run, hosts, step):
+        """Clients keep no state between rounds: restart the places, give their clients their
+        data again; the round is redone from the last completed global weights."""
+        for h in hosts:
+            self.places.restart(h)
+        self._setup_clients(run, [k for k in range(self.clients)
+                                  if self.places.host_of(k) in hosts])
+        return False
+
+    def epoch_logs(self, run):
+        return self._logs
 
     def _local_bs(self, run):
         return run.batch_size if self.local_batch_size == "fit" else self.local_batch_size
@@ -108,19 +155,19 @@ class Federated(Way):
         dropped = [k for k, g in zip(chosen, gone) if g]
         return chosen, dropped
 
-    def _round(self, run, r):
+    def step(self, run, step, r):
         model, traffic = run.model, run.traffic
         chosen, dropped = self.sample(r)
         active = [k for k in chosen if k not in dropped]
-        w = tools.get_flat(model)
+        w = replicas.get_flat(model)
         w_ref = self.places.put(w)
         ops = []
         for k in active:
             traffic.record("weights", "server", f"client{k}", payload=w)
-            ops.append(self.places.submit(self.places.host_of(k), "client_round", f"c{k}", w_ref,
-                                          self.local_epochs, self._local_bs(run), self.mu,
-                                          [self.seed, r, k],
-                                          tools.noise_key(run.noise_seed, k, r)))
+            ops.append(self.places.submit(self.places.host_of(k), client_round, f"c{k}",
+                                          w_ref, self.local_epochs, self._local_bs(run),
+                                          self.mu, [self.seed, r, k],
+                                          replicas.noise_key(run.noise_seed, k, r)))
         values = run.gather(ops, [f"client{k}" for k in active])
         deltas, counts, losses = [], [], []
         for k, (delta, n_k, loss) in zip(active, values):
@@ -132,13 +179,11 @@ class Federated(Way):
             counts.append(n_k)
             losses.append(loss)
         if active:
-            tools.set_flat(model, w + self.aggregate(np.stack(deltas), np.asarray(counts)))
-        run.step += 1
+            replicas.set_flat(model, w + self.aggregate(np.stack(deltas), np.asarray(counts)))
         self.rounds.append({"round": r, "sampled": chosen, "dropped": dropped,
                             "poisoned": [k for k in active if k < self.poisoned]})
-        logs = {"loss": float(np.average(losses, weights=counts)) if active else float("nan"),
-                "clients": float(len(active)), "dropped": float(len(dropped))}
-        return logs
+        self._logs = {"clients": float(len(active)), "dropped": float(len(dropped))}
+        return float(np.average(losses, weights=counts)) if active else float("nan")
 
     def aggregate(self, deltas: np.ndarray, counts: np.ndarray) -> np.ndarray:
         if self.aggregator == "mean":
@@ -152,7 +197,7 @@ class Federated(Way):
         active = sum(len(r["sampled"]) - len(r["dropped"]) for r in self.rounds)
         return active * (2 * n_params * itemsize + 8)
 
-    def _report(self, run):
+    def report(self, run):
         return {"clients": self.clients, "rounds": self.rounds, "aggregator": self.aggregator,
                 "client_sizes": [len(p) for p in self._parts],
                 "dropped_total": sum(len(r["dropped"]) for r in self.rounds)}
@@ -162,6 +207,8 @@ class FedProx(Federated):
     """FedAvg whose clients minimise loss + μ/2·‖w − w_global‖² (μ = 0 = FedAvg)."""
 
     name = "fedprox"
+    options: ClassVar[dict] = {**Federated.options, "mu": 0.01}
+    note = "federated plus the proximal term mu/2*|w - w_global|^2 (mu=0.01)"
 
     def __init__(self, clients: int = 10, mu: float = 0.01, **kwargs):
         super().__init__(clients=clients, mu=mu, **kwargs)
@@ -171,6 +218,10 @@ class RobustFederated(Federated):
     """FedAvg with a robust aggregator ('median', 'trimmed-mean', 'krum') and F hostile clients."""
 
     name = "robust"
+    number, cut, crosses = 5, "trust", "as #4"
+    checks = "identical updates unchanged; order-free; attackers stay inside honest range"
+    options: ClassVar[dict] = {**Federated.options, "aggregator": "median"}
+    note = "federated with the coordinate-wise median of the deltas instead of their mean"
 
     def __init__(self, clients: int = 10, aggregator: str = "median", poisoned: int = 0,
                  **kwargs):

@@ -1,9 +1,9 @@
 """Places that run steps: `Inline` (this process) and `RayPlaces` (one Ray actor per place).
 
 Both expose the same small interface, so every way runs unchanged on either:
-`submit(host, op, *args) -> Pending`, `submit_multi(host, op, n_outs, *args)` (an op whose
-outputs are separate objects that other places fetch directly), `gather(pendings)`, `put(obj)`,
-`restart(host)`.
+`submit(host, op, *args) -> Pending` runs the place op `op(host_object, *args)` (host.py) at
+place `host`, `submit_multi(host, op, n_outs, *args)` an op whose outputs are separate objects
+that other places fetch directly, `gather(pendings)`, `put(obj)`, `restart(host)`.
 Many logical workers or clients live on one place (`host_of(worker)`), each in its own slot.
 Arrays cross between places as Ray objects; on `Inline` they are copied instead, so nothing
 is shared by accident. No scheduler or RPC layer of our own: Ray does the transport.
@@ -15,6 +15,7 @@ import contextlib
 import socket
 from pathlib import Path
 
+from . import host as host_ops
 from .host import Host
 
 
@@ -56,11 +57,11 @@ class Inline:
     def host_of(self, worker: int) -> int:
         return 0
 
-    def submit(self, host: int, op: str, *args) -> Pending:
+    def submit(self, host: int, op, *args) -> Pending:
         value, busy = self._host.call(op, *args)
         return Pending(host, value, busy)
 
-    def submit_multi(self, host: int, op: str, n_outs: int, *args) -> Pending:
+    def submit_multi(self, host: int, op, n_outs: int, *args) -> Pending:
         value, busy, *outs = self._host.call_multi(op, *args)
         return Pending(host, value, busy, outs)
 
@@ -78,7 +79,7 @@ class Inline:
         self._host = Host()
 
     def reset(self):
-        self._host.call("reset")
+        self._host.call(host_ops.reset)
 
     def close(self):
         pass
@@ -136,13 +137,13 @@ class RayPlaces:
     def host_of(self, worker: int) -> int:
         return worker % self.n
 
-    def submit(self, host: int, op: str, *args) -> Pending:
+    def submit(self, host: int, op, *args) -> Pending:
         value, busy = self._actors[host].call.options(num_returns=2).remote(op, *args)
-        return Pending(host, value, busy, op=op, deps=self._deps(args))
+        return Pending(host, value, busy, op=op.__name__, deps=self._deps(args))
 
-    def submit_multi(self, host: int, op: str, n_outs: int, *args) -> Pending:
+    def submit_multi(self, host: int, op, n_outs: int, *args) -> Pending:
         refs = self._actors[host].call_multi.options(num_returns=2 + n_outs).remote(op, *args)
-        return Pending(host, refs[0], refs[1], refs[2:], op=op, deps=self._deps(args))
+        return Pending(host, refs[0], refs[1], refs[2:], op=op.__name__, deps=self._deps(args))
 
     def _deps(self, args):
         return [a for a in args if isinstance(a, self._ray.ObjectRef)]
@@ -212,7 +213,7 @@ class RayPlaces:
 
     def stall(self, host: int, seconds: float):
         """Keep a place busy for `seconds` (to test that a hung place surfaces as an error)."""
-        self._actors[host].call.options(num_returns=2).remote("stall", seconds)
+        self._actors[host].call.options(num_returns=2).remote(host_ops.stall, seconds)
 
     def restart(self, host: int):
         """Replace a dead place with a fresh actor; its state must be restored by the way."""
@@ -222,7 +223,7 @@ class RayPlaces:
         self._wait_ready([host])
 
     def reset(self):
-        self.gather([self.submit(h, "reset") for h in range(self.n)])
+        self.gather([self.submit(h, host_ops.reset) for h in range(self.n)])
 
     def close(self):
         for actor in self._actors:

@@ -1,0 +1,136 @@
+"""`compare`: one recipe trained on one place and then under every registered way, side by side.
+
+For each run it sets loss/accuracy, wall time, measured bytes next to the way's formula, and the
+largest weight difference from the single-place run next to what the way says to expect
+(`Way.expectation`: equivalent or not, and why). Writes compare.md and compare.png.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .registry import WAYS, make_way
+
+SINGLE_NOTE = "the reference run"
+
+
+def _recipe(recipe):
+    """(build(quick, seed) -> (model, data), settings) for a recipe name, module or function."""
+    if callable(recipe):
+        return recipe, {}
+    if isinstance(recipe, str):
+        from .. import recipes
+
+        module = recipes.get(recipe)
+    else:
+        module = recipe
+    if hasattr(module, "build"):
+        return module.build, getattr(module, "DEFAULTS", {})
+
+    def build(quick, seed):
+        from .. import random as sg_random
+        from .. import recipes
+
+        settings = recipes.settings_for(module, quick)
+        sg_random.seed(seed)
+        data = module.load_data(quick=quick, seed=seed)
+        return module.build_model(settings["learning_rate"], data), data
+
+    from .. import recipes as recipes_mod
+
+    return build, recipes_mod.settings_for(module, True)
+
+
+def compare(recipe, places: int = 2, quick: bool = True, seed: int = 0, out="runs/compare",
+            ways=None, ray: bool = False, epochs=None, batch_size=None, verbose=True) -> list:
+    """Train `recipe` on one place, then under each implemented way; print and save a table.
+
+    Returns the rows (dicts). Writes `out/compare.md` and `out/compare.png`.
+    """
+    build, settings = _recipe(recipe)
+    epochs = epochs or settings.get("epochs", 2)
+    batch_size = batch_size or settings.get("batch_size", 32)
+    where = None
+    if ray:
+        from .places import RayPlaces
+
+        where = RayPlaces(places)
+    names = ways or list(WAYS)
+    rows = []
+    baseline = None
+    for name in [None, *names]:
+        model, data = build(quick, seed)
+        way = None if name is None else make_way(name, places, where=where)
+        start = time.perf_counter()
+        history = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
+                            seed=seed, verbose=0, way=way, shuffle=True)
+        wall = time.perf_counter() - start
+        scores = model.evaluate(data.x_test, data.y_test, batch_size=256, return_dict=True)
+        weights = model.get_weights()
+        if baseline is None:
+            baseline = weights
+        traffic = getattr(history, "traffic", None) or {}
+        diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, baseline))
+        should_match, note = (True, SINGLE_NOTE) if way is None else way.expectation(model)
+        rows.append({"way": name or "single place", "loss": float(scores.get("loss", np.nan)),
+                     "accuracy": float(scores.get("accuracy", np.nan)), "wall_s": wall,
+                     "bytes": traffic.get("total_bytes", 0),
+                     "textbook": traffic.get("textbook_bytes", 0),
+                     "max_weight_diff": diff, "should_match": should_match, "note": note})
+        if verbose:
+            print(_format_row(rows[-1]), flush=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(markdown(rows, recipe, places, ray))
+    plot(rows, out / "compare.png")
+    if verbose:
+        print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
+    return rows
+
+
+def _format_row(r):
+    book = "-" if r["textbook"] is None else f"{int(r['textbook']):,}"
+    match = f"{r['max_weight_diff']:.2e}" + (" (should be ~0)" if r["should_match"] else "")
+    return (f"{r['way']:<18} loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  "
+            f"{r['wall_s']:6.2f} s  bytes {r['bytes']:>14,} (formula {book:>14})  "
+            f"max |dw| {match}" + (f"\n{'':<18} {r['note']}" if r.get("note") else ""))
+
+
+def markdown(rows, recipe, places, ray) -> str:
+    name = recipe if isinstance(recipe, str) else getattr(recipe, "__name__", "recipe")
+    lines = [f"# {name}: every way, {places} places ({'Ray' if ray else 'inline'})", "",
+             ("| way | loss | accuracy | wall s | bytes measured | bytes formula | "
+              "max weight diff | should match | why |"), "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        book = "-" if r["textbook"] is None else f"{int(r['textbook']):,}"
+        lines.append(f"| {r['way']} | {r['loss']:.4f} | {r['accuracy']:.4f} | "
+                     f"{r['wall_s']:.2f} | {r['bytes']:,} | {book} | "
+                     f"{r['max_weight_diff']:.2e} | {'yes' if r['should_match'] else 'no'} | "
+                     f"{r.get('note', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["way"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = np.arange(len(rows))
+    axes[0].bar(x - 0.2, [r["bytes"] / 1e6 for r in rows], 0.4, label="measured")
+    axes[0].bar(x + 0.2, [(r["textbook"] or 0) / 1e6 for r in rows], 0.4, label="formula")
+    axes[0].set_ylabel("MB crossed")
+    axes[0].legend()
+    axes[1].bar(x, [r["accuracy"] for r in rows])
+    axes[1].set_ylabel("test accuracy")
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=45, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
