@@ -48,15 +48,21 @@ def worker(framework: str, workload: str, repeats: int) -> dict:
     per_step = (time.perf_counter() - start) / warm
     n = max(1, int(1.0 / per_step))
     rates = []
-    ru0, t_cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), \
-        time.perf_counter()
+    ru0, t_cpu0, wall0 = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        time.process_time(),
+        time.perf_counter(),
+    )
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(n):
             step()
         rates.append(n / (time.perf_counter() - t))
-    ru1, cpu, wall = resource.getrusage(resource.RUSAGE_SELF), time.process_time() - t_cpu0, \
-        time.perf_counter() - wall0
+    ru1, cpu, wall = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        time.process_time() - t_cpu0,
+        time.perf_counter() - wall0,
+    )
     return {
         "rates": rates,
         "import_s": import_s,
@@ -70,8 +76,9 @@ def blas_info() -> str:
     from threadpoolctl import threadpool_info
 
     info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(f"{i['internal_api']} {i.get('architecture', '?')} x{i['num_threads']}"
-                     for i in info)
+    return ", ".join(
+        f"{i['internal_api']} {i.get('architecture', '?')} x{i['num_threads']}" for i in info
+    )
 
 
 def main(argv=None):
@@ -82,8 +89,9 @@ def main(argv=None):
     parser.add_argument("--frameworks", nargs="+", default=["splitgrad", "torch"])
     parser.add_argument("--baseline", default="torch", help="the ratio column divides by it")
     parser.add_argument("--json", help="also write the raw results here")
-    parser.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(*args.worker, args.repeats)))
@@ -99,23 +107,34 @@ def main(argv=None):
                 name, _, tree = f.partition("@")
                 env = {**os.environ, "PYTHONPATH": tree} if tree else None
                 out = subprocess.run(
-                    [sys.executable, __file__, "--worker", name, w, "--repeats",
-                     str(args.repeats)], capture_output=True, text=True, check=False, env=env)
+                    [sys.executable, __file__, "--worker", name, w, "--repeats", str(args.repeats)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    env=env,
+                )
                 if out.returncode:
                     print(f"{f} {w}: worker failed:\n{out.stderr[-2000:]}", file=sys.stderr)
                     continue
                 results[(f, w)].append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(f"  round {round_ + 1}: {f:9s} {w:4s} "
-                      f"{statistics.median(results[(f, w)][-1]['rates']):9.1f} steps/s",
-                      file=sys.stderr)
+                print(
+                    f"  round {round_ + 1}: {f:9s} {w:4s} "
+                    f"{statistics.median(results[(f, w)][-1]['rates']):9.1f} steps/s",
+                    file=sys.stderr,
+                )
 
     print(f"BLAS: {blas_info()}")
-    print(f"{'wl':4s} {'framework':9s} {'steps/s':>9s} {'min':>9s} {'max':>9s} {'GFLOPS':>7s} "
-          f"{'RSS MB':>7s} {'faults/step':>11s} {'cores':>5s} {'ratio':>6s}")
+    print(
+        f"{'wl':4s} {'framework':9s} {'steps/s':>9s} {'min':>9s} {'max':>9s} {'GFLOPS':>7s} "
+        f"{'RSS MB':>7s} {'faults/step':>11s} {'cores':>5s} {'ratio':>6s}"
+    )
     summary = {}
     for w in args.workloads:
-        medians = {f: statistics.median(r for run in results[(f, w)] for r in run["rates"])
-                   for f in args.frameworks if results[(f, w)]}
+        medians = {
+            f: statistics.median(r for run in results[(f, w)] for r in run["rates"])
+            for f in args.frameworks
+            if results[(f, w)]
+        }
         for f in args.frameworks:
             runs = results[(f, w)]
             if not runs:
@@ -123,21 +142,24 @@ def main(argv=None):
             rates = [r for run in runs for r in run["rates"]]
             med = medians[f]
             summary[f"{w}/{f}"] = {
-                "median": med, "min": min(rates), "max": max(rates),
+                "median": med,
+                "min": min(rates),
+                "max": max(rates),
                 "per_process": [statistics.median(run["rates"]) for run in runs],
                 "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
-                "faults_per_step": statistics.median(run["minor_faults_per_step"]
-                                                     for run in runs),
+                "faults_per_step": statistics.median(run["minor_faults_per_step"] for run in runs),
                 "cores_busy": statistics.median(run["cores_busy"] for run in runs),
                 "import_s": statistics.median(run["import_s"] for run in runs),
             }
             s = summary[f"{w}/{f}"]
             base = args.baseline
             ratio = med / medians[base] if f != base and base in medians else None
-            print(f"{w:4s} {f:9s} {med:9.1f} {s['min']:9.1f} {s['max']:9.1f} "
-                  f"{WORKLOADS[w][2] * med / 1e9:7.1f} {s['peak_rss_mb']:7.0f} "
-                  f"{s['faults_per_step']:11.1f} {s['cores_busy']:5.2f} "
-                  f"{'' if ratio is None else f'{ratio:5.2f}x'}")
+            print(
+                f"{w:4s} {f:9s} {med:9.1f} {s['min']:9.1f} {s['max']:9.1f} "
+                f"{WORKLOADS[w][2] * med / 1e9:7.1f} {s['peak_rss_mb']:7.0f} "
+                f"{s['faults_per_step']:11.1f} {s['cores_busy']:5.2f} "
+                f"{'' if ratio is None else f'{ratio:5.2f}x'}"
+            )
         if "splitgrad" in medians and args.baseline in medians:
             summary[f"{w}/ratio"] = medians["splitgrad"] / medians[args.baseline]
     if args.json:

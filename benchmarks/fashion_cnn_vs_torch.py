@@ -8,9 +8,9 @@ splitgrad runs the recipe exactly as `splitgrad train fashion-cnn` does (MIT lab
 the same network (Conv 24 3×3 ReLU → MaxPool 2 → Conv 36 3×3 ReLU → MaxPool 2 → Dense 128 ReLU
 → Dense 10) on the same 54,000 images with the same optimizer, schedule (CosineAnnealingLR
 stepped every batch) and batch size for the same 16 epochs, which reaches the same ~91 % test
-accuracy (splitgrad also scores the 6,000 validation images after every epoch). Both use 2 threads (NumPy's BLAS on a
-2-core machine; torch.set_num_threads). Each side runs in its own process so its peak resident
-memory (ru_maxrss) is its own.
+accuracy (splitgrad also scores the 6,000 validation images after every epoch). Both use 2
+threads (NumPy's BLAS on a 2-core machine; torch.set_num_threads). Each side runs in its own
+process so its peak resident memory (ru_maxrss) is its own.
 """
 
 from __future__ import annotations
@@ -58,9 +58,17 @@ def run_torch():
     xt = torch.from_numpy(np.ascontiguousarray(xt.transpose(0, 3, 1, 2)))
     y, yt = torch.from_numpy(y), torch.from_numpy(yt)
     model = nn.Sequential(
-        nn.Conv2d(1, 24, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(24, 36, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(36 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10))
+        nn.Conv2d(1, 24, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(24, 36, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(36 * 5 * 5, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     steps = -(-len(x) // BATCH) * TORCH_EPOCHS
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -69,14 +77,14 @@ def run_torch():
     for _ in range(TORCH_EPOCHS):
         order = torch.from_numpy(rng.permutation(len(x)))
         for i in range(0, len(x), BATCH):
-            idx = order[i:i + BATCH]
+            idx = order[i : i + BATCH]
             opt.zero_grad()
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
             schedule.step()
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
+        pred = torch.cat([model(xt[i : i + 256]).argmax(1) for i in range(0, len(xt), 256)])
     return float((pred == yt).double().mean())
 
 
@@ -86,8 +94,12 @@ def measure(side):
     acc = {"splitgrad": run_splitgrad, "torch": run_torch}[side]()
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports KiB
-    return {"side": side, "wall_s": round(wall, 1), "peak_mib": round(peak_kib / 1024, 1),
-            "test_accuracy": round(acc, 4)}
+    return {
+        "side": side,
+        "wall_s": round(wall, 1),
+        "peak_mib": round(peak_kib / 1024, 1),
+        "test_accuracy": round(acc, 4),
+    }
 
 
 def main():
@@ -99,14 +111,17 @@ def main():
         return
     rows = []
     for side in ("torch", "splitgrad"):
-        done = subprocess.run([sys.executable, __file__, "--only", side], check=True,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--only", side], check=True, capture_output=True, text=True
+        )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
     t, s = rows
-    print(f"splitgrad / torch: wall {s['wall_s'] / t['wall_s']:.2f}x, "
-          f"peak memory {s['peak_mib'] / t['peak_mib']:.2f}x, "
-          f"accuracy {s['test_accuracy']:.4f} vs {t['test_accuracy']:.4f}")
+    print(
+        f"splitgrad / torch: wall {s['wall_s'] / t['wall_s']:.2f}x, "
+        f"peak memory {s['peak_mib'] / t['peak_mib']:.2f}x, "
+        f"accuracy {s['test_accuracy']:.4f} vs {t['test_accuracy']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -34,17 +34,24 @@ from splitgrad.split import DataParallel, Federated, Inline, RayPlaces, per_exam
 def build(workload, seed=0):
     sg.seed(seed)
     if workload == "W1":
-        layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"),
-                  nn.Dense(10)]
+        layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"), nn.Dense(10)]
     elif workload == "W2":
-        layers = [nn.Conv2D(32, 3, activation="relu"), nn.MaxPool2D(2),
-                  nn.Conv2D(64, 3, activation="relu"), nn.MaxPool2D(2), nn.Flatten(),
-                  nn.Dense(128, activation="relu"), nn.Dense(10)]
+        layers = [
+            nn.Conv2D(32, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(64, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Flatten(),
+            nn.Dense(128, activation="relu"),
+            nn.Dense(10),
+        ]
     else:  # W5: tiny, so a step is almost all overhead
         layers = [nn.Dense(16, activation="relu"), nn.Dense(2)]
     model = nn.Sequential(layers)
-    model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3),
-                  loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=sg.optim.Adam(learning_rate=1e-3),
+        loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -59,8 +66,9 @@ def data(workload, steps, seed=0):
 def timed_fit(workload, way, steps):
     x, y, batch = data(workload, steps)
     model = build(workload)
-    model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0, way=way,
-              seed=0)  # warm-up: imports, first allocations, actor caches
+    model.fit(
+        x[: batch * 2], y[: batch * 2], batch_size=batch, epochs=1, verbose=0, way=way, seed=0
+    )  # warm-up: imports, first allocations, actor caches
     start = time.perf_counter()
     history = model.fit(x, y, batch_size=batch, epochs=1, verbose=0, way=way, seed=0)
     return time.perf_counter() - start, len(x), history
@@ -68,8 +76,10 @@ def timed_fit(workload, way, steps):
 
 def bench_data_parallel(places2, steps):
     print("\n## data parallel on Ray, 2 workers vs 1 (BLAS 1 thread per worker)")
-    print("| workload | inline 1 worker samples/s | Ray 1 worker | Ray 2 workers | "
-          "speed-up 2 vs 1 | scaling efficiency |")
+    print(
+        "| workload | inline 1 worker samples/s | Ray 1 worker | Ray 2 workers | "
+        "speed-up 2 vs 1 | scaling efficiency |"
+    )
     print("|---|---|---|---|---|---|")
     for w in ("W1", "W2"):
         with threadpool_limits(1):
@@ -77,8 +87,11 @@ def bench_data_parallel(places2, steps):
         t1, _, _ = timed_fit(w, DataParallel(1, places=places2), steps)
         t2, _, _ = timed_fit(w, DataParallel(2, places=places2), steps)
         speed = t1 / t2
-        print(f"| {w} | {n / t0:,.0f} | {n / t1:,.0f} | {n / t2:,.0f} | {speed:.2f}x | "
-              f"{speed / 2:.0%} |", flush=True)
+        print(
+            f"| {w} | {n / t0:,.0f} | {n / t1:,.0f} | {n / t2:,.0f} | {speed:.2f}x | "
+            f"{speed / 2:.0%} |",
+            flush=True,
+        )
 
 
 def bench_overhead(places2, steps):
@@ -88,9 +101,11 @@ def bench_overhead(places2, steps):
     t1, _, _ = timed_fit("W5", DataParallel(1, places=places2), steps * 4)
     t2, _, _ = timed_fit("W5", DataParallel(2, places=places2), steps * 4)
     per = steps * 4
-    print(f"inline {1e3 * t0 / per:.2f} ms/step; Ray 1 worker {1e3 * t1 / per:.2f} ms/step "
-          f"(+{1e3 * (t1 - t0) / per:.2f} ms); Ray 2 workers with all-reduce "
-          f"{1e3 * t2 / per:.2f} ms/step (+{1e3 * (t2 - t0) / per:.2f} ms)")
+    print(
+        f"inline {1e3 * t0 / per:.2f} ms/step; Ray 1 worker {1e3 * t1 / per:.2f} ms/step "
+        f"(+{1e3 * (t1 - t0) / per:.2f} ms); Ray 2 workers with all-reduce "
+        f"{1e3 * t2 / per:.2f} ms/step (+{1e3 * (t2 - t0) / per:.2f} ms)"
+    )
 
 
 def rss_mb(pids):
@@ -110,17 +125,28 @@ def bench_federated(places2, rounds):
     y = rng.integers(0, 10, len(x))
     sg.seed(0)
     model = nn.Sequential([nn.Dense(128, activation="relu"), nn.Dense(10)])
-    model.compile(optimizer=sg.optim.SGD(learning_rate=0.05),
-                  loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True))
-    way = Federated(clients=100, fraction=0.2, local_epochs=1, local_batch_size=20,
-                    partition="dirichlet", alpha=0.5, places=places2)
+    model.compile(
+        optimizer=sg.optim.SGD(learning_rate=0.05),
+        loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    way = Federated(
+        clients=100,
+        fraction=0.2,
+        local_epochs=1,
+        local_batch_size=20,
+        partition="dirichlet",
+        alpha=0.5,
+        places=places2,
+    )
     start = time.perf_counter()
     history = model.fit(x, y, epochs=rounds, verbose=0, way=way)
     per_round = (time.perf_counter() - start) / rounds
     pids = [os.getpid(), *places2.pids()]
-    print(f"{per_round:.2f} s per round (20 of 100 clients, 60 rows each on average); "
-          f"resident memory driver + 2 places: {rss_mb(pids):,.0f} MB (limit 4096 MB); "
-          f"{history.traffic['total_bytes'] / rounds / 1e6:.2f} MB crossed per round")
+    print(
+        f"{per_round:.2f} s per round (20 of 100 clients, 60 rows each on average); "
+        f"resident memory driver + 2 places: {rss_mb(pids):,.0f} MB (limit 4096 MB); "
+        f"{history.traffic['total_bytes'] / rounds / 1e6:.2f} MB crossed per round"
+    )
 
 
 def bench_dp_sgd(repeats=5):
@@ -130,16 +156,20 @@ def bench_dp_sgd(repeats=5):
     model.build_from_sample(x)
     times = {}
     with threadpool_limits(1):
-        for name, fn in (("per-example loop", per_example._looped),
-                         ("one batched pass", per_example._batched)):
+        for name, fn in (
+            ("per-example loop", per_example._looped),
+            ("one batched pass", per_example._batched),
+        ):
             fn(model, x, y, 1.0)
             start = time.perf_counter()
             for _ in range(repeats):
                 fn(model, x, y, 1.0)
             times[name] = (time.perf_counter() - start) / repeats
     loop, batched = times["per-example loop"], times["one batched pass"]
-    print(f"per-example loop {1e3 * loop:.1f} ms/step; one batched pass {1e3 * batched:.1f} "
-          f"ms/step ({loop / batched:.0f}x faster)")
+    print(
+        f"per-example loop {1e3 * loop:.1f} ms/step; one batched pass {1e3 * batched:.1f} "
+        f"ms/step ({loop / batched:.0f}x faster)"
+    )
 
 
 def main():
@@ -150,9 +180,14 @@ def main():
     import ray
 
     one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 1024 * 1024,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), **one_thread}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=256 * 1024 * 1024,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), **one_thread}},
+    )
     places2 = RayPlaces(2)
     bench_data_parallel(places2, args.steps)
     bench_overhead(places2, args.steps)

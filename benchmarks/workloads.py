@@ -27,8 +27,10 @@ def make_data(workload):
     if workload == "W1":
         return rng.standard_normal((batch, 784)).astype(np.float32), rng.integers(0, 10, batch)
     if workload in ("W2", "W6"):
-        return (rng.standard_normal((batch, 28, 28, 1)).astype(np.float32),
-                rng.integers(0, 10, batch))
+        return (
+            rng.standard_normal((batch, 28, 28, 1)).astype(np.float32),
+            rng.integers(0, 10, batch),
+        )
     if workload in ("W3", "W3b"):
         x = rng.integers(0, 83, (batch, 100))
         return x, rng.integers(0, 83, (batch, 100))
@@ -36,8 +38,10 @@ def make_data(workload):
         x = rng.random((batch, 784)).astype(np.float32)
         return x, x
     if workload == "W5":
-        return (rng.standard_normal((batch, 30)).astype(np.float32),
-                rng.integers(0, 2, (batch, 1)).astype(np.float32))
+        return (
+            rng.standard_normal((batch, 30)).astype(np.float32),
+            rng.integers(0, 2, (batch, 1)).astype(np.float32),
+        )
     raise KeyError(workload)
 
 
@@ -49,21 +53,30 @@ def splitgrad_step(workload):
     x, y = make_data(workload)
     ce = sg.losses.SparseCategoricalCrossentropy(from_logits=True)
     if workload == "W1":
-        layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"),
-                  nn.Dense(10)]
+        layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"), nn.Dense(10)]
         loss = ce
     elif workload in ("W2", "W6"):
-        layers = [nn.Conv2D(32, 3, activation="relu"), nn.MaxPool2D(2),
-                  nn.Conv2D(64, 3, activation="relu"), nn.MaxPool2D(2), nn.Flatten(),
-                  nn.Dense(128, activation="relu"), nn.Dense(10)]
+        layers = [
+            nn.Conv2D(32, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(64, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Flatten(),
+            nn.Dense(128, activation="relu"),
+            nn.Dense(10),
+        ]
         loss = ce
     elif workload in ("W3", "W3b"):
         units = 1024 if workload == "W3" else 256
         layers = [nn.Embedding(83, 256), nn.LSTM(units, return_sequences=True), nn.Dense(83)]
         loss = ce
     elif workload == "W4":
-        layers = [nn.Dense(512, activation="relu"), nn.Dense(32, activation="relu"),
-                  nn.Dense(512, activation="relu"), nn.Dense(784, activation="sigmoid")]
+        layers = [
+            nn.Dense(512, activation="relu"),
+            nn.Dense(32, activation="relu"),
+            nn.Dense(512, activation="relu"),
+            nn.Dense(784, activation="sigmoid"),
+        ]
         loss = "mse"
     else:
         layers = [nn.Dense(16, activation="relu"), nn.Dense(1)]
@@ -77,11 +90,13 @@ def splitgrad_step(workload):
         def infer():
             with sg.no_grad():
                 model(x)
+
         return infer
     model.train()
 
     def step():
         model.train_step(x, y)
+
     return step
 
 
@@ -98,13 +113,23 @@ def torch_step(workload):
     y = torch.from_numpy(y_np)
     ce = nn.CrossEntropyLoss()
     if workload == "W1":
-        model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
-                              nn.Linear(128, 10))
+        model = nn.Sequential(
+            nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
+        )
         loss_fn = ce
     elif workload in ("W2", "W6"):
-        model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                              nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(1600, 128),
+            nn.ReLU(),
+            nn.Linear(128, 10),
+        )
         loss_fn = ce
     elif workload in ("W3", "W3b"):
         units = 1024 if workload == "W3" else 256
@@ -124,8 +149,16 @@ def torch_step(workload):
         def loss_fn(logits, target):
             return ce(logits.reshape(-1, 83), target.reshape(-1))
     elif workload == "W4":
-        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 32), nn.ReLU(),
-                              nn.Linear(32, 512), nn.ReLU(), nn.Linear(512, 784), nn.Sigmoid())
+        model = nn.Sequential(
+            nn.Linear(784, 512),
+            nn.ReLU(),
+            nn.Linear(512, 32),
+            nn.ReLU(),
+            nn.Linear(32, 512),
+            nn.ReLU(),
+            nn.Linear(512, 784),
+            nn.Sigmoid(),
+        )
         loss_fn = nn.MSELoss()
     else:
         model = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 1))
@@ -136,6 +169,7 @@ def torch_step(workload):
         def infer():
             with torch.no_grad():
                 model(x)
+
         return infer
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -144,6 +178,7 @@ def torch_step(workload):
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+
     return step
 
 

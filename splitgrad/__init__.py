@@ -1,7 +1,7 @@
 """splitgrad: a readable deep-learning library with its own autograd engine on NumPy.
 
-    import splitgrad as sg
-    from splitgrad import nn
+import splitgrad as sg
+from splitgrad import nn
 """
 
 from . import callbacks as callbacks

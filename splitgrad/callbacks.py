@@ -44,11 +44,13 @@ class CallbackList(Callback):
 
     def __getattribute__(self, name):
         if name.startswith("on_"):
+
             def call_all(*args, **kwargs):
                 for cb in object.__getattribute__(self, "callbacks"):
                     hook = getattr(cb, name, None)
                     if hook is not None:
                         hook(*args, **kwargs)
+
             return call_all
         return object.__getattribute__(self, name)
 
@@ -83,8 +85,13 @@ class ProgressBar(Callback):
         if self.verbose == 1:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=self.steps, desc=f"Epoch {epoch + 1}/{self.epochs}",
-                            unit="batch", leave=True, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.steps,
+                desc=f"Epoch {epoch + 1}/{self.epochs}",
+                unit="batch",
+                leave=True,
+                dynamic_ncols=True,
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         if self.bar is not None:
@@ -117,8 +124,17 @@ class EarlyStopping(Callback):
     With restore_best_weights, the weights of the best epoch are restored at the end.
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
-                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+    def __init__(
+        self,
+        monitor="val_loss",
+        min_delta=0.0,
+        patience=0,
+        verbose=0,
+        mode="auto",
+        baseline=None,
+        restore_best_weights=False,
+        start_from_epoch=0,
+    ):
         self.monitor = monitor
         self.min_delta = abs(min_delta)
         self.patience = patience
@@ -183,8 +199,7 @@ class ModelCheckpoint(Callback):
     `filepath` may contain `{epoch}` and log names, e.g. "run/ckpt-{epoch:02d}".
     """
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto",
-                 verbose=0):
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", verbose=0):
         self.filepath = str(filepath)
         self.monitor = monitor
         self.save_best_only = save_best_only
@@ -200,7 +215,8 @@ class ModelCheckpoint(Callback):
                 warnings.warn(f"ModelCheckpoint: {self.monitor!r} not in logs", stacklevel=2)
                 return
             better = self.best is None or (
-                current < self.best if self.mode == "min" else current > self.best)
+                current < self.best if self.mode == "min" else current > self.best
+            )
             if not better:
                 return
             self.best = current

@@ -41,10 +41,19 @@ def cmd_train(args):
         from .split.cli import way_from_args
 
         way = way_from_args(args.way, args.places, args)
-    result = recipes.train(args.recipe, epochs=args.epochs, batch_size=args.batch_size,
-                           learning_rate=args.learning_rate, seed=args.seed, out=args.out,
-                           quick=args.quick, way=way, verbose=0 if args.quiet else 1,
-                           data_options={"text": args.text}, overwrite=args.overwrite)
+    result = recipes.train(
+        args.recipe,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        out=args.out,
+        quick=args.quick,
+        way=way,
+        verbose=0 if args.quiet else 1,
+        data_options={"text": args.text},
+        overwrite=args.overwrite,
+    )
     _print_metrics(result["metrics"])
     if result.get("traffic") is not None and args.quiet:  # fit printed it when not quiet
         from .split.accounting import format_report
@@ -73,14 +82,21 @@ def build_parser():
     p.add_argument("--learning-rate", type=cli_type(positive_number, "--learning-rate"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="folder for the model, curves and metrics (runs/RECIPE)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="let --out replace a folder that holds other files than a model")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --out replace a folder that holds other files than a model",
+    )
     p.add_argument("--quick", action="store_true", help="a small, fast run (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--text", help="a UTF-8 text file to train on (word-level recipes)")
     p.add_argument("--way", help="split training across places (see `splitgrad ways`)")
-    p.add_argument("--places", type=cli_type(positive_int, "--places"), default=2,
-                   help="number of places (workers/clients) for --way")
+    p.add_argument(
+        "--places",
+        type=cli_type(positive_int, "--places"),
+        default=2,
+        help="number of places (workers/clients) for --way",
+    )
     from .split.cli import add_way_options
 
     add_way_options(p)
@@ -123,8 +139,7 @@ def main(argv=None):
         args.func(args)
     except BrokenPipeError:  # e.g. `splitgrad ways | head`; before OSError, its base class
         return 0
-    except (recipes.UnknownRecipe, CheckpointError, OSError, ValueError,
-            PlaceUnreachable) as exc:
+    except (recipes.UnknownRecipe, CheckpointError, OSError, ValueError, PlaceUnreachable) as exc:
         print(f"splitgrad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

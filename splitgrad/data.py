@@ -101,7 +101,7 @@ def batch_order(n: int, batch_size: int, shuffle: bool, seed, epoch: int) -> lis
         order = np.random.default_rng(key).permutation(n)
     else:
         order = np.arange(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 class ArrayBatches:
@@ -136,10 +136,19 @@ class DataLoader:
     drawn from the default generator, so splitgrad.seed(n) still makes the run reproducible.
     """
 
-    def __init__(self, dataset_or_arrays, batch_size: int = 32, shuffle: bool = False,
-                 seed: int | None = None, drop_last: bool = False):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
+    def __init__(
+        self,
+        dataset_or_arrays,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+    ):
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}.")
         self.dataset = _as_dataset(dataset_or_arrays)
         self.batch_size = int(batch_size)
@@ -162,14 +171,15 @@ class DataLoader:
         if self._batch >= len(self):
             self._epoch, self._batch = self._epoch + 1, 0  # the last pass ended on its last batch
         x, y = self.dataset.x, self.dataset.y
-        order = batch_order(len(self.dataset), self.batch_size, self.shuffle, self.seed,
-                            self._epoch)
+        order = batch_order(
+            len(self.dataset), self.batch_size, self.shuffle, self.seed, self._epoch
+        )
         while self._batch < len(self):
             idx = order[self._batch]
             # Advance before yielding: a checkpoint taken after this batch resumes at the next.
             self._batch += 1
             if not self.shuffle:
-                yield x[idx[0]:idx[-1] + 1], y[idx[0]:idx[-1] + 1]  # slices: no copies
+                yield x[idx[0] : idx[-1] + 1], y[idx[0] : idx[-1] + 1]  # slices: no copies
             else:
                 yield x[idx], y[idx]
         self._epoch, self._batch = self._epoch + 1, 0
@@ -179,14 +189,24 @@ class DataLoader:
         epoch, batch = self._epoch, self._batch
         if batch >= len(self):
             epoch, batch = epoch + 1, 0
-        return {"epoch": epoch, "batch": batch, "seed": self.seed,
-                "num_samples": len(self.dataset), "batch_size": self.batch_size,
-                "shuffle": self.shuffle, "drop_last": self.drop_last}
+        return {
+            "epoch": epoch,
+            "batch": batch,
+            "seed": self.seed,
+            "num_samples": len(self.dataset),
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume at `state`'s position; the dataset size and batching must be the same."""
-        for key, mine in (("num_samples", len(self.dataset)), ("batch_size", self.batch_size),
-                          ("shuffle", self.shuffle), ("drop_last", self.drop_last)):
+        for key, mine in (
+            ("num_samples", len(self.dataset)),
+            ("batch_size", self.batch_size),
+            ("shuffle", self.shuffle),
+            ("drop_last", self.drop_last),
+        ):
             if key in state and state[key] != mine:
                 raise ValueError(
                     f"DataLoader.load_state_dict: the state was saved with {key}={state[key]!r} "
@@ -198,8 +218,10 @@ class DataLoader:
         self._batch = int(state["batch"])
 
     def __repr__(self) -> str:
-        return (f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, batches={len(self)})")
+        return (
+            f"DataLoader({self.dataset!r}, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}, batches={len(self)})"
+        )
 
 
 def train_test_split(x, y, test_size: float = 0.2, seed: int = 0, stratify: bool = False):
@@ -214,8 +236,7 @@ def train_test_split(x, y, test_size: float = 0.2, seed: int = 0, stratify: bool
         raise ValueError(
             f"train_test_split: x has {len(x)} samples but y has {len(y)}; they must match."
         )
-    return sk_split(x, y, test_size=test_size, random_state=seed,
-                    stratify=y if stratify else None)
+    return sk_split(x, y, test_size=test_size, random_state=seed, stratify=y if stratify else None)
 
 
 class Standardizer:
@@ -285,7 +306,9 @@ def one_hot(labels, num_classes: int) -> np.ndarray:
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.equal(np.mod(labels, 1), 0)):
-            raise ValueError(f"one_hot: labels must be integer class ids, got dtype {labels.dtype}.")
+            raise ValueError(
+                f"one_hot: labels must be integer class ids, got dtype {labels.dtype}."
+            )
         labels = labels.astype(np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(

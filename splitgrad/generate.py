@@ -31,8 +31,10 @@ def load_run(path, recipe):
     found = extra.get("recipe")
     if found != recipe:
         what = f"recipe {found!r}" if found else "no recipe (not made by `splitgrad train`)"
-        raise CheckpointError(f"{path}: this run was trained with {what}, not {recipe!r}; "
-                              f"train one with `splitgrad train {recipe}` or pass its --run")
+        raise CheckpointError(
+            f"{path}: this run was trained with {what}, not {recipe!r}; "
+            f"train one with `splitgrad train {recipe}` or pass its --run"
+        )
     return model, VOCABS[recipe].from_json(extra["vocab"])
 
 
@@ -94,8 +96,7 @@ def split_songs(text):
 def _run_tool(args, made, what):
     """Run a converter; None on success, else a one-line reason (never raises)."""
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=120,
-                              check=False)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"{what} failed: {exc}"
     if done.returncode != 0 or not Path(made).exists():
@@ -125,8 +126,9 @@ def write_songs(songs, out, audio=True):
         problem = _run_tool([abc2midi, str(abc), "-o", str(mid)], mid, f"{abc.name}: abc2midi")
         if problem is None:
             files.append(mid)
-            problem = _run_tool([timidity, str(mid), "-Ow", "-o", str(wav)], wav,
-                                f"{mid.name}: timidity")
+            problem = _run_tool(
+                [timidity, str(mid), "-Ow", "-o", str(wav)], wav, f"{mid.name}: timidity"
+            )
             if problem is None:
                 files.append(wav)
         if problem:
@@ -152,8 +154,14 @@ def next_words(model, vocab, prompt, top=5):
 # ----- the `splitgrad generate` command --------------------------------------------------
 def _cmd_songs(args):
     model, vocab = load_run(args.run or "runs/irish-lstm", "irish-lstm")
-    text = sample_text(model, vocab, start=args.start, length=args.length,
-                       temperature=args.temperature, seed=args.seed)
+    text = sample_text(
+        model,
+        vocab,
+        start=args.start,
+        length=args.length,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
     out = Path(args.out or Path(args.run or "runs/irish-lstm") / "songs")
     out.mkdir(parents=True, exist_ok=True)
     (out / "generated.txt").write_text(text, encoding="utf-8")
@@ -169,8 +177,10 @@ def _cmd_next_word(args):
     model, vocab = load_run(args.run or "runs/next-word", "next-word")
     unknown, best = next_words(model, vocab, args.prompt, args.top)
     if unknown:
-        print(f"note: not in the vocabulary, read as {WordVocab.UNK}: "
-              + ", ".join(repr(w) for w in unknown))
+        print(
+            f"note: not in the vocabulary, read as {WordVocab.UNK}: "
+            + ", ".join(repr(w) for w in unknown)
+        )
     print(f"{args.prompt!r} →")
     for word, p in best:
         print(f"  {word:<16} {p:.4f}")
@@ -184,10 +194,18 @@ def add_cli(sub):
     kinds = p.add_subparsers(dest="what", required=True)
     s = kinds.add_parser("irish-lstm", help="write new songs in ABC (+ .mid/.wav if possible)")
     s.add_argument("--run", help="the trained run folder (runs/irish-lstm)")
-    s.add_argument("--temperature", type=positive_float, default=1.0,
-                   help="below 1: safer, more repetitive; above 1: wilder")
-    s.add_argument("--length", type=positive_int, default=1000,
-                   help="characters to generate after the start text")
+    s.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=1.0,
+        help="below 1: safer, more repetitive; above 1: wilder",
+    )
+    s.add_argument(
+        "--length",
+        type=positive_int,
+        default=1000,
+        help="characters to generate after the start text",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--start", default="X", help="the text to start from (default 'X')")
     s.add_argument("--out", help="folder for the songs (RUN/songs)")

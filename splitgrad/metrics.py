@@ -120,8 +120,16 @@ def _accuracy_for(loss) -> Metric:
     )
 
 
-_CLASSES = {cls.__name__: cls for cls in (SparseCategoricalAccuracy, CategoricalAccuracy,
-                                          BinaryAccuracy, MeanAbsoluteError, MeanSquaredError)}
+_CLASSES = {
+    cls.__name__: cls
+    for cls in (
+        SparseCategoricalAccuracy,
+        CategoricalAccuracy,
+        BinaryAccuracy,
+        MeanAbsoluteError,
+        MeanSquaredError,
+    )
+}
 
 
 def to_spec(metric):

@@ -25,6 +25,8 @@ from .layers.layer import Layer, layer_class, register
 from .random import get_rng
 from .tensor import Tensor, no_grad
 
+_BLAS_THREADS = contextlib.nullcontext()  # the policy of models without recurrent layers
+
 
 def _check_pair(x, y):
     if y is not None and len(x) != len(y):
@@ -51,9 +53,11 @@ class _Iterated:
             count += 1
             yield batch
         if not count:
-            raise ValueError(f"fit: the batch source gave no batches in epoch {epoch + 1}; a "
-                             "generator is used up after one pass: pass a DataLoader or a "
-                             "list of batches to train for several epochs")
+            raise ValueError(
+                f"fit: the batch source gave no batches in epoch {epoch + 1}; a "
+                "generator is used up after one pass: pass a DataLoader or a "
+                "list of batches to train for several epochs"
+            )
 
 
 class Model(Layer):
@@ -68,7 +72,9 @@ class Model(Layer):
         self._thread_policy = None
 
     def __call__(self, x, *args, **kwargs):
-        with self.threads():
+        if self.threads() is _BLAS_THREADS:  # most models: no context to enter (per-call cost)
+            return super().__call__(x, *args, **kwargs)
+        with self._thread_policy:
             return super().__call__(x, *args, **kwargs)
 
     def threads(self):
@@ -81,7 +87,7 @@ class Model(Layer):
                 layer = stack.pop()
                 wanted = layer.wants_own_threads
                 stack.extend(child for _, child in layer.sublayers())
-            self._thread_policy = own_threads if wanted else contextlib.nullcontext()
+            self._thread_policy = own_threads if wanted else _BLAS_THREADS
         return self._thread_policy
 
     # ----- setup ------------------------------------------------------------------------
@@ -91,8 +97,10 @@ class Model(Layer):
         from . import optim as optim_mod
 
         if loss is None:
-            raise ValueError("compile: a loss is required, e.g. loss='mse' or "
-                             "loss='sparse_categorical_crossentropy'")
+            raise ValueError(
+                "compile: a loss is required, e.g. loss='mse' or "
+                "loss='sparse_categorical_crossentropy'"
+            )
         self.optimizer = optim_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
         self.metric_specs = list(metrics or [])
@@ -165,9 +173,22 @@ class Model(Layer):
         return self.train_step(x, y)
 
     # ----- the loops ----------------------------------------------------------------------
-    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            seed=None, way=None, validation_batch_size=None):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=32,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        initial_epoch=0,
+        seed=None,
+        way=None,
+        validation_batch_size=None,
+    ):
         """Train for `epochs` epochs; returns a History (`.history` dict, `.epoch` list).
 
         `x, y` are arrays, or `x` is a batch source (a `DataLoader`, `datasets.RandomWindows`,
@@ -179,32 +200,44 @@ class Model(Layer):
         epochs = check.non_negative_int(epochs, "fit: epochs")
         initial_epoch = check.non_negative_int(initial_epoch, "fit: initial_epoch")
         verbose = 1 if verbose == "auto" else check.non_negative_int(verbose, "fit: verbose")
-        source, held_out = self._batch_source(x, y, batch_size, shuffle, seed,
-                                              validation_split)
+        source, held_out = self._batch_source(x, y, batch_size, shuffle, seed, validation_split)
         if validation_data is None:
             validation_data = held_out
         if validation_data is not None:
             validation_data = tuple(validation_data)[:2]
         if way is not None:
             if not isinstance(source, ArrayBatches):
-                raise ValueError("fit: a way of splitting training needs arrays x and y (it "
-                                 "ships them to its places once), not a batch source")
+                raise ValueError(
+                    "fit: a way of splitting training needs arrays x and y (it "
+                    "ships them to its places once), not a batch source"
+                )
             step = way.step_function(self, source)
         else:
             step = training.LocalStep(self)
-        return training.run(self, source, step, epochs, initial_epoch, callbacks, verbose,
-                            validation_data,
-                            validation_batch_size or getattr(source, "batch_size", 32))
+        return training.run(
+            self,
+            source,
+            step,
+            epochs,
+            initial_epoch,
+            callbacks,
+            verbose,
+            validation_data,
+            validation_batch_size or getattr(source, "batch_size", 32),
+        )
 
     def _batch_source(self, x, y, batch_size, shuffle, seed, validation_split):
         """(the batch source `fit` trains on, the held-out validation pair or None); the model
         is built from the first batch."""
         batch_list = isinstance(x, (list, tuple)) and x and isinstance(x[0], tuple)
-        if y is None and (isinstance(x, (DataLoader, Iterator)) or hasattr(x, "batches")
-                          or batch_list):
+        if y is None and (
+            isinstance(x, (DataLoader, Iterator)) or hasattr(x, "batches") or batch_list
+        ):
             if validation_split:
-                raise ValueError("fit: validation_split needs arrays x and y; pass "
-                                 "validation_data=(x_val, y_val) with a batch source")
+                raise ValueError(
+                    "fit: validation_split needs arrays x and y; pass "
+                    "validation_data=(x_val, y_val) with a batch source"
+                )
             source = x if hasattr(x, "batches") else _Iterated(x)
             if not self.built:
                 first = next(iter(source.batches(0)), None)
@@ -218,8 +251,9 @@ class Model(Layer):
         held_out = None
         if validation_split:
             if not 0.0 < validation_split < 1.0:
-                raise ValueError(f"fit: validation_split must be in (0, 1), got "
-                                 f"{validation_split!r}")
+                raise ValueError(
+                    f"fit: validation_split must be in (0, 1), got {validation_split!r}"
+                )
             cut = int(len(x) * (1.0 - validation_split))
             x, y, held_out = x[:cut], y[:cut], (x[cut:], y[cut:])
         if len(x) == 0:
@@ -246,7 +280,7 @@ class Model(Layer):
         try:
             with no_grad():
                 for i in range(0, len(x), batch_size):
-                    xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                    xb, yb = x[i : i + batch_size], y[i : i + batch_size]
                     loss = self.compute_loss(xb, yb)
                     total += float(loss.data) * len(xb)
                     count += len(xb)
@@ -267,7 +301,7 @@ class Model(Layer):
         self.eval()
         try:
             with no_grad():
-                outs = [self(x[i:i + batch_size]).data for i in range(0, len(x), batch_size)]
+                outs = [self(x[i : i + batch_size]).data for i in range(0, len(x), batch_size)]
         finally:
             self.train(was)
         return np.concatenate(outs) if outs else np.zeros((0,))
@@ -355,9 +389,12 @@ class Sequential(Model):
         return x
 
     def get_config(self):
-        return {**super().get_config(),
-                "layers": [{"class": type(la).__name__, "config": la.get_config()}
-                           for la in self.layers]}
+        return {
+            **super().get_config(),
+            "layers": [
+                {"class": type(la).__name__, "config": la.get_config()} for la in self.layers
+            ],
+        }
 
     @classmethod
     def from_config(cls, config):

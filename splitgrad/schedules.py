@@ -30,7 +30,8 @@ def _positive(cls_name, arg, value):
 
 
 class StepDecay(LearningRateSchedule):
-    """lr = initial_learning_rate · gamma^⌊step / step_size⌋ (PyTorch's StepLR, counted in steps)."""
+    """lr = initial_learning_rate · gamma^⌊step / step_size⌋ (PyTorch's StepLR, counted in
+    steps)."""
 
     def __init__(self, initial_learning_rate, step_size, gamma=0.1):
         self.initial_learning_rate = float(initial_learning_rate)
@@ -41,8 +42,11 @@ class StepDecay(LearningRateSchedule):
         return self.initial_learning_rate * self.gamma ** (int(step) // self.step_size)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "step_size": self.step_size, "gamma": self.gamma}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+        }
 
 
 class ExponentialDecay(LearningRateSchedule):
@@ -58,12 +62,15 @@ class ExponentialDecay(LearningRateSchedule):
         power = int(step) / self.decay_steps
         if self.staircase:
             power = math.floor(power)
-        return self.initial_learning_rate * self.decay_rate ** power
+        return self.initial_learning_rate * self.decay_rate**power
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-                "staircase": self.staircase}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+        }
 
 
 class CosineDecay(LearningRateSchedule):
@@ -73,8 +80,9 @@ class CosineDecay(LearningRateSchedule):
     over warmup_steps, and warmup_target is the peak (Keras's CosineDecay).
     """
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_steps=0,
-                 warmup_target=None):
+    def __init__(
+        self, initial_learning_rate, decay_steps, alpha=0.0, warmup_steps=0, warmup_target=None
+    ):
         self.initial_learning_rate = float(initial_learning_rate)
         self.decay_steps = int(_positive("CosineDecay", "decay_steps", decay_steps))
         self.alpha = float(alpha)
@@ -96,9 +104,13 @@ class CosineDecay(LearningRateSchedule):
         return peak * ((1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * frac)) + self.alpha)
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_steps": self.decay_steps, "alpha": self.alpha,
-                "warmup_steps": self.warmup_steps, "warmup_target": self.warmup_target}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "alpha": self.alpha,
+            "warmup_steps": self.warmup_steps,
+            "warmup_target": self.warmup_target,
+        }
 
 
 class LinearWarmup(LearningRateSchedule):
@@ -125,8 +137,11 @@ class LinearWarmup(LearningRateSchedule):
 
     def get_config(self):
         after = serialize(self.after) if callable(self.after) else self.after
-        return {"learning_rate": after, "warmup_steps": self.warmup_steps,
-                "initial_learning_rate": self.initial_learning_rate}
+        return {
+            "learning_rate": after,
+            "warmup_steps": self.warmup_steps,
+            "initial_learning_rate": self.initial_learning_rate,
+        }
 
 
 _SCHEDULES = {c.__name__: c for c in (StepDecay, ExponentialDecay, CosineDecay, LinearWarmup)}
@@ -149,5 +164,7 @@ def get(identifier):
         return float(identifier)
     if hasattr(identifier, "item") and getattr(identifier, "size", 0) == 1:
         return float(identifier.item())
-    raise TypeError(f"learning_rate must be a number or a LearningRateSchedule, got "
-                    f"{type(identifier).__name__}: {identifier!r}")
+    raise TypeError(
+        f"learning_rate must be a number or a LearningRateSchedule, got "
+        f"{type(identifier).__name__}: {identifier!r}"
+    )

@@ -30,8 +30,9 @@ def _tiles(path, images, title, labels=None, cmap="gray", symmetric=False):
     """Save `images` (n, h, w) as a grid of small panels."""
     plt = _pyplot()
     rows, cols = _grid(len(images))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols + 0.4, 1.4 * rows + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.4 * cols + 0.4, 1.4 * rows + 0.6), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= len(images):
@@ -54,8 +55,14 @@ def _tiles(path, images, title, labels=None, cmap="gray", symmetric=False):
 def plot_filters(kernel, path, title="first Conv2D layer filters (red > 0, blue < 0)"):
     """One panel per filter of a (kh, kw, in, out) kernel; channels are averaged when in > 1."""
     k = np.asarray(kernel, dtype=np.float64).mean(axis=2)  # (kh, kw, out)
-    return _tiles(path, np.moveaxis(k, -1, 0), title, labels=[f"{i}" for i in range(k.shape[-1])],
-                  cmap="RdBu_r", symmetric=True)
+    return _tiles(
+        path,
+        np.moveaxis(k, -1, 0),
+        title,
+        labels=[f"{i}" for i in range(k.shape[-1])],
+        cmap="RdBu_r",
+        symmetric=True,
+    )
 
 
 def feature_maps(model, image):
@@ -75,8 +82,9 @@ def plot_feature_maps(model, image, path, label=None):
     plt = _pyplot()
     maps = feature_maps(model, image)
     cols = max(min(16, m.shape[-1]) for _, m in maps) + 1
-    fig, axes = plt.subplots(len(maps), cols, figsize=(1.1 * cols, 1.3 * len(maps) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(maps), cols, figsize=(1.1 * cols, 1.3 * len(maps) + 0.5), squeeze=False
+    )
     for row, (name, m) in enumerate(maps):
         for ax in axes[row]:
             ax.axis("off")
@@ -98,8 +106,14 @@ def plot_dense_weights(kernel, image_shape, path, max_units=32):
     k = np.asarray(kernel)
     units = min(max_units, k.shape[1])
     images = [k[:, j].reshape(h, w) for j in range(units)]
-    return _tiles(path, images, f"first Dense layer: weights of units 0–{units - 1}",
-                  labels=[f"unit {j}" for j in range(units)], cmap="RdBu_r", symmetric=True)
+    return _tiles(
+        path,
+        images,
+        f"first Dense layer: weights of units 0–{units - 1}",
+        labels=[f"unit {j}" for j in range(units)],
+        cmap="RdBu_r",
+        symmetric=True,
+    )
 
 
 def confusion_matrix(y_true, y_pred, classes):
@@ -150,19 +164,24 @@ def show_run(run, out=None):
     model = load_model(run)
     extra = getattr(model, "saved_extra", {}) or {}
     if "recipe" not in extra:
-        raise CheckpointError(f"{run}: not made by `splitgrad train`, so its test data is "
-                              "unknown; run `splitgrad show` on a recipe's run folder")
+        raise CheckpointError(
+            f"{run}: not made by `splitgrad train`, so its test data is "
+            "unknown; run `splitgrad show` on a recipe's run folder"
+        )
     name = extra["recipe"]
     recipe = recipes.get(name)
-    data, _ = recipes.load_recipe_data(name, recipe, extra.get("quick", False),
-                                       extra.get("seed", 0), extra.get("data_options"))
+    data, _ = recipes.load_recipe_data(
+        name, recipe, extra.get("quick", False), extra.get("seed", 0), extra.get("data_options")
+    )
     x_test = np.asarray(data.x_test)
     image_input = x_test.ndim == 4
     convs = [la for la in getattr(model, "layers", []) if isinstance(la, Conv2D)]
     dense = _first_dense_after_flatten(model, x_test.shape[1:]) if image_input else None
     if not convs and dense is None:
-        raise ValueError(f"{run}: recipe {name!r} has no Conv2D layer and no Dense layer on "
-                         "images, so there are no filters to draw")
+        raise ValueError(
+            f"{run}: recipe {name!r} has no Conv2D layer and no Dense layer on "
+            "images, so there are no filters to draw"
+        )
     out = Path(out or run)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -180,7 +199,6 @@ def show_run(run, out=None):
         counts = confusion_matrix(data.y_test, logits.argmax(axis=-1), classes)
         written.append(plot_confusion(counts, out / "confusion.png", names))
     return [str(p) for p in written]
-
 
 
 def _cmd_show(args):

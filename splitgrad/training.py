@@ -70,8 +70,17 @@ class LocalStep(StepFunction):
         return {m.name: m.result() for m in self.model.metrics}
 
 
-def run(model, source, step: StepFunction, epochs: int, initial_epoch: int = 0,
-        callbacks=None, verbose: int = 1, validation=None, validation_batch_size: int = 32):
+def run(
+    model,
+    source,
+    step: StepFunction,
+    epochs: int,
+    initial_epoch: int = 0,
+    callbacks=None,
+    verbose: int = 1,
+    validation=None,
+    validation_batch_size: int = 32,
+):
     """Train for epochs [initial_epoch, epochs); returns the History (also `model.history`).
 
     `validation` = (x, y) is evaluated after each epoch into val_* logs.
@@ -100,8 +109,7 @@ def run(model, source, step: StepFunction, epochs: int, initial_epoch: int = 0,
         logs = {"loss": total / count if count else float("nan"), **step.logs()}
         logs.update(step.end_epoch(epoch))
         if validation is not None:
-            vals = model.evaluate(*validation, batch_size=validation_batch_size,
-                                  return_dict=True)
+            vals = model.evaluate(*validation, batch_size=validation_batch_size, return_dict=True)
             logs.update({f"val_{k}": v for k, v in vals.items()})
         cb.on_epoch_end(epoch, logs)
         if model.stop_training:

@@ -30,8 +30,12 @@ def non_negative_int(value, what: str) -> int:
 
 def positive_number(value, what: str) -> float:
     """`value` as a finite float > 0 (inf and NaN are refused: they train to NaN)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -40,10 +44,16 @@ def numeric_array(x, what: str) -> np.ndarray:
     """User data as a numeric ndarray: ragged lists, objects and strings, NaN and inf refused."""
     if isinstance(getattr(x, "data", None), np.ndarray):
         x = x.data  # a Tensor
-    if isinstance(x, (list, tuple)) and x and isinstance(x[0], np.ndarray) \
-            and len({a.shape for a in x}) > 1:
-        raise TypeError(f"{what}: expected one array, got a list of {len(x)} arrays of "
-                        "different shapes; stack them into one array of samples")
+    if (
+        isinstance(x, (list, tuple))
+        and x
+        and isinstance(x[0], np.ndarray)
+        and len({a.shape for a in x}) > 1
+    ):
+        raise TypeError(
+            f"{what}: expected one array, got a list of {len(x)} arrays of "
+            "different shapes; stack them into one array of samples"
+        )
     try:
         arr = np.asarray(x)
     except ValueError:  # NumPy ≥ 1.24 refuses ragged nested lists outright
@@ -51,8 +61,10 @@ def numeric_array(x, what: str) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         shapes = _row_shapes(x)
         detail = f" (rows of shapes {shapes})" if shapes else f" (dtype {arr.dtype})"
-        raise TypeError(f"{what}: could not turn the data into a numeric array{detail}; give "
-                        "every sample the same shape and numeric values")
+        raise TypeError(
+            f"{what}: could not turn the data into a numeric array{detail}; give "
+            "every sample the same shape and numeric values"
+        )
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))
         raise ValueError(
@@ -78,6 +90,7 @@ def _row_shapes(x) -> list:
 
 def cli_type(check, what: str):
     """An argparse `type=` from a check: '--epochs -1' becomes a one-line usage error."""
+
     def parse(text):
         try:
             value = float(text) if check is positive_number else int(text)
@@ -87,5 +100,6 @@ def cli_type(check, what: str):
             return check(value, what)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
     parse.__name__ = check.__name__  # argparse names the type in its messages
     return parse

@@ -32,5 +32,6 @@ def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 def assert_close(ours, theirs, rtol=1e-7, atol=1e-9, what=""):
     if isinstance(theirs, torch.Tensor):
         theirs = theirs.detach().numpy()
-    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=rtol, atol=atol,
-                               err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(ours), np.asarray(theirs), rtol=rtol, atol=atol, err_msg=what
+    )

@@ -52,41 +52,105 @@ def drive(callback, values, monitor="val_loss"):
 # (kwargs, monitor, values, last epoch run, restored weights' epoch)
 SCRIPTS = {
     "patience 0 stops at the first non-improvement": (
-        {"patience": 0}, "val_loss", [1.0, 0.9, 0.9, 0.5], 2, 1),
+        {"patience": 0},
+        "val_loss",
+        [1.0, 0.9, 0.9, 0.5],
+        2,
+        1,
+    ),
     "patience 2 counts epochs since the best": (
-        {"patience": 2}, "val_loss", [1.0, 0.9, 0.95, 0.93, 0.1], 3, 1),
+        {"patience": 2},
+        "val_loss",
+        [1.0, 0.9, 0.95, 0.93, 0.1],
+        3,
+        1,
+    ),
     "improvement resets the wait": (
-        {"patience": 2}, "val_loss", [1.0, 1.1, 0.9, 1.2, 0.8, 1.3, 1.4, 0.1], 6, 4),
-    "never stops while improving": (
-        {"patience": 1}, "val_loss", [5.0, 4.0, 3.0, 2.0, 1.0], 4, 4),
-    "does not stop at epoch 0": (
-        {"patience": 0}, "val_loss", [1.0, 0.5, 0.6], 2, 1),
+        {"patience": 2},
+        "val_loss",
+        [1.0, 1.1, 0.9, 1.2, 0.8, 1.3, 1.4, 0.1],
+        6,
+        4,
+    ),
+    "never stops while improving": ({"patience": 1}, "val_loss", [5.0, 4.0, 3.0, 2.0, 1.0], 4, 4),
+    "does not stop at epoch 0": ({"patience": 0}, "val_loss", [1.0, 0.5, 0.6], 2, 1),
     "min_delta: a small drop is no improvement": (
-        {"patience": 1, "min_delta": 0.1}, "val_loss", [1.0, 0.95, 0.5], 1, 0),
+        {"patience": 1, "min_delta": 0.1},
+        "val_loss",
+        [1.0, 0.95, 0.5],
+        1,
+        0,
+    ),
     "min_delta: a big drop is one": (
-        {"patience": 1, "min_delta": 0.1}, "val_loss", [1.0, 0.85, 0.8, 0.7], 2, 1),
+        {"patience": 1, "min_delta": 0.1},
+        "val_loss",
+        [1.0, 0.85, 0.8, 0.7],
+        2,
+        1,
+    ),
     "negative min_delta means the same as positive": (
-        {"patience": 1, "min_delta": -0.1}, "val_loss", [1.0, 0.95, 0.5], 1, 0),
+        {"patience": 1, "min_delta": -0.1},
+        "val_loss",
+        [1.0, 0.95, 0.5],
+        1,
+        0,
+    ),
     "mode auto maximises accuracy": (
-        {"patience": 2, "monitor": "val_accuracy"}, "val_accuracy",
-        [0.5, 0.6, 0.6, 0.55, 0.9], 3, 1),
+        {"patience": 2, "monitor": "val_accuracy"},
+        "val_accuracy",
+        [0.5, 0.6, 0.6, 0.55, 0.9],
+        3,
+        1,
+    ),
     "mode max on a custom metric": (
-        {"patience": 1, "monitor": "score", "mode": "max"}, "score", [1.0, 2.0, 1.5], 2, 1),
+        {"patience": 1, "monitor": "score", "mode": "max"},
+        "score",
+        [1.0, 2.0, 1.5],
+        2,
+        1,
+    ),
     "mode min on an accuracy-like name": (
-        {"patience": 1, "monitor": "val_accuracy", "mode": "min"}, "val_accuracy",
-        [0.5, 0.4, 0.45], 2, 1),
+        {"patience": 1, "monitor": "val_accuracy", "mode": "min"},
+        "val_accuracy",
+        [0.5, 0.4, 0.45],
+        2,
+        1,
+    ),
     "baseline not beaten: wait keeps growing though best improves": (
-        {"patience": 3, "baseline": 0.5}, "val_loss", [0.9, 0.8, 0.85, 0.86, 0.1], 2, 1),
+        {"patience": 3, "baseline": 0.5},
+        "val_loss",
+        [0.9, 0.8, 0.85, 0.86, 0.1],
+        2,
+        1,
+    ),
     "without that baseline the same run goes on": (
-        {"patience": 3}, "val_loss", [0.9, 0.8, 0.85, 0.86, 0.1], 4, 4),
+        {"patience": 3},
+        "val_loss",
+        [0.9, 0.8, 0.85, 0.86, 0.1],
+        4,
+        4,
+    ),
     "baseline beaten resets the wait": (
-        {"patience": 3, "baseline": 0.85}, "val_loss", [0.9, 0.8, 0.85, 0.86, 0.87, 0.1], 4, 1),
+        {"patience": 3, "baseline": 0.85},
+        "val_loss",
+        [0.9, 0.8, 0.85, 0.86, 0.87, 0.1],
+        4,
+        1,
+    ),
     "start_from_epoch ignores the warm-up epochs": (
-        {"patience": 1, "start_from_epoch": 2}, "val_loss", [0.5, 0.4, 1.0, 1.1, 0.1], 3, 2),
+        {"patience": 1, "start_from_epoch": 2},
+        "val_loss",
+        [0.5, 0.4, 1.0, 1.1, 0.1],
+        3,
+        2,
+    ),
 }
 
-STOP_AT_THE_END = {"does not stop at epoch 0", "mode max on a custom metric",
-                   "mode min on an accuracy-like name"}
+STOP_AT_THE_END = {
+    "does not stop at epoch 0",
+    "mode max on a custom metric",
+    "mode min on an accuracy-like name",
+}
 
 
 @pytest.mark.parametrize("name", list(SCRIPTS))
@@ -128,9 +192,11 @@ def _data(n=96, seed=0):
 def _model(seed=0, lr=0.01):
     sg.seed(seed)
     model = nn.Sequential([nn.Dense(8, activation="relu"), nn.Dense(2)])
-    model.compile(optimizer=optim.Adam(learning_rate=lr),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optim.Adam(learning_rate=lr),
+        loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -151,8 +217,9 @@ def test_early_stopping_inside_fit_stops_and_restores_the_best_epoch():
     model = _model()
     script = Script([1.0, 0.7, 0.8, 0.9, 0.95, 0.1, 0.1])
     stop = cbks.EarlyStopping(patience=3, restore_best_weights=True)
-    history = model.fit(x, y, epochs=7, validation_split=0.25, verbose=0, seed=0,
-                        callbacks=[script, stop])
+    history = model.fit(
+        x, y, epochs=7, validation_split=0.25, verbose=0, seed=0, callbacks=[script, stop]
+    )
     assert history.epoch == [0, 1, 2, 3, 4]
     assert stop.stopped_epoch == 4 and stop.best_epoch == 1
     for ours, best in zip(model.get_weights(), script.snapshots[1]):
@@ -164,8 +231,7 @@ def test_model_checkpoint_save_best_only(tmp_path):
     model = _model()
     script = Script([1.0, 1.2, 0.8, 0.8, 0.5])
     ckpt = cbks.ModelCheckpoint(tmp_path / "ckpt-{epoch:02d}", save_best_only=True)
-    model.fit(x, y, epochs=5, validation_split=0.25, verbose=0, seed=0,
-              callbacks=[script, ckpt])
+    model.fit(x, y, epochs=5, validation_split=0.25, verbose=0, seed=0, callbacks=[script, ckpt])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-01", "ckpt-03", "ckpt-05"]
     restored = load_model(tmp_path / "ckpt-03")
     for ours, saved in zip(script.snapshots[2], restored.get_weights()):
@@ -176,8 +242,14 @@ def test_model_checkpoint_save_best_only(tmp_path):
 def test_model_checkpoint_every_epoch_and_max_mode(tmp_path):
     x, y = _data()
     model = _model()
-    model.fit(x, y, epochs=2, verbose=0, seed=0,
-              callbacks=[cbks.ModelCheckpoint(tmp_path / "every-{epoch}")])
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        seed=0,
+        callbacks=[cbks.ModelCheckpoint(tmp_path / "every-{epoch}")],
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["every-1", "every-2"]
     best = cbks.ModelCheckpoint(tmp_path / "best", monitor="accuracy", save_best_only=True)
     assert best.mode == "max"
@@ -187,16 +259,25 @@ def test_csv_logger(tmp_path):
     x, y = _data()
     model = _model()
     path = tmp_path / "log.csv"
-    history = model.fit(x, y, epochs=3, validation_split=0.25, verbose=0, seed=0,
-                        callbacks=[cbks.CSVLogger(path)])
+    history = model.fit(
+        x, y, epochs=3, validation_split=0.25, verbose=0, seed=0, callbacks=[cbks.CSVLogger(path)]
+    )
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
     assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
     assert [float(r[2]) for r in rows[1:]] == pytest.approx(history.history["loss"])
     # append=True continues the file without a second header
-    model.fit(x, y, epochs=4, initial_epoch=3, validation_split=0.25, verbose=0, seed=0,
-              callbacks=[cbks.CSVLogger(path, append=True)])
+    model.fit(
+        x,
+        y,
+        epochs=4,
+        initial_epoch=3,
+        validation_split=0.25,
+        verbose=0,
+        seed=0,
+        callbacks=[cbks.CSVLogger(path, append=True)],
+    )
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     assert [r[0] for r in rows] == ["epoch", "0", "1", "2", "3"]
@@ -219,8 +300,9 @@ def test_terminate_on_nan_stops_training(capsys):
     model = Diverging([nn.Dense(2)])
     model.compile(optimizer="sgd", loss=losses.SparseCategoricalCrossentropy(from_logits=True))
     count = cbks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
-    history = model.fit(x, y, batch_size=8, epochs=5, verbose=0, seed=0,
-                        callbacks=[count, cbks.TerminateOnNaN()])
+    history = model.fit(
+        x, y, batch_size=8, epochs=5, verbose=0, seed=0, callbacks=[count, cbks.TerminateOnNaN()]
+    )
     assert batches == [0, 1, 2]
     assert history.epoch == [0] and math.isnan(history.history["loss"][0])
     assert "invalid loss" in capsys.readouterr().out
@@ -237,8 +319,14 @@ def test_lambda_callback_hooks_and_rejects_unknown_names():
         on_train_end=lambda logs=None: seen.append("end"),
     )
     model.fit(x, y, epochs=2, batch_size=48, verbose=0, seed=0, callbacks=[cb])
-    assert seen == ["begin", "e0", "end0:['accuracy', 'loss']", "e1",
-                    "end1:['accuracy', 'loss']", "end"]
+    assert seen == [
+        "begin",
+        "e0",
+        "end0:['accuracy', 'loss']",
+        "e1",
+        "end1:['accuracy', 'loss']",
+        "end",
+    ]
     with pytest.raises(ValueError, match="unknown hook"):
         cbks.LambdaCallback(epoch_end=print)
 
@@ -249,7 +337,8 @@ def test_learning_rate_scheduler_sets_the_rate_each_epoch():
     seen = []
     schedule = cbks.LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else lr)
     spy = cbks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs=None: seen.append(model.optimizer.learning_rate))
+        on_epoch_begin=lambda epoch, logs=None: seen.append(model.optimizer.learning_rate)
+    )
     model.fit(x, y, epochs=3, verbose=0, seed=0, callbacks=[schedule, spy])
     assert seen == pytest.approx([0.1, 0.05, 0.025])
 

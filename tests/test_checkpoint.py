@@ -103,15 +103,18 @@ def to_legacy(folder):
     config = json.loads((folder / checkpoint.CONFIG).read_text())
     config["version"] = 1
     config.pop("layer_rng_states")
-    config["sha256"] = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest()
-                        for n in (checkpoint.WEIGHTS, checkpoint.OPTIMIZER)
-                        if (folder / n).exists()}
+    config["sha256"] = {
+        n: hashlib.sha256((folder / n).read_bytes()).hexdigest()
+        for n in (checkpoint.WEIGHTS, checkpoint.OPTIMIZER)
+        if (folder / n).exists()
+    }
     (folder / checkpoint.CONFIG).write_text(json.dumps(config))
     (folder / checkpoint.MANIFEST).unlink()
 
 
 def _no_hang(seconds=10):
     """Raise TimeoutError in this process after `seconds` (a guard against hangs only)."""
+
     def alarm(signum, frame):
         raise TimeoutError("a checkpoint load hung")
 
@@ -137,8 +140,10 @@ def test_round_trip_is_bitwise(tmp_path, opt_name):
 def test_save_weights_and_load_weights(tmp_path):
     model = _trained()
     model.save_weights(tmp_path / "w")
-    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [checkpoint.MANIFEST,
-                                                                 checkpoint.WEIGHTS]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [
+        checkpoint.MANIFEST,
+        checkpoint.WEIGHTS,
+    ]
     other = make("adam")
     other.build_from_sample(batches(1)[0][0])
     other.load_weights(tmp_path / "w")
@@ -178,8 +183,11 @@ def test_resume_in_a_new_process_equals_straight_training(tmp_path, opt_name):
 
     script = tmp_path / "resume.py"
     script.write_text(RESUME)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "half"), str(tmp_path / "full"),
-                    str(n)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "half"), str(tmp_path / "full"), str(n)],
+        check=True,
+        cwd=tmp_path,
+    )
     resumed = load_model(tmp_path / "full")
     assert resumed.optimizer.iterations == 2 * n
     _assert_same_state(model, resumed)
@@ -256,8 +264,7 @@ def test_seeded_layer_generators_round_trip(tmp_path):
     config = json.loads((tmp_path / "m" / checkpoint.CONFIG).read_text())
     assert list(config["layer_rng_states"]) == ["layers.1."]
     loaded = load_model(tmp_path / "m")
-    assert (loaded.layers[1].rng.bit_generator.state
-            == model.layers[1].rng.bit_generator.state)
+    assert loaded.layers[1].rng.bit_generator.state == model.layers[1].rng.bit_generator.state
 
 
 # ----- the manifest ---------------------------------------------------------------------------
@@ -271,8 +278,11 @@ def saved(tmp_path):
 def test_manifest_vouches_for_every_file_and_itself(saved):
     doc = json.loads((saved / checkpoint.MANIFEST).read_text())
     names = sorted(p.name for p in saved.iterdir() if p.name != checkpoint.MANIFEST)
-    assert sorted(doc["files"]) == names == [checkpoint.CONFIG, checkpoint.OPTIMIZER,
-                                            checkpoint.WEIGHTS]
+    assert (
+        sorted(doc["files"])
+        == names
+        == [checkpoint.CONFIG, checkpoint.OPTIMIZER, checkpoint.WEIGHTS]
+    )
     for name, info in doc["files"].items():
         data = (saved / name).read_bytes()
         assert info == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
@@ -321,7 +331,8 @@ def test_legacy_weights_folder(tmp_path):
     (tmp_path / "w" / checkpoint.MANIFEST).unlink()
     data = (tmp_path / "w" / checkpoint.WEIGHTS).read_bytes()
     (tmp_path / "w" / "sha256.json").write_text(
-        json.dumps({checkpoint.WEIGHTS: hashlib.sha256(data).hexdigest()}))
+        json.dumps({checkpoint.WEIGHTS: hashlib.sha256(data).hexdigest()})
+    )
     other = make("adam")
     other.build_from_sample(batches(1)[0][0])
     with pytest.raises(CheckpointError, match="verify=False"):
@@ -357,11 +368,20 @@ def _flip(path, offset):
 
 
 @pytest.mark.parametrize("name", [checkpoint.WEIGHTS, checkpoint.OPTIMIZER])
-@pytest.mark.parametrize("damage, signed", [
-    ("truncate", False), ("flip header", False), ("flip data", False), ("empty", False),
-    # Re-signed, the damage reaches the safetensors parser (a re-signed flip in the data is
-    # a valid file of other numbers, so it is not here).
-    ("truncate", True), ("flip header", True), ("empty", True)])
+@pytest.mark.parametrize(
+    "damage, signed",
+    [
+        ("truncate", False),
+        ("flip header", False),
+        ("flip data", False),
+        ("empty", False),
+        # Re-signed, the damage reaches the safetensors parser (a re-signed flip in the data is
+        # a valid file of other numbers, so it is not here).
+        ("truncate", True),
+        ("flip header", True),
+        ("empty", True),
+    ],
+)
 def test_corrupt_tensor_file_names_the_file(saved, name, damage, signed):
     target = saved / name
     size = target.stat().st_size
@@ -379,8 +399,19 @@ def test_corrupt_tensor_file_names_the_file(saved, name, damage, signed):
         load_model(saved)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "not an object", "wrong format",
-                                    "missing keys", "deep", "version text", "newer"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncate",
+        "garbage",
+        "not an object",
+        "wrong format",
+        "missing keys",
+        "deep",
+        "version text",
+        "newer",
+    ],
+)
 @pytest.mark.parametrize("signed", [False, True])
 def test_corrupt_config_names_the_file(saved, damage, signed):
     config = saved / checkpoint.CONFIG
@@ -398,8 +429,9 @@ def test_corrupt_config_names_the_file(saved, damage, signed):
         del data["input_shape"]
         config.write_text(json.dumps(data))
     elif damage == "deep":
-        config.write_text(json.dumps({**data, "extra": {"x": "["}}).replace(
-            '"["', "[" * 1000 + "]" * 1000))
+        config.write_text(
+            json.dumps({**data, "extra": {"x": "["}}).replace('"["', "[" * 1000 + "]" * 1000)
+        )
     elif damage == "version text":
         config.write_text(json.dumps({**data, "version": "1"}))
     else:
@@ -410,27 +442,32 @@ def test_corrupt_config_names_the_file(saved, damage, signed):
         load_model(saved)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda c: c["config"]["layers"][0]["config"].update(units=10**9), "values"),
-    (lambda c: c["config"]["layers"][0]["config"].update(units=-4), "negative|must"),
-    (lambda c: c.update(input_shape=[1, 10**6, 10**6]), "per sample"),
-    (lambda c: c.update(input_shape=[1, -6]), "input_shape"),
-    (lambda c: c.update({"class": "os.system"}), "unknown layer class"),
-    (lambda c: c["config"]["layers"][0].update({"class": "__import__"}), "unknown layer"),
-    (lambda c: c["config"].update(dtype="int8"), "dtype"),
-    (lambda c: c["config"].update(dtype="U100000"), "dtype"),
-    (lambda c: c["compile"]["optimizer"].update({"class": "os.system"}), "unknown optimizer"),
-    (lambda c: c["optimizer_state"]["config"].update(learning_rate=-1.0), "learning_rate"),
-    (lambda c: c["optimizer_state"]["config"].update(beta_1=5), "beta_1"),
-    (lambda c: c["optimizer_state"]["config"].update(learning_rate=float("inf")),
-     "learning_rate"),
-    (lambda c: c["optimizer_state"].update(step=-3), "step"),
-    (lambda c: c["rng_state"].update(state={"state": "x"}), "rng_state"),
-    (lambda c: c.update(rng_state=[1, 2]), "rng_state"),
-    (lambda c: c["rng_state"]["state"].update(state=10**60), "rng_state"),
-    (lambda c: c.update(layer_rng_states={"../../x": {}}), "generators"),
-    (lambda c: c["compile"].update(metrics="zz"), "metric"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda c: c["config"]["layers"][0]["config"].update(units=10**9), "values"),
+        (lambda c: c["config"]["layers"][0]["config"].update(units=-4), "negative|must"),
+        (lambda c: c.update(input_shape=[1, 10**6, 10**6]), "per sample"),
+        (lambda c: c.update(input_shape=[1, -6]), "input_shape"),
+        (lambda c: c.update({"class": "os.system"}), "unknown layer class"),
+        (lambda c: c["config"]["layers"][0].update({"class": "__import__"}), "unknown layer"),
+        (lambda c: c["config"].update(dtype="int8"), "dtype"),
+        (lambda c: c["config"].update(dtype="U100000"), "dtype"),
+        (lambda c: c["compile"]["optimizer"].update({"class": "os.system"}), "unknown optimizer"),
+        (lambda c: c["optimizer_state"]["config"].update(learning_rate=-1.0), "learning_rate"),
+        (lambda c: c["optimizer_state"]["config"].update(beta_1=5), "beta_1"),
+        (
+            lambda c: c["optimizer_state"]["config"].update(learning_rate=float("inf")),
+            "learning_rate",
+        ),
+        (lambda c: c["optimizer_state"].update(step=-3), "step"),
+        (lambda c: c["rng_state"].update(state={"state": "x"}), "rng_state"),
+        (lambda c: c.update(rng_state=[1, 2]), "rng_state"),
+        (lambda c: c["rng_state"]["state"].update(state=10**60), "rng_state"),
+        (lambda c: c.update(layer_rng_states={"../../x": {}}), "generators"),
+        (lambda c: c["compile"].update(metrics="zz"), "metric"),
+    ],
+)
 def test_crafted_config_raises_checkpoint_error(saved, change, match):
     """Malicious content that passes the checksums (re-signed) still only raises
     CheckpointError, naming config.json, and allocates nothing big first."""
@@ -499,11 +536,11 @@ def test_crafted_safetensors_headers(saved):
     target = saved / checkpoint.WEIGHTS
     good = target.read_bytes()
     n = int.from_bytes(good[:8], "little")
-    header = json.loads(good[8:8 + n])
+    header = json.loads(good[8 : 8 + n])
 
     def write_header(h):
         text = json.dumps(h).encode()
-        target.write_bytes(len(text).to_bytes(8, "little") + text + good[8 + n:])
+        target.write_bytes(len(text).to_bytes(8, "little") + text + good[8 + n :])
         resign(saved)
 
     crafted = [
@@ -526,8 +563,9 @@ def test_crafted_safetensors_headers(saved):
         load_model(saved)
 
 
-@pytest.mark.parametrize("name", [checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.OPTIMIZER,
-                                  checkpoint.MANIFEST])
+@pytest.mark.parametrize(
+    "name", [checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.OPTIMIZER, checkpoint.MANIFEST]
+)
 def test_missing_file_names_the_file(saved, name):
     (saved / name).unlink()
     with pytest.raises(CheckpointError, match=f"{name}.*missing"):
@@ -663,8 +701,12 @@ def test_check_target_refuses_files_links_and_the_working_folder(tmp_path, monke
 def test_attachments_are_covered_and_replaced_together(tmp_path):
     model = _trained()
     out = tmp_path / "run"
-    checkpoint.save_model(model, out, extra={"recipe": "x"},
-                          attachments={"history.json": b'{"loss": [1.0]}', "curves.png": b"\x89PNG"})
+    checkpoint.save_model(
+        model,
+        out,
+        extra={"recipe": "x"},
+        attachments={"history.json": b'{"loss": [1.0]}', "curves.png": b"\x89PNG"},
+    )
     doc = json.loads((out / checkpoint.MANIFEST).read_text())
     assert {"history.json", "curves.png"} <= set(doc["files"])
     assert load_model(out).saved_extra == {"recipe": "x"}
@@ -776,8 +818,12 @@ def test_the_only_complete_copy_is_never_deleted(saved):
 # ----- no code from files ----------------------------------------------------------------
 def test_loading_never_unpickles(saved, monkeypatch):
     names = sorted(p.name for p in saved.iterdir())
-    assert names == [checkpoint.CONFIG, checkpoint.MANIFEST, checkpoint.OPTIMIZER,
-                     checkpoint.WEIGHTS]
+    assert names == [
+        checkpoint.CONFIG,
+        checkpoint.MANIFEST,
+        checkpoint.OPTIMIZER,
+        checkpoint.WEIGHTS,
+    ]
     for p in saved.iterdir():
         assert not p.read_bytes().startswith(b"\x80"), f"{p.name} looks like a pickle"
 
@@ -798,9 +844,11 @@ def test_save_needs_a_built_model_and_optimizer_free_models_save(tmp_path):
     x = np.ones((3, 4), dtype=np.float32)
     plain(x)
     plain.save(tmp_path / "plain")
-    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [checkpoint.CONFIG,
-                                                                      checkpoint.MANIFEST,
-                                                                      checkpoint.WEIGHTS]
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == [
+        checkpoint.CONFIG,
+        checkpoint.MANIFEST,
+        checkpoint.WEIGHTS,
+    ]
     loaded = load_model(tmp_path / "plain")
     assert loaded.optimizer is None and np.array_equal(loaded.predict(x), plain.predict(x))
     # SGD without momentum has no arrays of state: no optimizer file, still loadable.
@@ -829,8 +877,11 @@ def test_metric_settings_round_trip(tmp_path):
     from splitgrad import metrics, nn
 
     model = nn.Sequential([nn.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse",
-                  metrics=["mae", metrics.BinaryAccuracy(name="strict", threshold=0.7)])
+    model.compile(
+        optimizer="sgd",
+        loss="mse",
+        metrics=["mae", metrics.BinaryAccuracy(name="strict", threshold=0.7)],
+    )
     model.build_from_sample(np.zeros((2, 3), np.float32))
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")

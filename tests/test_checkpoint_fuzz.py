@@ -44,9 +44,22 @@ FILES = ["manifest.json", "config.json", "weights.safetensors", "optimizer.safet
 
 # ----- the pytest side ---------------------------------------------------------------------
 def _run_worker(tmp_path, cases, seed):
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--cases", str(cases),
-                          "--seed", str(seed), "--work", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60 + cases, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--cases",
+            str(cases),
+            "--seed",
+            str(seed),
+            "--work",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60 + cases,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     _print_summary(summary)
@@ -61,7 +74,8 @@ def test_fuzz_loader(tmp_path):
     # Every kind of mutation ran, and the damage cases were caught.
     assert {k.split("/")[0] for k in summary["by_kind"]} == set(KINDS)
     assert len([k for k in summary["by_kind"] if k.startswith("crafted/")]) == len(
-        {label for label, _ in CRAFTED})
+        {label for label, _ in CRAFTED}
+    )
     assert summary["outcomes"]["error"] > 300
 
 
@@ -71,13 +85,15 @@ def test_fuzz_loader_at_scale(tmp_path):
 
 
 def _print_summary(s):
-    print(f"\ncheckpoint fuzz: {s['cases']} cases in {s['seconds']:.1f} s; "
-          f"{s['outcomes'].get('error', 0)} CheckpointError, "
-          f"{s['outcomes'].get('same', 0)} loaded an identical state, "
-          f"{s['outcomes'].get('other', 0)} loaded a different valid state (re-signed); "
-          f"max RSS growth {s['max_rss_growth_mb']:.1f} MB; slowest load "
-          f"{s['slowest_s'] * 1000:.0f} ms ({s['slowest_kind']}); failures "
-          f"{len(s['failures'])}")
+    print(
+        f"\ncheckpoint fuzz: {s['cases']} cases in {s['seconds']:.1f} s; "
+        f"{s['outcomes'].get('error', 0)} CheckpointError, "
+        f"{s['outcomes'].get('same', 0)} loaded an identical state, "
+        f"{s['outcomes'].get('other', 0)} loaded a different valid state (re-signed); "
+        f"max RSS growth {s['max_rss_growth_mb']:.1f} MB; slowest load "
+        f"{s['slowest_s'] * 1000:.0f} ms ({s['slowest_kind']}); failures "
+        f"{len(s['failures'])}"
+    )
     for kind, counts in sorted(s["by_kind"].items()):
         print(f"  {kind:27s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
@@ -127,8 +143,17 @@ def insert(r, folder):
     path = folder / r.choice(FILES)
     data = _bytes(path)
     at = r.randrange(len(data) + 1)
-    data[at:at] = r.choice([bytes(r.randrange(256) for _ in range(r.randint(1, 64))),
-                            b" ", b"\n", b"0", b"{}", b"[", b"\x00" * 8])
+    data[at:at] = r.choice(
+        [
+            bytes(r.randrange(256) for _ in range(r.randint(1, 64))),
+            b" ",
+            b"\n",
+            b"0",
+            b"{}",
+            b"[",
+            b"\x00" * 8,
+        ]
+    )
     path.write_bytes(bytes(data))
 
 
@@ -136,7 +161,7 @@ def delete(r, folder):
     path = folder / r.choice(FILES)
     data = _bytes(path)
     at = r.randrange(len(data))
-    del data[at:at + r.randint(1, 64)]
+    del data[at : at + r.randint(1, 64)]
     path.write_bytes(bytes(data))
 
 
@@ -175,17 +200,58 @@ def special(r, folder):
 
 
 def signed_damage(r, folder):
-    r.choice([lambda: flip(r, folder, r.randint(1, 4)), lambda: truncate(r, folder),
-              lambda: insert(r, folder), lambda: delete(r, folder)])()
+    r.choice(
+        [
+            lambda: flip(r, folder, r.randint(1, 4)),
+            lambda: truncate(r, folder),
+            lambda: insert(r, folder),
+            lambda: delete(r, folder),
+        ]
+    )()
     resign(folder)
 
 
 DEEP = "[" * 100_000 + "]" * 100_000
-VALUES = [None, True, False, 0, -1, 1, 10**8, 10**12, -(10**12), 10**30, 2**64, 1e308, -1e308,
-          float("nan"), float("inf"), "", "1", "os.system", "__import__", "../../etc/passwd",
-          "/dev/zero", "int8", "float16", "U100000", "object", "F64", [], {}, [1, 2],
-          [10**12, 10**12], [-1], [1, 10**9], [1, 10**8], {"class": "os.system", "config": {}},
-          {"class_name": "Exploit", "config": {}}, "DEEP50", "DEEP1000", "DEEP100000"]
+VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    10**8,
+    10**12,
+    -(10**12),
+    10**30,
+    2**64,
+    1e308,
+    -1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "1",
+    "os.system",
+    "__import__",
+    "../../etc/passwd",
+    "/dev/zero",
+    "int8",
+    "float16",
+    "U100000",
+    "object",
+    "F64",
+    [],
+    {},
+    [1, 2],
+    [10**12, 10**12],
+    [-1],
+    [1, 10**9],
+    [1, 10**8],
+    {"class": "os.system", "config": {}},
+    {"class_name": "Exploit", "config": {}},
+    "DEEP50",
+    "DEEP1000",
+    "DEEP100000",
+]
 
 
 def _value(r):
@@ -206,8 +272,9 @@ def _dumps(doc):
 
 def _paths(doc, prefix=()):
     out = [prefix] if prefix else []
-    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(
-        doc, list) else ()
+    items = (
+        doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    )
     for k, v in items:
         out.extend(_paths(v, prefix + (k,)))
     return out
@@ -236,10 +303,21 @@ def manifest_value(r, folder):
     def change(doc):
         target = r.choice(_paths(doc))
         if r.random() < 0.3:
-            entry = r.choice(["../../etc/passwd", "/etc/passwd", "manifest.json", "a/b", "..",
-                              "", "x" * 300, "extra.bin"])
-            doc["files"][entry] = r.choice([{"sha256": "0" * 64, "size": 0},
-                                            {"sha256": "abc", "size": -1}])
+            entry = r.choice(
+                [
+                    "../../etc/passwd",
+                    "/etc/passwd",
+                    "manifest.json",
+                    "a/b",
+                    "..",
+                    "",
+                    "x" * 300,
+                    "extra.bin",
+                ]
+            )
+            doc["files"][entry] = r.choice(
+                [{"sha256": "0" * 64, "size": 0}, {"sha256": "abc", "size": -1}]
+            )
         else:
             _set(doc, target, _value(r), delete=r.random() < 0.2)
 
@@ -252,13 +330,12 @@ def manifest_value(r, folder):
 def _header(path):
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def _write_header(path, header, body, length=None):
     text = json.dumps(header).encode()
-    path.write_bytes((len(text) if length is None else length).to_bytes(8, "little")
-                     + text + body)
+    path.write_bytes((len(text) if length is None else length).to_bytes(8, "little") + text + body)
 
 
 def tensor_header(r, folder):
@@ -269,8 +346,9 @@ def tensor_header(r, folder):
     if how == 0:
         header[name]["dtype"] = r.choice(["F16", "F64", "I8", "BOOL", "U8", "BF16", "X", 3])
     elif how == 1:
-        header[name]["shape"] = r.choice([[10**12, 10**12], [-6, 12], [], [0], [2**62],
-                                          "12", [1.5], [True]])
+        header[name]["shape"] = r.choice(
+            [[10**12, 10**12], [-6, 12], [], [0], [2**62], "12", [1.5], [True]]
+        )
     elif how == 2:
         header[name]["data_offsets"] = r.choice([[0, 10**15], [-8, 0], [5, 1], [0], "0"])
     elif how == 3:
@@ -278,8 +356,9 @@ def tensor_header(r, folder):
     elif how == 4:
         header["__metadata__"] = r.choice([{"a": 1}, [], "x", {"format": "pt"}])
     elif how == 5:
-        _write_header(path, header, body,
-                      length=r.choice([0, 7, 2**62, 2**64 - 1, len(body) + 10**6]))
+        _write_header(
+            path, header, body, length=r.choice([0, 7, 2**62, 2**64 - 1, len(body) + 10**6])
+        )
         resign(folder)
         return
     else:
@@ -298,7 +377,8 @@ def tensor_values(r, folder):
     how = r.randrange(4)
     if how == 0:
         arrays[name].reshape(-1)[r.randrange(arrays[name].size)] = r.choice(
-            [float("nan"), float("inf"), -float("inf")])
+            [float("nan"), float("inf"), -float("inf")]
+        )
     elif how == 1:
         arrays[name] = arrays[name].astype(r.choice(["int8", "float16", "float64", "bool"]))
     elif how == 2:
@@ -321,39 +401,93 @@ def _opt_state(doc):
 CRAFTED = [
     *[("extra", lambda d, n=n: d.update(extra={"__deep__": n})) for n in (50, 1000, 100_000)],
     *[("version", lambda d, v=v: d.update(version=v)) for v in ("1", 1.0, None, -1, 10**40)],
-    *[("class", lambda d, v=v: d.update({"class": v}))
-      for v in ("os.system", "__builtins__", "Layer", "Dense")],
-    *[("units", lambda d, v=v: _dense(d).update(units=v))
-      for v in (10**8, 3 * 10**7, 10**12, -5, 0, 2**63, "12", 1.5)],
-    *[("input_shape", lambda d, v=v: d.update(input_shape=v))
-      for v in ([1, 10**8], [1, 10**9], [1, 2**24], [1, -6], [1], [1, 6, 10**6, 10**6], "x",
-                [1, 6.0], [None, 6], [1] * 20)],
-    *[("dtype", lambda d, v=v: _dense(d).update(dtype=v))
-      for v in ("int8", "bool", "float16", "object", "U100000", "V8", "os.system")],
-    *[("model dtype", lambda d, v=v: d["config"].update(dtype=v))
-      for v in ("int8", "float16", "float64", "U100000", "os.system")],
-    *[("layer class", lambda d, v=v: d["config"]["layers"][1].update({"class": v}))
-      for v in ("os.system", "subprocess.Popen", "../../x", "Sequential", "Model")],
-    *[("optimizer", lambda d, k=k, v=v: d["compile"]["optimizer"].update({k: v}))
-      for k, v in (("class", "os.system"), ("learning_rate", -1.0), ("beta_1", 5.0),
-                   ("learning_rate", float("inf")), ("epsilon", float("nan")),
-                   ("clipnorm", -1.0), ("amsgrad", "yes"), ("learning_rate", "0.1"))],
-    *[("optimizer_state", lambda d, k=k, v=v: _opt_state(d)["config"].update({k: v}))
-      for k, v in (("learning_rate", -1.0), ("beta_1", 5.0), ("learning_rate", float("inf")),
-                   ("weight_decay", float("nan")), ("beta_2", "0.9"))],
-    *[("steps", lambda d, k=k, v=v: _opt_state(d).update({k: v}))
-      for k, v in (("step", -3), ("step", 2**70), ("param_steps", [1]), ("param_steps", "3"),
-                   ("class_name", "SGD"), ("class_name", ["Adam"]))],
-    *[("rng_state", lambda d, v=v: d.update(rng_state=v))
-      for v in (None, [], {"bit_generator": "MT19937"}, {"bit_generator": "os.system"})],
+    *[
+        ("class", lambda d, v=v: d.update({"class": v}))
+        for v in ("os.system", "__builtins__", "Layer", "Dense")
+    ],
+    *[
+        ("units", lambda d, v=v: _dense(d).update(units=v))
+        for v in (10**8, 3 * 10**7, 10**12, -5, 0, 2**63, "12", 1.5)
+    ],
+    *[
+        ("input_shape", lambda d, v=v: d.update(input_shape=v))
+        for v in (
+            [1, 10**8],
+            [1, 10**9],
+            [1, 2**24],
+            [1, -6],
+            [1],
+            [1, 6, 10**6, 10**6],
+            "x",
+            [1, 6.0],
+            [None, 6],
+            [1] * 20,
+        )
+    ],
+    *[
+        ("dtype", lambda d, v=v: _dense(d).update(dtype=v))
+        for v in ("int8", "bool", "float16", "object", "U100000", "V8", "os.system")
+    ],
+    *[
+        ("model dtype", lambda d, v=v: d["config"].update(dtype=v))
+        for v in ("int8", "float16", "float64", "U100000", "os.system")
+    ],
+    *[
+        ("layer class", lambda d, v=v: d["config"]["layers"][1].update({"class": v}))
+        for v in ("os.system", "subprocess.Popen", "../../x", "Sequential", "Model")
+    ],
+    *[
+        ("optimizer", lambda d, k=k, v=v: d["compile"]["optimizer"].update({k: v}))
+        for k, v in (
+            ("class", "os.system"),
+            ("learning_rate", -1.0),
+            ("beta_1", 5.0),
+            ("learning_rate", float("inf")),
+            ("epsilon", float("nan")),
+            ("clipnorm", -1.0),
+            ("amsgrad", "yes"),
+            ("learning_rate", "0.1"),
+        )
+    ],
+    *[
+        ("optimizer_state", lambda d, k=k, v=v: _opt_state(d)["config"].update({k: v}))
+        for k, v in (
+            ("learning_rate", -1.0),
+            ("beta_1", 5.0),
+            ("learning_rate", float("inf")),
+            ("weight_decay", float("nan")),
+            ("beta_2", "0.9"),
+        )
+    ],
+    *[
+        ("steps", lambda d, k=k, v=v: _opt_state(d).update({k: v}))
+        for k, v in (
+            ("step", -3),
+            ("step", 2**70),
+            ("param_steps", [1]),
+            ("param_steps", "3"),
+            ("class_name", "SGD"),
+            ("class_name", ["Adam"]),
+        )
+    ],
+    *[
+        ("rng_state", lambda d, v=v: d.update(rng_state=v))
+        for v in (None, [], {"bit_generator": "MT19937"}, {"bit_generator": "os.system"})
+    ],
     ("rng_state", lambda d: d["rng_state"]["state"].update(state=-1, inc=2**200)),
     ("rng_state", lambda d: d["rng_state"].update(has_uint32="x")),
-    *[("layer_rng_states", lambda d, v=v: d.update(layer_rng_states=v))
-      for v in ({}, {"../x": {}}, [], {"layers.1.": None})],
-    *[("loss", lambda d, v=v: d["compile"]["loss"].update({"class": v}))
-      for v in ("os.system", 3, None)],
-    *[("metrics", lambda d, v=v: d["compile"].update(metrics=v))
-      for v in (["os.system"], "zz", [{"class_name": "x"}], 3)],
+    *[
+        ("layer_rng_states", lambda d, v=v: d.update(layer_rng_states=v))
+        for v in ({}, {"../x": {}}, [], {"layers.1.": None})
+    ],
+    *[
+        ("loss", lambda d, v=v: d["compile"]["loss"].update({"class": v}))
+        for v in ("os.system", 3, None)
+    ],
+    *[
+        ("metrics", lambda d, v=v: d["compile"].update(metrics=v))
+        for v in (["os.system"], "zz", [{"class_name": "x"}], 3)
+    ],
 ]
 _crafted_round = iter(range(10**9))
 
@@ -369,13 +503,20 @@ def crafted(r, folder):
 
 
 KINDS = {
-    "flip1": (lambda r, f: flip(r, f), False), "flipN": (lambda r, f: flip(r, f, r.randint(2, 16)),
-                                                        False),
-    "truncate": (truncate, False), "insert": (insert, False), "delete": (delete, False),
-    "remove": (remove, False), "swap": (swap, True), "special": (special, False),
-    "signed-damage": (signed_damage, True), "config-value": (config_value, True),
-    "manifest-value": (manifest_value, True), "tensor-header": (tensor_header, True),
-    "tensor-values": (tensor_values, True), "crafted": (crafted, True),
+    "flip1": (lambda r, f: flip(r, f), False),
+    "flipN": (lambda r, f: flip(r, f, r.randint(2, 16)), False),
+    "truncate": (truncate, False),
+    "insert": (insert, False),
+    "delete": (delete, False),
+    "remove": (remove, False),
+    "swap": (swap, True),
+    "special": (special, False),
+    "signed-damage": (signed_damage, True),
+    "config-value": (config_value, True),
+    "manifest-value": (manifest_value, True),
+    "tensor-header": (tensor_header, True),
+    "tensor-values": (tensor_values, True),
+    "crafted": (crafted, True),
 }
 
 
@@ -388,15 +529,21 @@ def _state(model, sg):
     from splitgrad.layers.layer import generators
 
     opt = model.optimizer.state_dict() if model.optimizer is not None else None
-    return {"weights": {k: (p.data.dtype.str, p.data.shape, p.data.tobytes())
-                        for k, p in model.named_weights().items()},
-            "opt": opt and (opt["step"], opt["param_steps"],
-                            json.dumps(opt["config"], sort_keys=True),
-                            {k: (v.dtype.str, v.shape, v.tobytes())
-                             for k, v in opt["state"].items()}),
-            "rng": sg.random.get_state(),
-            "layer_rng": {k: g.bit_generator.state
-                          for k, g in generators(model).items()}}
+    return {
+        "weights": {
+            k: (p.data.dtype.str, p.data.shape, p.data.tobytes())
+            for k, p in model.named_weights().items()
+        },
+        "opt": opt
+        and (
+            opt["step"],
+            opt["param_steps"],
+            json.dumps(opt["config"], sort_keys=True),
+            {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in opt["state"].items()},
+        ),
+        "rng": sg.random.get_state(),
+        "layer_rng": {k: g.bit_generator.state for k, g in generators(model).items()},
+    }
 
 
 def work(cases, seed, root: Path) -> dict:
@@ -408,14 +555,16 @@ def work(cases, seed, root: Path) -> dict:
 
     warnings.simplefilter("ignore")  # environment warnings of re-signed manifests
     sg.seed(0)
-    model = nn.Sequential([nn.Dense(12, activation="relu"), nn.Dropout(0.3, seed=4),
-                           nn.Dense(3)])
-    model.compile(optimizer=optim.Adam(learning_rate=0.01),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = nn.Sequential([nn.Dense(12, activation="relu"), nn.Dropout(0.3, seed=4), nn.Dense(3)])
+    model.compile(
+        optimizer=optim.Adam(learning_rate=0.01),
+        loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     rng = np.random.default_rng(0)
     for _ in range(3):
-        model.train_on_batch(rng.normal(size=(16, 6)).astype(np.float32),
-                             rng.integers(0, 3, size=16))
+        model.train_on_batch(
+            rng.normal(size=(16, 6)).astype(np.float32), rng.integers(0, 3, size=16)
+        )
     base, case = root / "base", root / "case"
     save_model(model, base, extra={"note": "fuzz"})
     original = _state(model, sg)
@@ -463,9 +612,16 @@ def work(cases, seed, root: Path) -> dict:
         by_kind[kind][outcome] += 1
     shutil.rmtree(case, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"cases": cases, "seconds": time.perf_counter() - start, "outcomes": outcomes,
-            "by_kind": by_kind, "failures": failures, "slowest_s": slowest,
-            "slowest_kind": slowest_kind, "max_rss_growth_mb": (peak - baseline) / 1024}
+    return {
+        "cases": cases,
+        "seconds": time.perf_counter() - start,
+        "outcomes": outcomes,
+        "by_kind": by_kind,
+        "failures": failures,
+        "slowest_s": slowest,
+        "slowest_kind": slowest_kind,
+        "max_rss_growth_mb": (peak - baseline) / 1024,
+    }
 
 
 if __name__ == "__main__":

@@ -46,27 +46,35 @@ SAVER = textwrap.dedent("""
 
 def _model(steps):
     sg.seed(0)
-    model = nn.Sequential([nn.Dense(12, activation="relu"), nn.Dropout(0.3, seed=4),
-                           nn.Dense(3)])
-    model.compile(optimizer=optim.Adam(learning_rate=0.01),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = nn.Sequential([nn.Dense(12, activation="relu"), nn.Dropout(0.3, seed=4), nn.Dense(3)])
+    model.compile(
+        optimizer=optim.Adam(learning_rate=0.01),
+        loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     rng = np.random.default_rng(1)
     model.build_from_sample(np.zeros((1, 6), np.float32))
     for _ in range(steps):
-        model.train_on_batch(rng.normal(size=(8, 6)).astype(np.float32),
-                             rng.integers(0, 3, size=8))
+        model.train_on_batch(rng.normal(size=(8, 6)).astype(np.float32), rng.integers(0, 3, size=8))
     sg.seed(0)
     return model
 
 
 def _state(model):
     opt = model.optimizer.state_dict()
-    return (json.dumps({k: [str(p.data.dtype), p.data.tobytes().hex()]
-                        for k, p in model.named_weights().items()}),
-            opt["step"], opt["param_steps"], json.dumps(opt["config"], sort_keys=True),
-            json.dumps({k: v.tobytes().hex() for k, v in opt["state"].items()}),
-            json.dumps(sg.random.get_state()),
-            json.dumps({k: g.bit_generator.state for k, g in generators(model).items()}))
+    return (
+        json.dumps(
+            {
+                k: [str(p.data.dtype), p.data.tobytes().hex()]
+                for k, p in model.named_weights().items()
+            }
+        ),
+        opt["step"],
+        opt["param_steps"],
+        json.dumps(opt["config"], sort_keys=True),
+        json.dumps({k: v.tobytes().hex() for k, v in opt["state"].items()}),
+        json.dumps(sg.random.get_state()),
+        json.dumps({k: g.bit_generator.state for k, g in generators(model).items()}),
+    )
 
 
 @pytest.fixture
@@ -96,8 +104,11 @@ def _sigkill_rounds(tmp_path, refs, states, rounds, seed):
     most = 0
     for _ in range(rounds):
         for _crash in range(2):
-            saver = subprocess.Popen([sys.executable, str(script), *map(str, refs), str(path)],
-                                     stdout=subprocess.PIPE, text=True)
+            saver = subprocess.Popen(
+                [sys.executable, str(script), *map(str, refs), str(path)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             assert saver.stdout.readline().strip() == "ready"
             time.sleep(r.choice([r.uniform(0, 0.005), r.uniform(0, 0.05)]))
             saver.kill()  # SIGKILL
@@ -121,8 +132,10 @@ def test_two_sigkills_in_a_row_never_lose_the_checkpoint(tmp_path, two_states):
 def test_two_sigkills_in_a_row_many_rounds(tmp_path, two_states):
     refs, states = two_states
     seen, most = _sigkill_rounds(tmp_path, refs, states, rounds=150, seed=2)
-    print(f"\n150 rounds of two SIGKILLs: loaded states {sorted(seen)}, at most {most} "
-          "leftover folders between crashes")
+    print(
+        f"\n150 rounds of two SIGKILLs: loaded states {sorted(seen)}, at most {most} "
+        "leftover folders between crashes"
+    )
     assert seen == {0, 1}
 
 
@@ -145,6 +158,7 @@ def _save_crashing_at(model, path, k) -> int:
                     if count[0] == k:
                         os._exit(9)
                     return real(*args, **kwargs)
+
                 return wrapper
 
             for name in _OPS:

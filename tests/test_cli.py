@@ -28,8 +28,9 @@ def _entry_point() -> str:
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([_entry_point(), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, check=False)
+    return subprocess.run(
+        [_entry_point(), *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False
+    )
 
 
 def assert_one_line_error(stderr, *words):
@@ -62,13 +63,16 @@ def test_entry_point_train_then_evaluate(tmp_path):
     assert f"accuracy {metrics['accuracy']:.4f}" in result.stdout
 
 
-@pytest.mark.parametrize("args, words", [
-    (["train", "perceptrn"], ["unknown recipe", "perceptron"]),
-    (["train", "perceptron", "--bogus"], ["--bogus"]),
-    (["train", "perceptron", "--epochs", "0"], ["--epochs", "positive"]),
-    (["evaluate", "no/such/folder"], ["no such model folder"]),
-    (["fly"], ["invalid choice"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "perceptrn"], ["unknown recipe", "perceptron"]),
+        (["train", "perceptron", "--bogus"], ["--bogus"]),
+        (["train", "perceptron", "--epochs", "0"], ["--epochs", "positive"]),
+        (["evaluate", "no/such/folder"], ["no such model folder"]),
+        (["fly"], ["invalid choice"]),
+    ],
+)
 def test_entry_point_mistakes_are_one_line(tmp_path, args, words):
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
@@ -101,9 +105,27 @@ def test_train_quick_saves_model_curves_and_metrics(tmp_path, capsys, recipe):
 
 def test_train_flags_override_the_recipe_settings(tmp_path, capsys):
     out = tmp_path / "p"
-    assert cli.main(["train", "perceptron", "--quick", "--quiet", "--epochs", "3",
-                     "--batch-size", "64", "--learning-rate", "0.05", "--seed", "4",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "perceptron",
+                "--quick",
+                "--quiet",
+                "--epochs",
+                "3",
+                "--batch-size",
+                "64",
+                "--learning-rate",
+                "0.05",
+                "--seed",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     extra = load_model(out).saved_extra
     assert extra["settings"] == {"epochs": 3, "batch_size": 64, "learning_rate": 0.05}
     assert extra["seed"] == 4
@@ -123,29 +145,44 @@ def test_compare_digits_quick_runs(tmp_path, capsys):
     assert (tmp_path / "compare.md").exists()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["train", "nope"], ["unknown recipe 'nope'"]),
-    (["train", "perceptron", "--bogus"], ["unrecognized arguments: --bogus"]),
-    (["train", "perceptron", "--learning-rate", "-1"], ["--learning-rate"]),
-    (["train"], ["recipe"]),
-    ([], ["command"]),
-    (["evaluate", "MISSING"], ["no such model folder"]),
-    (["evaluate", "NOT_A_MODEL"], ["config.json", "missing"]),
-    (["evaluate", "PLAIN"], ["not saved by `splitgrad train`"]),
-    (["train", "perceptron", "--quick", "--quiet", "--out", "A_FILE"], ["is a file"]),
-    (["train", "perceptron", "--learning-rate", "inf"], ["--learning-rate", "finite"]),
-    (["train", "perceptron", "--learning-rate", "nan"], ["--learning-rate", "finite"]),
-    (["train", "perceptron", "--epochs", "-1"], ["--epochs", "positive integer"]),
-    (["train", "perceptron", "--batch-size", "2.5"], ["--batch-size"]),
-    (["train", "perceptron", "--quick", "--quiet", "--out", "USER_FOLDER"],
-     ["notes.txt", "--overwrite"]),
-    (["train", "perceptron", "--quick", "--quiet", "--out", "."], ["current working folder"]),
-    (["train", "perceptron", "--quick", "--quiet", "--way", "data-parallel",
-      "--ray-address", "127.0.0.1:1"], ["cannot reach the Ray cluster"]),
-    (["compare", "nope", "--quick"], ["unknown recipe"]),
-])
-def test_mistakes_in_process_are_one_line_with_status_2(tmp_path, capsys, monkeypatch, args,
-                                                       words):
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "nope"], ["unknown recipe 'nope'"]),
+        (["train", "perceptron", "--bogus"], ["unrecognized arguments: --bogus"]),
+        (["train", "perceptron", "--learning-rate", "-1"], ["--learning-rate"]),
+        (["train"], ["recipe"]),
+        ([], ["command"]),
+        (["evaluate", "MISSING"], ["no such model folder"]),
+        (["evaluate", "NOT_A_MODEL"], ["config.json", "missing"]),
+        (["evaluate", "PLAIN"], ["not saved by `splitgrad train`"]),
+        (["train", "perceptron", "--quick", "--quiet", "--out", "A_FILE"], ["is a file"]),
+        (["train", "perceptron", "--learning-rate", "inf"], ["--learning-rate", "finite"]),
+        (["train", "perceptron", "--learning-rate", "nan"], ["--learning-rate", "finite"]),
+        (["train", "perceptron", "--epochs", "-1"], ["--epochs", "positive integer"]),
+        (["train", "perceptron", "--batch-size", "2.5"], ["--batch-size"]),
+        (
+            ["train", "perceptron", "--quick", "--quiet", "--out", "USER_FOLDER"],
+            ["notes.txt", "--overwrite"],
+        ),
+        (["train", "perceptron", "--quick", "--quiet", "--out", "."], ["current working folder"]),
+        (
+            [
+                "train",
+                "perceptron",
+                "--quick",
+                "--quiet",
+                "--way",
+                "data-parallel",
+                "--ray-address",
+                "127.0.0.1:1",
+            ],
+            ["cannot reach the Ray cluster"],
+        ),
+        (["compare", "nope", "--quick"], ["unknown recipe"]),
+    ],
+)
+def test_mistakes_in_process_are_one_line_with_status_2(tmp_path, capsys, monkeypatch, args, words):
     import numpy as np
 
     from splitgrad import nn
@@ -176,8 +213,10 @@ def test_out_fails_before_training_and_overwrite_replaces(tmp_path, capsys, monk
     monkeypatch.setattr(recipes, "train", lambda *a, **k: trained.append(1) or real(*a, **k))
     assert cli.main(["train", "perceptron", "--quick", "--quiet", "--out", str(folder)]) == 2
     assert not trained and (folder / "notes.txt").read_text() == "precious"
-    assert cli.main(["train", "perceptron", "--quick", "--quiet", "--out", str(folder),
-                     "--overwrite"]) == 0
+    assert (
+        cli.main(["train", "perceptron", "--quick", "--quiet", "--out", str(folder), "--overwrite"])
+        == 0
+    )
     assert not (folder / "notes.txt").exists() and load_model(folder) is not None
     # Training again into the run folder it made needs no --overwrite.
     assert cli.main(["train", "perceptron", "--quick", "--quiet", "--out", str(folder)]) == 0

@@ -51,13 +51,23 @@ def run_layer(layer, x, r):
     return y.data, xt.grad
 
 
-conv_cases = st.fixed_dictionaries({
-    "n": st.integers(1, 2), "h": st.integers(1, 8), "w": st.integers(1, 8),
-    "cin": st.integers(1, 3), "cout": st.integers(1, 4), "kh": st.integers(1, 3),
-    "kw": st.integers(1, 3), "stride": st.integers(1, 3), "dil": st.integers(1, 2),
-    "padding": st.sampled_from(["valid", "same"]), "bias": st.booleans(),
-    "act": st.sampled_from([None, "relu"]), "seed": st.integers(0, 2**16),
-})
+conv_cases = st.fixed_dictionaries(
+    {
+        "n": st.integers(1, 2),
+        "h": st.integers(1, 8),
+        "w": st.integers(1, 8),
+        "cin": st.integers(1, 3),
+        "cout": st.integers(1, 4),
+        "kh": st.integers(1, 3),
+        "kw": st.integers(1, 3),
+        "stride": st.integers(1, 3),
+        "dil": st.integers(1, 2),
+        "padding": st.sampled_from(["valid", "same"]),
+        "bias": st.booleans(),
+        "act": st.sampled_from([None, "relu"]),
+        "seed": st.integers(0, 2**16),
+    }
+)
 
 
 def _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt):
@@ -74,9 +84,16 @@ def _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt):
 @given(conv_cases)
 def test_conv2d_matches_torch(c):
     rng = np.random.default_rng(c["seed"])
-    layer = nn.Conv2D(c["cout"], (c["kh"], c["kw"]), strides=c["stride"], padding=c["padding"],
-                      dilation_rate=c["dil"], use_bias=c["bias"], activation=c["act"],
-                      dtype="float64")
+    layer = nn.Conv2D(
+        c["cout"],
+        (c["kh"], c["kw"]),
+        strides=c["stride"],
+        padding=c["padding"],
+        dilation_rate=c["dil"],
+        use_bias=c["bias"],
+        activation=c["act"],
+        dtype="float64",
+    )
     x = rng.standard_normal((c["n"], c["h"], c["w"], c["cin"]))
     span = (c["dil"] * (c["kh"] - 1) + 1, c["dil"] * (c["kw"] - 1) + 1)
     if c["padding"] == "valid" and (span[0] > c["h"] or span[1] > c["w"]):
@@ -91,19 +108,27 @@ def test_conv2d_matches_torch(c):
 
     xt, wt = to_torch(x), to_torch(layer.kernel.data)
     bt = to_torch(layer.bias.data) if c["bias"] else None
-    yt = F.conv2d(torch_pad(nchw(xt), layer_pads(layer, x.shape)), torch_kernel(wt), bt,
-                  stride=c["stride"], dilation=c["dil"])
+    yt = F.conv2d(
+        torch_pad(nchw(xt), layer_pads(layer, x.shape)),
+        torch_kernel(wt),
+        bt,
+        stride=c["stride"],
+        dilation=c["dil"],
+    )
     yt = nhwc(torch.relu(yt) if c["act"] == "relu" else yt)
     _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt)
 
 
-@pytest.mark.parametrize("stride,padding,dil,bias", [(1, "valid", 1, True), (2, "same", 1, True),
-                                                     (1, "same", 2, False), (2, 1, 1, True)])
+@pytest.mark.parametrize(
+    "stride,padding,dil,bias",
+    [(1, "valid", 1, True), (2, "same", 1, True), (1, "same", 2, False), (2, 1, 1, True)],
+)
 def test_conv2d_many_channels_matches_torch(stride, padding, dil, bias):
     # Eight input channels take the other im2col copy and keep the bias out of the GEMM.
     rng = np.random.default_rng(stride + dil)
-    layer = nn.Conv2D(5, 3, strides=stride, padding=padding, dilation_rate=dil, use_bias=bias,
-                      dtype="float64")
+    layer = nn.Conv2D(
+        5, 3, strides=stride, padding=padding, dilation_rate=dil, use_bias=bias, dtype="float64"
+    )
     x = rng.standard_normal((2, 7, 6, 8))
     layer.build(x.shape)
     layer.built = True
@@ -111,8 +136,15 @@ def test_conv2d_many_channels_matches_torch(stride, padding, dil, bias):
     y, gx = run_layer(layer, x, r)
     xt, wt = to_torch(x), to_torch(layer.kernel.data)
     bt = to_torch(layer.bias.data) if bias else None
-    yt = nhwc(F.conv2d(torch_pad(nchw(xt), layer_pads(layer, x.shape)), torch_kernel(wt), bt,
-                       stride=stride, dilation=dil))
+    yt = nhwc(
+        F.conv2d(
+            torch_pad(nchw(xt), layer_pads(layer, x.shape)),
+            torch_kernel(wt),
+            bt,
+            stride=stride,
+            dilation=dil,
+        )
+    )
     _assert_matches_torch(layer, y, gx, r, yt, xt, wt, bt)
 
 
@@ -129,9 +161,15 @@ def test_same_padding_rule():
 @given(conv_cases)
 def test_conv2d_transpose_matches_torch(c):
     rng = np.random.default_rng(c["seed"])
-    layer = nn.Conv2DTranspose(c["cout"], (c["kh"], c["kw"]), strides=c["stride"],
-                               padding=c["padding"], dilation_rate=c["dil"], use_bias=c["bias"],
-                               dtype="float64")
+    layer = nn.Conv2DTranspose(
+        c["cout"],
+        (c["kh"], c["kw"]),
+        strides=c["stride"],
+        padding=c["padding"],
+        dilation_rate=c["dil"],
+        use_bias=c["bias"],
+        dtype="float64",
+    )
     x = rng.standard_normal((c["n"], c["h"], c["w"], c["cin"]))
     layer.build(x.shape)
     layer.built = True
@@ -145,7 +183,7 @@ def test_conv2d_transpose_matches_torch(c):
     pads = layer_pads(layer, (0,) + out_hw)
     need = [o + sum(p) - f for o, p, f in zip(out_hw, pads, full.shape[2:])]
     full = F.pad(full, (0, need[1], 0, need[0]))
-    yt = nhwc(full[:, :, pads[0][0]:pads[0][0] + out_hw[0], pads[1][0]:pads[1][0] + out_hw[1]])
+    yt = nhwc(full[:, :, pads[0][0] : pads[0][0] + out_hw[0], pads[1][0] : pads[1][0] + out_hw[1]])
     bt = to_torch(layer.bias.data) if c["bias"] else None
     if bt is not None:
         yt = yt + bt
@@ -163,17 +201,31 @@ def test_conv2d_transpose_shapes_and_init():
     layer = nn.Conv2DTranspose(3, 3, strides=2, padding=1, dtype="float64")
     x = rng.standard_normal((1, 4, 5, 2))
     y = layer(x)
-    yt = F.conv_transpose2d(nchw(to_torch(x)), torch_kernel(to_torch(layer.kernel.data)),
-                            to_torch(layer.bias.data), stride=2, padding=1)
+    yt = F.conv_transpose2d(
+        nchw(to_torch(x)),
+        torch_kernel(to_torch(layer.kernel.data)),
+        to_torch(layer.bias.data),
+        stride=2,
+        padding=1,
+    )
     assert_close(y.data, nhwc(yt))
 
 
-pool_cases = st.fixed_dictionaries({
-    "n": st.integers(1, 2), "h": st.integers(1, 7), "w": st.integers(1, 7), "c": st.integers(1, 3),
-    "ph": st.integers(1, 3), "pw": st.integers(1, 3), "sh": st.integers(1, 3),
-    "sw": st.integers(1, 3), "padding": st.sampled_from(["valid", "same"]),
-    "ties": st.booleans(), "seed": st.integers(0, 2**16),
-})
+pool_cases = st.fixed_dictionaries(
+    {
+        "n": st.integers(1, 2),
+        "h": st.integers(1, 7),
+        "w": st.integers(1, 7),
+        "c": st.integers(1, 3),
+        "ph": st.integers(1, 3),
+        "pw": st.integers(1, 3),
+        "sh": st.integers(1, 3),
+        "sw": st.integers(1, 3),
+        "padding": st.sampled_from(["valid", "same"]),
+        "ties": st.booleans(),
+        "seed": st.integers(0, 2**16),
+    }
+)
 
 
 def _pool_input(c):
@@ -190,8 +242,10 @@ def _pool_or_skip(cls, c, x):
         with pytest.raises(ValueError, match="larger than the padded input"):
             layer(x)
         return None, None
-    pads = tuple(conv_geometry(s, k, st_, 1, c["padding"])[1:] for s, k, st_ in
-                 zip((c["h"], c["w"]), layer.pool_size, layer.strides))
+    pads = tuple(
+        conv_geometry(s, k, st_, 1, c["padding"])[1:]
+        for s, k, st_ in zip((c["h"], c["w"]), layer.pool_size, layer.strides)
+    )
     return layer, pads
 
 
@@ -202,8 +256,9 @@ def test_max_pool_matches_torch(c):
     if layer is None:
         return
     xt = to_torch(x)
-    yt = nhwc(F.max_pool2d(torch_pad(nchw(xt), pads, -np.inf), (c["ph"], c["pw"]),
-                           (c["sh"], c["sw"])))
+    yt = nhwc(
+        F.max_pool2d(torch_pad(nchw(xt), pads, -np.inf), (c["ph"], c["pw"]), (c["sh"], c["sw"]))
+    )
     r = rng.standard_normal(yt.shape)
     (yt * to_torch(r, False)).sum().backward()
     y, gx = run_layer(layer, x, r)
@@ -286,8 +341,9 @@ def test_batch_norm_training_inference_and_running_stats(shape):
         gt.grad = bt.grad = None
         y, gx = run_layer(layer, x, r)
         xt = to_torch(x)
-        yt = from_ncx(F.batch_norm(to_ncx(xt), rm, rv, gt, bt, training=True, momentum=0.1,
-                                   eps=1e-5))
+        yt = from_ncx(
+            F.batch_norm(to_ncx(xt), rm, rv, gt, bt, training=True, momentum=0.1, eps=1e-5)
+        )
         (yt * to_torch(r, False)).sum().backward()
         assert_close(y, yt, what=f"forward step {step}")
         assert_close(gx, xt.grad, what="dx")
@@ -333,37 +389,45 @@ def _fd_check(fn, arrays, seed=0):
     r = rng.standard_normal(out.shape)
     (out * Tensor(r)).sum().backward()
     for t, a in zip(tensors, arrays):
+
         def f():
             with no_grad():
                 return float((fn(*[Tensor(b) for b in arrays]).data * r).sum())
+
         assert_close(t.grad, numeric_grad(f, a), rtol=1e-5, atol=1e-7)
 
 
 def test_finite_differences_conv_and_transpose():
     rng = np.random.default_rng(2)
-    x, w, b = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 3, 2, 3)), \
-        rng.standard_normal(3)
+    x, w, b = (
+        rng.standard_normal((2, 5, 4, 2)),
+        rng.standard_normal((2, 3, 2, 3)),
+        rng.standard_normal(3),
+    )
     pads = ((1, 1), (0, 1))
     ws = Workspace()
-    _fd_check(lambda x, w, b: conv_ops.conv2d(x, w, b, (2, 1), (1, 1), pads, relu=True, ws=ws),
-              [x, w, b])
+    _fd_check(
+        lambda x, w, b: conv_ops.conv2d(x, w, b, (2, 1), (1, 1), pads, relu=True, ws=ws), [x, w, b]
+    )
     _fd_check(lambda x, w: conv_ops.conv2d(x, w, None, (1, 2), (2, 1), pads), [x, w])
     wt = rng.standard_normal((3, 2, 3, 2))
-    _fd_check(lambda x, w, b: conv_ops.conv2d_transpose(x, w, b, (2, 2), (1, 1), ((1, 0), (0, 0)),
-                                                        out_hw=(10, 9)), [x, wt, b])
+    _fd_check(
+        lambda x, w, b: conv_ops.conv2d_transpose(
+            x, w, b, (2, 2), (1, 1), ((1, 0), (0, 0)), out_hw=(10, 9)
+        ),
+        [x, wt, b],
+    )
 
 
 def test_finite_differences_pools_and_batch_norm():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 5, 5, 2))
     pads = ((0, 1), (1, 1))
-    _fd_check(lambda x: conv_ops.max_pool2d(x, (3, 2), (2, 1), pads, (2, 6),
-                                            ws=Workspace()), [x])
+    _fd_check(lambda x: conv_ops.max_pool2d(x, (3, 2), (2, 1), pads, (2, 6), ws=Workspace()), [x])
     _fd_check(lambda x: conv_ops.avg_pool2d(x, (3, 2), (2, 1), pads, (2, 6)), [x])
     g, b = rng.uniform(0.5, 1.5, 2), rng.standard_normal(2)
     rm, rv = np.zeros(2), np.ones(2)
-    _fd_check(lambda x, g, b: batch_norm(x, g, b, None, None, training=True),
-              [x, g, b])
+    _fd_check(lambda x, g, b: batch_norm(x, g, b, None, None, training=True), [x, g, b])
     _fd_check(lambda x, g, b: batch_norm(x, g, b, rm, rv, training=False), [x, g, b])
     _fd_check(lambda x: batch_norm(x, None, None, None, None, axis=1), [x])
 
@@ -371,7 +435,9 @@ def test_finite_differences_pools_and_batch_norm():
 # ----- layers: errors, configs, buffer reuse ---------------------------------------------
 def test_errors_name_layer_expected_and_fix():
     conv = nn.Conv2D(4, 3, name="c1")
-    with pytest.raises(ValueError, match=r"'c1'.*4-D channels-last.*\(2, 8, 8\).*x\[\.\.\., None\]"):
+    with pytest.raises(
+        ValueError, match=r"'c1'.*4-D channels-last.*\(2, 8, 8\).*x\[\.\.\., None\]"
+    ):
         conv(np.zeros((2, 8, 8), np.float32))
     conv(np.zeros((1, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match=r"built for 3 input channels.*got 8.*transpose"):
@@ -395,9 +461,14 @@ def test_conv_init_config_and_aliases():
     bound = 1 / np.sqrt(4 * 3 * 2)
     assert conv.kernel.shape == (3, 2, 4, 6) and conv.kernel.dtype == np.float32
     assert np.abs(conv.kernel.data).max() <= bound and np.abs(conv.bias.data).max() <= bound
-    for layer in (conv, nn.MaxPool2D(3, 1, "same"), nn.AvgPool2D(2),
-                  nn.Conv2DTranspose(2, 3, 2, "same"), nn.BatchNormalization(epsilon=1e-5),
-                  nn.GlobalAveragePooling2D()):
+    for layer in (
+        conv,
+        nn.MaxPool2D(3, 1, "same"),
+        nn.AvgPool2D(2),
+        nn.Conv2DTranspose(2, 3, 2, "same"),
+        nn.BatchNormalization(epsilon=1e-5),
+        nn.GlobalAveragePooling2D(),
+    ):
         again = type(layer).from_config(layer.get_config())
         assert again.get_config() == layer.get_config()
     assert nn.MaxPooling2D is nn.MaxPool2D and nn.AveragePooling2D is nn.AvgPool2D
@@ -428,9 +499,16 @@ def test_reused_buffers_keep_two_live_graphs_apart():
 
 def test_w2_network_trains_in_float32():
     rng = np.random.default_rng(5)
-    model = nn.Sequential([nn.Conv2D(8, 3, activation="relu"), nn.MaxPool2D(2),
-                           nn.Conv2D(8, 3, activation="relu"), nn.MaxPool2D(2), nn.Flatten(),
-                           nn.Dense(10)])
+    model = nn.Sequential(
+        [
+            nn.Conv2D(8, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(8, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Flatten(),
+            nn.Dense(10),
+        ]
+    )
     x = rng.standard_normal((16, 28, 28, 1)).astype(np.float32)
     target = rng.standard_normal((16, 10)).astype(np.float32)
     losses = []

@@ -127,12 +127,15 @@ def test_loader_rejects_bad_arguments():
         DataLoader(np.zeros((4, 2)))
 
 
-@given(n=st.integers(0, 60), batch_size=st.integers(1, 20), shuffle=st.booleans(),
-       drop_last=st.booleans())
+@given(
+    n=st.integers(0, 60),
+    batch_size=st.integers(1, 20),
+    shuffle=st.booleans(),
+    drop_last=st.booleans(),
+)
 def test_loader_covers_every_sample_once(n, batch_size, shuffle, drop_last):
     x, y = arrays(n, features=2)
-    loader = DataLoader((x, y), batch_size=batch_size, shuffle=shuffle, seed=0,
-                        drop_last=drop_last)
+    loader = DataLoader((x, y), batch_size=batch_size, shuffle=shuffle, seed=0, drop_last=drop_last)
     sizes = [len(yb) for _, yb in loader]
     assert len(sizes) == len(loader)
     assert all(s == batch_size for s in sizes[:-1])

@@ -45,8 +45,11 @@ def test_tabular_loader_shapes_dtypes_meta(loader, kwargs, n, shape, task, class
         assert len(meta["class_names"]) == classes
         assert set(np.unique(y_tr)) == set(range(classes))
         # stratified: each class's share in the test part matches the train part
-        np.testing.assert_allclose(np.bincount(y_te, minlength=classes) / len(y_te),
-                                   np.bincount(y_tr, minlength=classes) / len(y_tr), atol=0.05)
+        np.testing.assert_allclose(
+            np.bincount(y_te, minlength=classes) / len(y_te),
+            np.bincount(y_tr, minlength=classes) / len(y_tr),
+            atol=0.05,
+        )
     if meta["standardized"]:
         np.testing.assert_allclose(x_tr.mean(0), 0, atol=1e-5)
     assert len(meta["feature_names"]) == int(np.prod(shape))
@@ -65,6 +68,7 @@ def test_tabular_split_is_fixed_and_standardisation_optional():
 
 
 # --- IDX ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -87,15 +91,18 @@ def _header(code, dims):
     return bytes([0, 0, code, len(dims)]) + np.asarray(dims, ">u4").tobytes()
 
 
-@pytest.mark.parametrize("content, match", [
-    (_header(0x08, [2, 3]) + bytes(5), "truncated: shape"),
-    (_header(0x08, [2, 3]) + bytes(7), "trailing bytes"),
-    (b"\x00\x00\x08\x03\x00\x00", "truncated header"),
-    (b"\x00\x00", "only 2 bytes"),
-    (b"PK\x03\x04" + bytes(20), "bad magic number"),
-    (_header(0x0A, [2]) + bytes(2), "unknown IDX type code 0x0A"),
-    (bytes([0, 0, 8, 0]), "0 dimensions"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (_header(0x08, [2, 3]) + bytes(5), "truncated: shape"),
+        (_header(0x08, [2, 3]) + bytes(7), "trailing bytes"),
+        (b"\x00\x00\x08\x03\x00\x00", "truncated header"),
+        (b"\x00\x00", "only 2 bytes"),
+        (b"PK\x03\x04" + bytes(20), "bad magic number"),
+        (_header(0x0A, [2]) + bytes(2), "unknown IDX type code 0x0A"),
+        (bytes([0, 0, 8, 0]), "0 dimensions"),
+    ],
+)
 def test_idx_corrupt_files_name_file_and_problem(tmp_path, content, match):
     path = tmp_path / "broken-idx1-ubyte"
     path.write_bytes(content)
@@ -116,12 +123,16 @@ def test_idx_truncated_gzip(tmp_path):
 def test_load_mnist_format_from_written_folder(tmp_path):
     rng = np.random.default_rng(0)
     for part, n in (("train", 6), ("t10k", 4)):
-        write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz",
-                  rng.integers(0, 256, (n, 5, 5), dtype=np.uint8))
+        write_idx(
+            tmp_path / f"{part}-images-idx3-ubyte.gz",
+            rng.integers(0, 256, (n, 5, 5), dtype=np.uint8),
+        )
         write_idx(tmp_path / f"{part}-labels.idx1-ubyte", np.arange(n, dtype=np.uint8) % 3)
     split = datasets.load_mnist_format(tmp_path)
     assert split.x_train.shape == (6, 5, 5, 1) and split.x_test.shape == (4, 5, 5, 1)
-    assert split.x_train.dtype == np.float32 and 0 <= split.x_train.min() <= split.x_train.max() <= 1
+    assert (
+        split.x_train.dtype == np.float32 and 0 <= split.x_train.min() <= split.x_train.max() <= 1
+    )
     assert split.y_train.dtype == np.int64 and split.meta["class_names"] == ["0", "1", "2"]
     raw = datasets.load_mnist_format(tmp_path, normalize=False)
     assert raw.x_train.dtype == np.uint8
@@ -135,8 +146,9 @@ def test_missing_files_say_how_to_get_them(tmp_path):
         datasets.load_fashion_mnist(tmp_path / "nope")
 
 
-@pytest.mark.skipif(not datasets.idx.FASHION_MNIST_DIR.is_dir(),
-                    reason="needs Debian's dataset-fashion-mnist")
+@pytest.mark.skipif(
+    not datasets.idx.FASHION_MNIST_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist"
+)
 def test_real_fashion_mnist():
     x_tr, y_tr, x_te, y_te, meta = datasets.load_fashion_mnist()
     assert x_tr.shape == (60000, 28, 28, 1) and x_te.shape == (10000, 28, 28, 1)
@@ -148,6 +160,7 @@ def test_real_fashion_mnist():
 
 
 # --- text --------------------------------------------------------------------------------------
+
 
 def test_irish_songs_match_mit_lab():
     songs = datasets.load_irish_songs()
@@ -211,8 +224,9 @@ def test_fortunes_corpus(tmp_path):
 
 def test_random_sequence_batches():
     ids = np.arange(50)
-    x, y = datasets.random_sequence_batches(ids, seq_len=10, batch_size=2000,
-                                            rng=np.random.default_rng(0))
+    x, y = datasets.random_sequence_batches(
+        ids, seq_len=10, batch_size=2000, rng=np.random.default_rng(0)
+    )
     assert x.shape == y.shape == (2000, 10) and x.dtype == np.int64
     np.testing.assert_array_equal(y, x + 1)  # y is x shifted by one position
     np.testing.assert_array_equal(np.diff(x, axis=1), 1)

@@ -48,7 +48,7 @@ def _import_graph() -> dict:
             elif isinstance(node, ast.ImportFrom):
                 base = name.split(".") if is_package else name.split(".")[:-1]
                 if node.level:
-                    base = base[:len(base) - (node.level - 1)]
+                    base = base[: len(base) - (node.level - 1)]
                 else:
                     base = []
                 module = ".".join(base + ([node.module] if node.module else []))
@@ -108,8 +108,9 @@ def _cycles(graph) -> list:
 def test_the_only_import_cycle_is_the_engine_and_its_ops():
     cycles = _cycles(_import_graph())
     engine = {"splitgrad.tensor", "splitgrad.ops"}
-    bad = [c for c in cycles if not set(c) <= engine | {m for m in c if m.startswith(
-        "splitgrad.ops.")}]
+    bad = [
+        c for c in cycles if not set(c) <= engine | {m for m in c if m.startswith("splitgrad.ops.")}
+    ]
     assert not bad, f"import cycles: {bad}"
     for cycle in cycles:  # the allowed one: tensor.py needs the ops for its operators
         assert "splitgrad.tensor" in cycle
@@ -123,10 +124,16 @@ def test_a_cycle_would_be_found():
 
 def test_the_engine_imports_only_its_ops():
     tree = ast.parse((PACKAGE / "tensor.py").read_text())
-    relative = {node.module for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.level}
-    absolute = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for a in node.names if a.name.startswith("splitgrad")}
+    relative = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
+    }
+    absolute = {
+        a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for a in node.names
+        if a.name.startswith("splitgrad")
+    }
     assert relative <= {None} and not absolute  # `from . import ops as _ops` only
 
 
@@ -147,8 +154,11 @@ def test_every_gradient_lives_under_ops_and_is_in_the_table():
     assert not outside, f"hand-written gradients outside splitgrad/ops/: {outside}"
     listed = set(ops.PRIMITIVES.values())
     # Private bases (the recurrent driver, the max/min base) need no row of their own.
-    missing = [name for name, cls in functions.items()
-               if cls not in listed and not cls.__name__.startswith("_")]
+    missing = [
+        name
+        for name, cls in functions.items()
+        if cls not in listed and not cls.__name__.startswith("_")
+    ]
     assert not missing, f"primitives missing from ops.PRIMITIVES: {missing}"
     doc_rows = ops.__doc__
     for name, cls in ops.PRIMITIVES.items():
@@ -158,14 +168,20 @@ def test_every_gradient_lives_under_ops_and_is_in_the_table():
 
 def test_the_readme_table_matches_the_tree():
     text = README.read_text()
-    section = text[text.index("Where things live"):]
-    section = section[:section.index("\n\n", section.index("|---"))]
+    section = text[text.index("Where things live") :]
+    section = section[: section.index("\n\n", section.index("|---"))]
     named = set(re.findall(r"`splitgrad/([\w/.]+?)`", section))
-    top = {p.name + ("/" if p.is_dir() else "") for p in PACKAGE.iterdir()
-           if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
-           and p.name != "__init__.py"}
-    missing = sorted(top - {n if n.endswith((".py", "/")) else n + "/" for n in named}
-                     - {n.split("/")[0] + "/" for n in named if "/" in n.rstrip("/")})
+    top = {
+        p.name + ("/" if p.is_dir() else "")
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
+        and p.name != "__init__.py"
+    }
+    missing = sorted(
+        top
+        - {n if n.endswith((".py", "/")) else n + "/" for n in named}
+        - {n.split("/")[0] + "/" for n in named if "/" in n.rstrip("/")}
+    )
     assert not missing, f"modules the README's table does not mention: {missing}"
     for name in named:
         assert (PACKAGE / name.rstrip("/")).exists(), f"the README names {name}, which is gone"

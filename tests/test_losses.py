@@ -53,10 +53,16 @@ class_shapes = st.sampled_from([(1, 2), (6, 3), (4, 5), (2, 3, 4)])
 def test_mse_mae_match_torch(shape, seed, reduction):
     rng = np.random.default_rng(seed)
     x, y = rng.normal(size=shape), rng.normal(size=shape)
-    _compare(lambda t: losses.mse(t, y, reduction=reduction),
-             lambda t: F.mse_loss(t, torch.as_tensor(y), reduction=reduction), x)
-    _compare(lambda t: losses.MAE(reduction=reduction)(t, y),
-             lambda t: F.l1_loss(t, torch.as_tensor(y), reduction=reduction), x)
+    _compare(
+        lambda t: losses.mse(t, y, reduction=reduction),
+        lambda t: F.mse_loss(t, torch.as_tensor(y), reduction=reduction),
+        x,
+    )
+    _compare(
+        lambda t: losses.MAE(reduction=reduction)(t, y),
+        lambda t: F.l1_loss(t, torch.as_tensor(y), reduction=reduction),
+        x,
+    )
 
 
 @given(shape=shapes, seed=st.integers(0, 2**16), reduction=st.sampled_from(REDUCTIONS))
@@ -65,28 +71,47 @@ def test_bce_probabilities_match_torch(shape, seed, reduction):
     x = rng.uniform(0.01, 0.99, size=shape)
     x.reshape(-1)[:2] = [0.0, 1.0]  # exact 0 and 1 hit PyTorch's −100 clamp and 1e-12 floor
     y = rng.uniform(size=shape)
-    _compare(lambda t: losses.BinaryCrossentropy(reduction=reduction)(t, y),
-             lambda t: F.binary_cross_entropy(t, torch.as_tensor(y), reduction=reduction), x)
+    _compare(
+        lambda t: losses.BinaryCrossentropy(reduction=reduction)(t, y),
+        lambda t: F.binary_cross_entropy(t, torch.as_tensor(y), reduction=reduction),
+        x,
+    )
 
 
-@given(shape=shapes, seed=st.integers(0, 2**16), reduction=st.sampled_from(REDUCTIONS),
-       use_pw=st.booleans())
+@given(
+    shape=shapes,
+    seed=st.integers(0, 2**16),
+    reduction=st.sampled_from(REDUCTIONS),
+    use_pw=st.booleans(),
+)
 def test_bce_with_logits_matches_torch(shape, seed, reduction, use_pw):
     rng = np.random.default_rng(seed)
     x = rng.normal(scale=4, size=shape)
     x.reshape(-1)[0] = 60.0  # far into saturation: still finite and exact
     y = (rng.uniform(size=shape) > 0.5).astype(float)
     pw = rng.uniform(0.2, 3, size=shape[-1]) if use_pw else None
-    _compare(lambda t: losses.binary_crossentropy(t, y, from_logits=True, pos_weight=pw,
-                                                  reduction=reduction),
-             lambda t: F.binary_cross_entropy_with_logits(
-                 t, torch.as_tensor(y), reduction=reduction,
-                 pos_weight=None if pw is None else torch.as_tensor(pw)), x)
+    _compare(
+        lambda t: losses.binary_crossentropy(
+            t, y, from_logits=True, pos_weight=pw, reduction=reduction
+        ),
+        lambda t: F.binary_cross_entropy_with_logits(
+            t,
+            torch.as_tensor(y),
+            reduction=reduction,
+            pos_weight=None if pw is None else torch.as_tensor(pw),
+        ),
+        x,
+    )
 
 
-@given(shape=class_shapes, seed=st.integers(0, 2**16), reduction=st.sampled_from(REDUCTIONS),
-       weighted=st.booleans(), smoothing=st.sampled_from([0.0, 0.1, 0.35]),
-       ignore=st.booleans())
+@given(
+    shape=class_shapes,
+    seed=st.integers(0, 2**16),
+    reduction=st.sampled_from(REDUCTIONS),
+    weighted=st.booleans(),
+    smoothing=st.sampled_from([0.0, 0.1, 0.35]),
+    ignore=st.booleans(),
+)
 def test_sparse_categorical_matches_torch(shape, seed, reduction, weighted, smoothing, ignore):
     rng = np.random.default_rng(seed)
     c = shape[-1]
@@ -95,30 +120,52 @@ def test_sparse_categorical_matches_torch(shape, seed, reduction, weighted, smoo
     if ignore:
         y.reshape(-1)[1::3] = -100  # row 0 always counts, so the mean is defined
     w = rng.uniform(0.1, 2, size=c) if weighted else None
-    loss = losses.SparseCategoricalCrossentropy(from_logits=True, weight=w,
-                                                label_smoothing=smoothing,
-                                                ignore_index=-100 if ignore else None,
-                                                reduction=reduction)
-    _compare(lambda t: loss(t, y),
-             lambda t: F.cross_entropy(_classes_to_axis1(t), torch.as_tensor(y),
-                                       weight=None if w is None else torch.as_tensor(w),
-                                       label_smoothing=smoothing, reduction=reduction), z)
+    loss = losses.SparseCategoricalCrossentropy(
+        from_logits=True,
+        weight=w,
+        label_smoothing=smoothing,
+        ignore_index=-100 if ignore else None,
+        reduction=reduction,
+    )
+    _compare(
+        lambda t: loss(t, y),
+        lambda t: F.cross_entropy(
+            _classes_to_axis1(t),
+            torch.as_tensor(y),
+            weight=None if w is None else torch.as_tensor(w),
+            label_smoothing=smoothing,
+            reduction=reduction,
+        ),
+        z,
+    )
 
 
-@given(shape=class_shapes, seed=st.integers(0, 2**16), reduction=st.sampled_from(REDUCTIONS),
-       weighted=st.booleans(), smoothing=st.sampled_from([0.0, 0.2]))
+@given(
+    shape=class_shapes,
+    seed=st.integers(0, 2**16),
+    reduction=st.sampled_from(REDUCTIONS),
+    weighted=st.booleans(),
+    smoothing=st.sampled_from([0.0, 0.2]),
+)
 def test_categorical_matches_torch(shape, seed, reduction, weighted, smoothing):
     rng = np.random.default_rng(seed)
     c = shape[-1]
     z = rng.normal(scale=3, size=shape)
     t = rng.dirichlet(np.ones(c), size=shape[:-1])
     w = rng.uniform(0.1, 2, size=c) if weighted else None
-    _compare(lambda a: losses.categorical_crossentropy(a, t, from_logits=True, weight=w,
-                                                       label_smoothing=smoothing,
-                                                       reduction=reduction),
-             lambda a: F.cross_entropy(_classes_to_axis1(a), _classes_to_axis1(torch.as_tensor(t)),
-                                       weight=None if w is None else torch.as_tensor(w),
-                                       label_smoothing=smoothing, reduction=reduction), z)
+    _compare(
+        lambda a: losses.categorical_crossentropy(
+            a, t, from_logits=True, weight=w, label_smoothing=smoothing, reduction=reduction
+        ),
+        lambda a: F.cross_entropy(
+            _classes_to_axis1(a),
+            _classes_to_axis1(torch.as_tensor(t)),
+            weight=None if w is None else torch.as_tensor(w),
+            label_smoothing=smoothing,
+            reduction=reduction,
+        ),
+        z,
+    )
 
 
 @pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
@@ -172,17 +219,21 @@ def test_fused_primitives_finite_differences(reduction):
     prim = [
         lambda t: loss_ops.SquaredError.apply(t, y, reduction=reduction),
         lambda t: loss_ops.AbsoluteError.apply(t, y, reduction=reduction),
-        lambda t: loss_ops.BinaryCrossEntropyWithLogits.apply(t, y, pos_weight=pw,
-                                                            reduction=reduction),
+        lambda t: loss_ops.BinaryCrossEntropyWithLogits.apply(
+            t, y, pos_weight=pw, reduction=reduction
+        ),
         lambda t: loss_ops.SoftmaxCrossEntropy.apply(t, a=a, denom=2.5, reduction=reduction),
-        lambda t: loss_ops.SoftmaxCrossEntropy.apply(t, index=np.array([1, 3, 8, 9]), denom=4,
-                                                   reduction=reduction),
+        lambda t: loss_ops.SoftmaxCrossEntropy.apply(
+            t, index=np.array([1, 3, 8, 9]), denom=4, reduction=reduction
+        ),
         lambda t: loss_ops.NegativeLogLikelihood.apply(t, a, denom=3.0, reduction=reduction),
     ]
     for fn in prim:
         _fd_check(fn, x)
-    _fd_check(lambda t: loss_ops.BinaryCrossEntropy.apply(t, y, reduction=reduction),
-              rng.uniform(0.1, 0.9, size=(4, 3)))
+    _fd_check(
+        lambda t: loss_ops.BinaryCrossEntropy.apply(t, y, reduction=reduction),
+        rng.uniform(0.1, 0.9, size=(4, 3)),
+    )
 
 
 def test_label_smoothing_binary_and_shapes():
@@ -192,49 +243,78 @@ def test_label_smoothing_binary_and_shapes():
     want = -np.mean(ys * np.log(x[:, 0]) + (1 - ys) * np.log(1 - x[:, 0]))
     got = losses.BinaryCrossentropy(label_smoothing=0.2)(Tensor(x), y)
     assert got.data == pytest.approx(want, rel=1e-12)
-    seq = losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3, 4))), np.zeros((2, 3, 1)),
-                                                 from_logits=True)
+    seq = losses.sparse_categorical_crossentropy(
+        Tensor(np.zeros((2, 3, 4))), np.zeros((2, 3, 1)), from_logits=True
+    )
     assert seq.data == pytest.approx(np.log(4))
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: losses.binary_crossentropy(Tensor(np.array([0.5, 1.5])), [0, 1]),
-     r"probabilities in \[0, 1\].*from_logits=True"),
-    (lambda: losses.sparse_categorical_crossentropy(Tensor(np.array([[2.0, -1.0]])), [0]),
-     r"probabilities in \[0, 1\].*from_logits=True"),
-    (lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((3, 4))), np.eye(4)[:3]),
-     "labels look one-hot: use categorical_crossentropy"),
-    (lambda: losses.categorical_crossentropy(Tensor(np.zeros((3, 4))), [0, 1, 2]),
-     "integer class ids: use sparse_categorical_crossentropy"),
-    (lambda: losses.mse(Tensor(np.zeros((3, 4))), [0, 1, 2]),
-     r"expected \(3, 4\).*use sparse_categorical_crossentropy"),
-    (lambda: losses.mse(Tensor(np.zeros((3, 2))), np.zeros((2, 3))), r"shape \(2, 3\)"),
-    (lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3))), [0, 3]),
-     "class id 3 is out of range for 3 classes"),
-    (lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3))), [0.5, 1]),
-     "integer class ids"),
-    (lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3))), [0, 1],
-                                                    weight=[1, 2]), r"shape \(3,\)"),
-    (lambda: losses.MSE(reduction="avg"), "reduction must be one of"),
-    (lambda: losses.get("hinge"), "unknown loss 'hinge'"),
-    (lambda: losses.get(3), "must be a name"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: losses.binary_crossentropy(Tensor(np.array([0.5, 1.5])), [0, 1]),
+            r"probabilities in \[0, 1\].*from_logits=True",
+        ),
+        (
+            lambda: losses.sparse_categorical_crossentropy(Tensor(np.array([[2.0, -1.0]])), [0]),
+            r"probabilities in \[0, 1\].*from_logits=True",
+        ),
+        (
+            lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((3, 4))), np.eye(4)[:3]),
+            "labels look one-hot: use categorical_crossentropy",
+        ),
+        (
+            lambda: losses.categorical_crossentropy(Tensor(np.zeros((3, 4))), [0, 1, 2]),
+            "integer class ids: use sparse_categorical_crossentropy",
+        ),
+        (
+            lambda: losses.mse(Tensor(np.zeros((3, 4))), [0, 1, 2]),
+            r"expected \(3, 4\).*use sparse_categorical_crossentropy",
+        ),
+        (lambda: losses.mse(Tensor(np.zeros((3, 2))), np.zeros((2, 3))), r"shape \(2, 3\)"),
+        (
+            lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3))), [0, 3]),
+            "class id 3 is out of range for 3 classes",
+        ),
+        (
+            lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3))), [0.5, 1]),
+            "integer class ids",
+        ),
+        (
+            lambda: losses.sparse_categorical_crossentropy(
+                Tensor(np.zeros((2, 3))), [0, 1], weight=[1, 2]
+            ),
+            r"shape \(3,\)",
+        ),
+        (lambda: losses.MSE(reduction="avg"), "reduction must be one of"),
+        (lambda: losses.get("hinge"), "unknown loss 'hinge'"),
+        (lambda: losses.get(3), "must be a name"),
+    ],
+)
 def test_clear_errors(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
 
 
 def test_registry_and_configs():
-    for name, cls in [("mse", losses.MeanSquaredError), ("mean_absolute_error", losses.MAE),
-                      ("binary_crossentropy", losses.BinaryCrossentropy),
-                      ("BinaryCrossentropy", losses.BinaryCrossentropy),
-                      ("categorical_crossentropy", losses.CategoricalCrossentropy),
-                      ("sparse_categorical_crossentropy", losses.SparseCategoricalCrossentropy),
-                      ("scce", losses.SparseCategoricalCrossentropy)]:
+    for name, cls in [
+        ("mse", losses.MeanSquaredError),
+        ("mean_absolute_error", losses.MAE),
+        ("binary_crossentropy", losses.BinaryCrossentropy),
+        ("BinaryCrossentropy", losses.BinaryCrossentropy),
+        ("categorical_crossentropy", losses.CategoricalCrossentropy),
+        ("sparse_categorical_crossentropy", losses.SparseCategoricalCrossentropy),
+        ("scce", losses.SparseCategoricalCrossentropy),
+    ]:
         assert type(losses.get(name)) is cls
-    loss = losses.SparseCategoricalCrossentropy(from_logits=True, weight=np.array([1.0, 2.0]),
-                                                label_smoothing=0.1, ignore_index=-1,
-                                                reduction="sum")
+    loss = losses.SparseCategoricalCrossentropy(
+        from_logits=True,
+        weight=np.array([1.0, 2.0]),
+        label_smoothing=0.1,
+        ignore_index=-1,
+        reduction="sum",
+    )
     back = losses.get(json.loads(json.dumps(losses.serialize(loss))))
     assert back.get_config() == loss.get_config()
     z, y = np.array([[0.3, -1.0], [2.0, 0.5]]), np.array([1, -1])

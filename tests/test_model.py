@@ -38,10 +38,11 @@ def _blobs(n=240, features=4, classes=3, seed=0):
 def _classifier(seed=0, **compile_kw):
     sg.seed(seed)
     model = nn.Sequential([nn.Dense(16, activation="relu"), nn.Dense(3)])
-    model.compile(optimizer=compile_kw.pop("optimizer", optim.Adam(learning_rate=0.01)),
-                  loss=compile_kw.pop("loss", losses.SparseCategoricalCrossentropy(
-                      from_logits=True)),
-                  metrics=compile_kw.pop("metrics", ["accuracy"]))
+    model.compile(
+        optimizer=compile_kw.pop("optimizer", optim.Adam(learning_rate=0.01)),
+        loss=compile_kw.pop("loss", losses.SparseCategoricalCrossentropy(from_logits=True)),
+        metrics=compile_kw.pop("metrics", ["accuracy"]),
+    )
     return model
 
 
@@ -77,13 +78,19 @@ def test_dense_init_is_torch_uniform_and_orientation_is_in_by_out():
 def test_sequential_mlp_loss_and_all_gradients_match_torch():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(9, 6)), rng.integers(0, 4, size=9)
-    model = nn.Sequential([nn.Dense(8, activation="tanh"), nn.Dense(5, activation="relu"),
-                           nn.Dense(4)], dtype="float64")
+    model = nn.Sequential(
+        [nn.Dense(8, activation="tanh"), nn.Dense(5, activation="relu"), nn.Dense(4)],
+        dtype="float64",
+    )
     model(x[:1])
     denses = model.layers
-    ref = torch.nn.Sequential(_torch_linear(denses[0]), torch.nn.Tanh(),
-                              _torch_linear(denses[1]), torch.nn.ReLU(),
-                              _torch_linear(denses[2]))
+    ref = torch.nn.Sequential(
+        _torch_linear(denses[0]),
+        torch.nn.Tanh(),
+        _torch_linear(denses[1]),
+        torch.nn.ReLU(),
+        _torch_linear(denses[2]),
+    )
     loss = losses.sparse_categorical_crossentropy(model(x), y, from_logits=True)
     loss.backward()
     ref_loss = torch.nn.functional.cross_entropy(ref(to_torch(x, False)), torch.from_numpy(y))
@@ -98,10 +105,14 @@ def test_sequential_mlp_loss_and_all_gradients_match_torch():
 def test_softmax_output_with_sparse_ce_uses_the_logits_and_trains():
     x, y = _blobs()
     sg.seed(3)
-    model = nn.Sequential([nn.Dense(16, activation="relu"), nn.Dense(3, activation="softmax")],
-                          dtype="float64")
-    model.compile(optimizer=optim.Adam(learning_rate=0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = nn.Sequential(
+        [nn.Dense(16, activation="relu"), nn.Dense(3, activation="softmax")], dtype="float64"
+    )
+    model.compile(
+        optimizer=optim.Adam(learning_rate=0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.build_from_sample(x)
     # The same network without the softmax gives the logits.
     logits_model = nn.Sequential([nn.Dense(16, activation="relu"), nn.Dense(3)], dtype="float64")
@@ -168,12 +179,13 @@ def test_subclassed_model_with_call_trains_and_tracks_sublayers():
     x, y = _blobs()
     sg.seed(6)
     model = TwoLayer()
-    model.compile(optimizer=optim.Adam(learning_rate=0.01),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optim.Adam(learning_rate=0.01),
+        loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     model.fit(x, y, epochs=10, verbose=0, seed=0)
-    assert list(model.named_weights()) == ["hidden.kernel", "hidden.bias", "out.kernel",
-                                           "out.bias"]
+    assert list(model.named_weights()) == ["hidden.kernel", "hidden.bias", "out.kernel", "out.bias"]
     assert len(model.parameters()) == 4
     assert model.evaluate(x, y)[1] > 0.95
     model.eval()
@@ -244,7 +256,8 @@ def test_validation_split_takes_the_last_fraction_before_shuffling():
 
         def call(self, t):
             seen.setdefault("train" if self.training else "val", set()).update(
-                t.data[:, 0].tolist())
+                t.data[:, 0].tolist()
+            )
             return self.dense(t)
 
     model = Spy()
@@ -339,10 +352,13 @@ def test_metrics_values():
 
 
 def test_accuracy_resolves_from_the_loss():
-    assert isinstance(metrics.get("accuracy", losses.get("sparse_categorical_crossentropy")),
-                      metrics.SparseCategoricalAccuracy)
-    assert isinstance(metrics.get("accuracy", losses.get("categorical_crossentropy")),
-                      metrics.CategoricalAccuracy)
+    assert isinstance(
+        metrics.get("accuracy", losses.get("sparse_categorical_crossentropy")),
+        metrics.SparseCategoricalAccuracy,
+    )
+    assert isinstance(
+        metrics.get("accuracy", losses.get("categorical_crossentropy")), metrics.CategoricalAccuracy
+    )
     binary = metrics.get("accuracy", losses.BinaryCrossentropy(from_logits=True))
     assert isinstance(binary, metrics.BinaryAccuracy) and binary.threshold == 0.0
     assert metrics.get("accuracy", losses.get("binary_crossentropy")).threshold == 0.5
@@ -356,16 +372,20 @@ def test_binary_model_with_sigmoid_and_categorical_labels_train():
     x, y = _blobs(160, classes=2)
     sg.seed(9)
     model = nn.Sequential([nn.Dense(8, activation="relu"), nn.Dense(1, activation="sigmoid")])
-    model.compile(optimizer=optim.Adam(learning_rate=0.02), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optim.Adam(learning_rate=0.02), loss="binary_crossentropy", metrics=["accuracy"]
+    )
     model.fit(x, y.astype(np.float32), epochs=10, verbose=0, seed=0)
     assert model.evaluate(x, y.astype(np.float32))[1] > 0.95
 
     x, y = _blobs(160)
     sg.seed(9)
     model = nn.Sequential([nn.Dense(8, activation="relu"), nn.Dense(3, activation="softmax")])
-    model.compile(optimizer=optim.Adam(learning_rate=0.02), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optim.Adam(learning_rate=0.02),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     onehot = np.eye(3, dtype=np.float32)[y]
     model.fit(x, onehot, epochs=10, verbose=0, seed=0)
     assert model.evaluate(x, onehot)[1] > 0.95
@@ -407,9 +427,11 @@ def test_adding_a_layer_after_compile_is_not_silently_left_untrained():
 def test_a_batch_size_that_is_not_a_positive_integer_is_one_clear_error(bad):
     x, y = _blobs(20)
     model = _classifier()
-    for call in (lambda: model.fit(x, y, batch_size=bad, verbose=0),
-                 lambda: model.evaluate(x, y, batch_size=bad),
-                 lambda: model.predict(x, batch_size=bad)):
+    for call in (
+        lambda: model.fit(x, y, batch_size=bad, verbose=0),
+        lambda: model.evaluate(x, y, batch_size=bad),
+        lambda: model.predict(x, batch_size=bad),
+    ):
         with pytest.raises(ValueError, match=r"batch_size must be a positive integer, got"):
             call()
 
@@ -427,15 +449,19 @@ def test_zero_epochs_train_nothing():
     model.build_from_sample(x)
     before = model.get_weights()
     history = model.fit(x, y, epochs=0, verbose=0)
-    assert history.epoch == [] and all(np.array_equal(a, b)
-                                       for a, b in zip(before, model.get_weights()))
+    assert history.epoch == [] and all(
+        np.array_equal(a, b) for a, b in zip(before, model.get_weights())
+    )
 
 
-@pytest.mark.parametrize("data, words", [
-    ([[1.0, 2.0], [3.0]], "rows of shapes"),
-    (np.array([{"a": 1}, {"b": 2}], dtype=object), "numeric array"),
-    (["a", "b"], "numeric array"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ([[1.0, 2.0], [3.0]], "rows of shapes"),
+        (np.array([{"a": 1}, {"b": 2}], dtype=object), "numeric array"),
+        (["a", "b"], "numeric array"),
+    ],
+)
 def test_ragged_or_object_input_names_the_argument(data, words):
     model = _classifier()
     with pytest.raises(TypeError, match=rf"x: could not turn the data into a {words}|{words}"):
@@ -460,7 +486,7 @@ def test_fit_trains_on_a_batch_source_and_on_a_dataloader():
     assert len(windows) == 3 and len(list(windows.batches(0))) == 3
 
     def one_pass():
-        yield from ((x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16))
+        yield from ((x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16))
 
     with pytest.raises(ValueError, match="generator is used up after one pass"):
         _classifier().fit(one_pass(), epochs=2, verbose=0)

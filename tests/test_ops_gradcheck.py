@@ -93,8 +93,9 @@ def test_where(shapes, seed):
     rng = rng_for(seed)
     sc, sa, sb = shapes.input_shapes
     cond = np.asarray(rng.random(sc) > 0.5)
-    gradcheck(lambda x, y: ops.where(cond, x, y), [rng.standard_normal(sa), rng.standard_normal(sb)],
-              seed)
+    gradcheck(
+        lambda x, y: ops.where(cond, x, y), [rng.standard_normal(sa), rng.standard_normal(sb)], seed
+    )
 
 
 UNARY = {
@@ -136,15 +137,25 @@ def test_unary(name, shape, seed):
 @given(shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=3), seed=seeds, data=st.data())
 def test_softmax(name, shape, seed, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
-    gradcheck(lambda x: getattr(ops, name)(x, axis=axis), [rng_for(seed).standard_normal(shape)],
-              seed)
+    gradcheck(
+        lambda x: getattr(ops, name)(x, axis=axis), [rng_for(seed).standard_normal(shape)], seed
+    )
 
 
 # ----- linear algebra ------------------------------------------------------------------------
-@pytest.mark.parametrize("shapes_", [
-    ((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 2)), ((2, 3), (3, 4)),
-    ((2, 2, 3), (2, 3, 2)), ((2, 1, 2, 3), (3, 3, 2)), ((3,), (2, 3, 2)), ((2, 2, 3), (3,)),
-])
+@pytest.mark.parametrize(
+    "shapes_",
+    [
+        ((3,), (3,)),
+        ((2, 3), (3,)),
+        ((3,), (3, 2)),
+        ((2, 3), (3, 4)),
+        ((2, 2, 3), (2, 3, 2)),
+        ((2, 1, 2, 3), (3, 3, 2)),
+        ((3,), (2, 3, 2)),
+        ((2, 2, 3), (3,)),
+    ],
+)
 def test_matmul(shapes_):
     rng = rng_for(len(shapes_[0]) * 10 + len(shapes_[1]))
     gradcheck(ops.matmul, [rng.standard_normal(s) for s in shapes_])
@@ -168,8 +179,11 @@ def test_reductions(name, shape, seed, keepdims, data):
     axis = data.draw(st.one_of(st.none(), st.integers(-nd, nd - 1)) if nd else st.none())
     if nd > 1 and data.draw(st.booleans()):
         axis = tuple(data.draw(st.lists(st.integers(0, nd - 1), unique=True, max_size=nd)))
-    gradcheck(lambda x: getattr(ops, name)(x, axis=axis, keepdims=keepdims),
-              [distinct(rng_for(seed), shape)], seed)
+    gradcheck(
+        lambda x: getattr(ops, name)(x, axis=axis, keepdims=keepdims),
+        [distinct(rng_for(seed), shape)],
+        seed,
+    )
 
 
 # ----- shape ops -----------------------------------------------------------------------------
@@ -182,12 +196,20 @@ def test_reshape_transpose_broadcast(shape, seed, data):
     gradcheck(lambda x: ops.broadcast_to(x, (2,) + shape), [a], seed)
 
 
-@pytest.mark.parametrize("index", [
-    (slice(None), 1), (slice(None, None, -1),), (0, slice(1, None)), (Ellipsis, None, 2),
-    (np.array([0, 2, 0, 0]),), (slice(None), np.array([2, 2, 1])),
-    (np.array([1, 1]), np.array([0, 0])), (np.array([True, False, True]),),
-    (np.array([[True, False, True, False]] * 3),),
-])
+@pytest.mark.parametrize(
+    "index",
+    [
+        (slice(None), 1),
+        (slice(None, None, -1),),
+        (0, slice(1, None)),
+        (Ellipsis, None, 2),
+        (np.array([0, 2, 0, 0]),),
+        (slice(None), np.array([2, 2, 1])),
+        (np.array([1, 1]), np.array([0, 0])),
+        (np.array([True, False, True]),),
+        (np.array([[True, False, True, False]] * 3),),
+    ],
+)
 def test_getitem(index):
     gradcheck(lambda x: x[index], [rng_for(9).standard_normal((3, 4))])
 

@@ -118,16 +118,24 @@ def test_where(shapes, seed):
     cshape, ashape, bshape = shapes.input_shapes
     cond = np.asarray(np.random.default_rng(seed).random(cshape) > 0.5)
     a, b = randn(seed, ashape, bshape)
-    check(lambda x, y: ops.where(cond, x, y), lambda x, y: torch.where(torch.as_tensor(np.asarray(cond)), x, y),
-          [a, b], seed)
+    check(
+        lambda x, y: ops.where(cond, x, y),
+        lambda x, y: torch.where(torch.as_tensor(np.asarray(cond)), x, y),
+        [a, b],
+        seed,
+    )
 
 
 @given(shape=shapes, seed=seeds)
 def test_where_with_a_scalar_branch(shape, seed):
     (a,) = randn(seed, shape)
     cond = a > 0
-    check(lambda x: ops.where(cond, x, 0.0),
-          lambda x: torch.where(torch.as_tensor(np.asarray(cond)), x, torch.zeros(())), [a], seed)
+    check(
+        lambda x: ops.where(cond, x, 0.0),
+        lambda x: torch.where(torch.as_tensor(np.asarray(cond)), x, torch.zeros(())),
+        [a],
+        seed,
+    )
 
 
 @pytest.mark.parametrize("name", ["maximum", "minimum"])
@@ -203,8 +211,14 @@ def test_softmax_any_axis(fn, shape, seed, data):
 def test_cast_roundtrip(shape, seed):
     # float64 -> float32 -> float64: the gradient comes back in the leaf's dtype.
     (a,) = randn(seed, shape)
-    check(lambda x: x.astype(np.float32).astype(np.float64) * 2.0,
-          lambda x: x.to(torch.float32).to(torch.float64) * 2.0, [a], seed, rtol=1e-6, atol=1e-6)
+    check(
+        lambda x: x.astype(np.float32).astype(np.float64) * 2.0,
+        lambda x: x.to(torch.float32).to(torch.float64) * 2.0,
+        [a],
+        seed,
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 # ----- linear algebra -------------------------------------------------------------------------
@@ -234,8 +248,12 @@ def test_matmul_broadcast_batch():
     check(lambda a, b: a @ b, torch.matmul, randn(3, (2, 1, 3, 4), (5, 4, 2)), 3)
 
 
-@given(seed=seeds, lead=hnp.array_shapes(min_dims=1, max_dims=2, max_side=4),
-       io=st.tuples(st.integers(1, 5), st.integers(1, 5)), bias=st.booleans())
+@given(
+    seed=seeds,
+    lead=hnp.array_shapes(min_dims=1, max_dims=2, max_side=4),
+    io=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    bias=st.booleans(),
+)
 def test_linear(seed, lead, io, bias):
     shapes_ = [lead + (io[0],), io] + ([(io[1],)] if bias else [])
     arrays = randn(seed, *shapes_)
@@ -250,11 +268,15 @@ def test_linear(seed, lead, io, bias):
 def reduction_case(draw):
     shape = draw(shapes)
     nd = len(shape)
-    axis = draw(st.one_of(
-        st.none(),
-        st.integers(-nd, nd - 1) if nd else st.none(),
-        st.lists(st.integers(0, nd - 1), unique=True, max_size=nd).map(tuple) if nd else st.none(),
-    ))
+    axis = draw(
+        st.one_of(
+            st.none(),
+            st.integers(-nd, nd - 1) if nd else st.none(),
+            st.lists(st.integers(0, nd - 1), unique=True, max_size=nd).map(tuple)
+            if nd
+            else st.none(),
+        )
+    )
     return shape, axis, draw(st.booleans())
 
 
@@ -291,17 +313,25 @@ def test_reductions(name, case, seed, ties):
 
 def test_tensor_reduction_methods():
     (a,) = randn(4, (3, 4))
-    check(lambda x: x.sum(axis=1) + x.mean(axis=0).sum() + x.max() - x.min(axis=-1, keepdims=True),
-          lambda x: x.sum(1) + x.mean(0).sum() + x.amax() - x.amin(-1, keepdim=True), [a], 4)
+    check(
+        lambda x: x.sum(axis=1) + x.mean(axis=0).sum() + x.max() - x.min(axis=-1, keepdims=True),
+        lambda x: x.sum(1) + x.mean(0).sum() + x.amax() - x.amin(-1, keepdim=True),
+        [a],
+        4,
+    )
 
 
 # ----- shape ops ---------------------------------------------------------------------------------
 @given(shape=shapes, seed=seeds, data=st.data())
 def test_reshape(shape, seed, data):
     size = int(np.prod(shape))
-    target = data.draw(st.sampled_from([(-1,), (size, 1), (1, -1), tuple(reversed(shape)), ()]
-                                       if size == 1 else [(-1,), (size, 1), (1, -1),
-                                                          tuple(reversed(shape))]))
+    target = data.draw(
+        st.sampled_from(
+            [(-1,), (size, 1), (1, -1), tuple(reversed(shape)), ()]
+            if size == 1
+            else [(-1,), (size, 1), (1, -1), tuple(reversed(shape))]
+        )
+    )
     check(lambda x: x.reshape(target), lambda x: x.reshape(target), randn(seed, shape), seed)
 
 
@@ -311,18 +341,21 @@ def test_transpose(shape, seed, data):
     perm = data.draw(st.permutations(range(nd)))
     # Some axes negative: the inverse permutation must be taken after normalising them.
     signed = tuple(p - nd if data.draw(st.booleans()) else p for p in perm)
-    check(lambda x: x.transpose(signed), lambda x: x.permute(tuple(perm)), randn(seed, shape),
-          seed)
+    check(lambda x: x.transpose(signed), lambda x: x.permute(tuple(perm)), randn(seed, shape), seed)
     check(lambda x: x.T, lambda x: x.permute(tuple(reversed(range(nd)))), randn(seed, shape), seed)
 
 
 @given(target=shapes, seed=seeds, data=st.data())
 def test_broadcast_to(target, seed, data):
     # A source that broadcasts *to* target: drop some leading dims, squash some sides to 1.
-    kept = target[data.draw(st.integers(0, len(target))):]
+    kept = target[data.draw(st.integers(0, len(target))) :]
     source = tuple(1 if data.draw(st.booleans()) else n for n in kept)
-    check(lambda x: ops.broadcast_to(x, target), lambda x: x.broadcast_to(target),
-          randn(seed, source), seed)
+    check(
+        lambda x: ops.broadcast_to(x, target),
+        lambda x: x.broadcast_to(target),
+        randn(seed, source),
+        seed,
+    )
 
 
 @st.composite
@@ -355,8 +388,9 @@ def gather_like_numpy(x, shape, index):
 @given(shape=nonscalar_shapes, seed=seeds, data=st.data())
 def test_getitem_basic(shape, seed, data):
     index = data.draw(basic_index(shape))
-    check(lambda x: x[index], lambda x: gather_like_numpy(x, shape, index), randn(seed, shape),
-          seed)
+    check(
+        lambda x: x[index], lambda x: gather_like_numpy(x, shape, index), randn(seed, shape), seed
+    )
 
 
 @given(shape=nonscalar_shapes, seed=seeds, data=st.data())
@@ -367,13 +401,18 @@ def test_getitem_integer_array_repeats_scatter_add(shape, seed, data):
     if len(shape) > 1:
         m = shape[1]
         idx2 = np.array(data.draw(st.lists(st.integers(0, m - 1), min_size=1, max_size=5)))
-        check(lambda x: x[:, idx2], lambda x: x[:, torch.from_numpy(idx2)], randn(seed, shape),
-              seed)
+        check(
+            lambda x: x[:, idx2], lambda x: x[:, torch.from_numpy(idx2)], randn(seed, shape), seed
+        )
         # Paired index arrays pick elements; repeats among the pairs must add up.
         rows = np.resize(idx, 4)
         cols = np.resize(idx2, 4)
-        check(lambda x: x[rows, cols], lambda x: x[torch.from_numpy(rows), torch.from_numpy(cols)],
-              randn(seed, shape), seed)
+        check(
+            lambda x: x[rows, cols],
+            lambda x: x[torch.from_numpy(rows), torch.from_numpy(cols)],
+            randn(seed, shape),
+            seed,
+        )
 
 
 def test_getitem_list_and_tensor_indices():
@@ -397,11 +436,15 @@ def test_concatenate_stack(fn, shape, seed, count, data):
     axis = data.draw(st.integers(-nd, nd - 1))
     sizes = data.draw(st.lists(st.integers(1, 3), min_size=count, max_size=count))
     ax = axis % len(shape) if fn == "concatenate" else None
-    shapes_ = [shape[:ax] + (s,) + shape[ax + 1:] if ax is not None else shape for s in sizes]
+    shapes_ = [shape[:ax] + (s,) + shape[ax + 1 :] if ax is not None else shape for s in sizes]
     ours = getattr(ops, fn)
     theirs = torch.cat if fn == "concatenate" else torch.stack
-    check(lambda *xs: ours(list(xs), axis=axis), lambda *xs: theirs(list(xs), dim=axis),
-          randn(seed, *shapes_), seed)
+    check(
+        lambda *xs: ours(list(xs), axis=axis),
+        lambda *xs: theirs(list(xs), dim=axis),
+        randn(seed, *shapes_),
+        seed,
+    )
 
 
 # ----- composites: several ops sharing inputs ----------------------------------------------------
@@ -418,6 +461,8 @@ def test_small_network_end_to_end(seed):
     def theirs(x, w, b, v):
         h = torch.tanh(x @ w + b)
         logits = (h * h + h) @ v
-        return -(torch.log_softmax(logits, -1)[torch.arange(5), torch.tensor([0, 1, 1, 0, 1])]).mean()
+        return -(
+            torch.log_softmax(logits, -1)[torch.arange(5), torch.tensor([0, 1, 1, 0, 1])]
+        ).mean()
 
     check(ours, theirs, arrays, seed)

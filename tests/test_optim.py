@@ -16,35 +16,101 @@ from splitgrad.tensor import Tensor
 torch.set_default_dtype(torch.float64)
 
 CASES = [
-    ("sgd_momentum", optim.SGD, {"learning_rate": 0.1, "momentum": 0.8, "dampening": 0.2},
-     torch.optim.SGD, {"lr": 0.1, "momentum": 0.8, "dampening": 0.2}),
-    ("sgd_nesterov_wd", optim.SGD,
-     {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
-     torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}),
-    ("adam_wd", optim.Adam,
-     {"learning_rate": 0.02, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6, "weight_decay": 0.05},
-     torch.optim.Adam, {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.05}),
-    ("adam_amsgrad", optim.Adam, {"learning_rate": 0.03, "beta_2": 0.9, "amsgrad": True},
-     torch.optim.Adam, {"lr": 0.03, "betas": (0.9, 0.9), "amsgrad": True}),
-    ("adamw", optim.AdamW, {"learning_rate": 0.02, "beta_1": 0.85, "weight_decay": 0.1},
-     torch.optim.AdamW, {"lr": 0.02, "betas": (0.85, 0.999), "weight_decay": 0.1}),
-    ("rmsprop_centered_momentum_wd", optim.RMSprop,
-     {"learning_rate": 0.01, "rho": 0.9, "epsilon": 1e-5, "momentum": 0.5, "centered": True,
-      "weight_decay": 0.02},
-     torch.optim.RMSprop,
-     {"lr": 0.01, "alpha": 0.9, "eps": 1e-5, "momentum": 0.5, "centered": True,
-      "weight_decay": 0.02}),
-    ("rmsprop_plain", optim.RMSprop, {"learning_rate": 0.005, "alpha": 0.95},
-     torch.optim.RMSprop, {"lr": 0.005, "alpha": 0.95}),
-    ("adagrad", optim.Adagrad,
-     {"learning_rate": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.1,
-      "epsilon": 1e-8, "weight_decay": 0.01},
-     torch.optim.Adagrad,
-     {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.1, "eps": 1e-8,
-      "weight_decay": 0.01}),
-    ("adadelta", optim.Adadelta,
-     {"learning_rate": 0.5, "rho": 0.8, "epsilon": 1e-5, "weight_decay": 0.03},
-     torch.optim.Adadelta, {"lr": 0.5, "rho": 0.8, "eps": 1e-5, "weight_decay": 0.03}),
+    (
+        "sgd_momentum",
+        optim.SGD,
+        {"learning_rate": 0.1, "momentum": 0.8, "dampening": 0.2},
+        torch.optim.SGD,
+        {"lr": 0.1, "momentum": 0.8, "dampening": 0.2},
+    ),
+    (
+        "sgd_nesterov_wd",
+        optim.SGD,
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+    ),
+    (
+        "adam_wd",
+        optim.Adam,
+        {
+            "learning_rate": 0.02,
+            "beta_1": 0.8,
+            "beta_2": 0.99,
+            "epsilon": 1e-6,
+            "weight_decay": 0.05,
+        },
+        torch.optim.Adam,
+        {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.05},
+    ),
+    (
+        "adam_amsgrad",
+        optim.Adam,
+        {"learning_rate": 0.03, "beta_2": 0.9, "amsgrad": True},
+        torch.optim.Adam,
+        {"lr": 0.03, "betas": (0.9, 0.9), "amsgrad": True},
+    ),
+    (
+        "adamw",
+        optim.AdamW,
+        {"learning_rate": 0.02, "beta_1": 0.85, "weight_decay": 0.1},
+        torch.optim.AdamW,
+        {"lr": 0.02, "betas": (0.85, 0.999), "weight_decay": 0.1},
+    ),
+    (
+        "rmsprop_centered_momentum_wd",
+        optim.RMSprop,
+        {
+            "learning_rate": 0.01,
+            "rho": 0.9,
+            "epsilon": 1e-5,
+            "momentum": 0.5,
+            "centered": True,
+            "weight_decay": 0.02,
+        },
+        torch.optim.RMSprop,
+        {
+            "lr": 0.01,
+            "alpha": 0.9,
+            "eps": 1e-5,
+            "momentum": 0.5,
+            "centered": True,
+            "weight_decay": 0.02,
+        },
+    ),
+    (
+        "rmsprop_plain",
+        optim.RMSprop,
+        {"learning_rate": 0.005, "alpha": 0.95},
+        torch.optim.RMSprop,
+        {"lr": 0.005, "alpha": 0.95},
+    ),
+    (
+        "adagrad",
+        optim.Adagrad,
+        {
+            "learning_rate": 0.1,
+            "lr_decay": 0.05,
+            "initial_accumulator_value": 0.1,
+            "epsilon": 1e-8,
+            "weight_decay": 0.01,
+        },
+        torch.optim.Adagrad,
+        {
+            "lr": 0.1,
+            "lr_decay": 0.05,
+            "initial_accumulator_value": 0.1,
+            "eps": 1e-8,
+            "weight_decay": 0.01,
+        },
+    ),
+    (
+        "adadelta",
+        optim.Adadelta,
+        {"learning_rate": 0.5, "rho": 0.8, "epsilon": 1e-5, "weight_decay": 0.03},
+        torch.optim.Adadelta,
+        {"lr": 0.5, "rho": 0.8, "eps": 1e-5, "weight_decay": 0.03},
+    ),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -159,13 +225,15 @@ def test_clipping_matches_torch(mode):
     ours = _run_ours(optim.SGD(p, learning_rate=0.3, momentum=0.5, **kw), p, x, y, 25)
     tp = {k: to_torch(v) for k, v in params.items()}
     if mode == "clipnorm":
+
         def clip(ps):
             return torch.nn.utils.clip_grad_norm_(ps, 0.05)
     else:
+
         def clip(ps):
             return torch.nn.utils.clip_grad_value_(ps, 0.05)
-    theirs = _run_torch(torch.optim.SGD(tp.values(), lr=0.3, momentum=0.5), tp, x, y, 25,
-                        clip=clip)
+
+    theirs = _run_torch(torch.optim.SGD(tp.values(), lr=0.3, momentum=0.5), tp, x, y, 25, clip=clip)
     for k in params:
         np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-9, atol=1e-12, err_msg=k)
     p1, p2 = _ours(params), _ours(params)
@@ -222,15 +290,18 @@ def test_schedule_values():
     stair = schedules.ExponentialDecay(1.0, 10, 0.5, staircase=True)
     assert [stair(s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
     cos = schedules.CosineDecay(1.0, decay_steps=4, alpha=0.1)
-    np.testing.assert_allclose([cos(s) for s in range(6)],
-                               [0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s, 4) / 4))
-                                for s in range(6)])
+    np.testing.assert_allclose(
+        [cos(s) for s in range(6)],
+        [0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s, 4) / 4)) for s in range(6)],
+    )
     warm = schedules.CosineDecay(0.0, decay_steps=2, warmup_steps=4, warmup_target=2.0)
-    np.testing.assert_allclose([warm(s) for s in range(8)],
-                               [0.0, 0.5, 1.0, 1.5, 2.0, 1.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(
+        [warm(s) for s in range(8)], [0.0, 0.5, 1.0, 1.5, 2.0, 1.0, 0.0, 0.0], atol=1e-12
+    )
     lin = schedules.LinearWarmup(schedules.StepDecay(1.0, 2, 0.1), warmup_steps=4)
-    np.testing.assert_allclose([lin(s) for s in range(8)],
-                               [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 0.1, 0.1])
+    np.testing.assert_allclose(
+        [lin(s) for s in range(8)], [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 0.1, 0.1]
+    )
     for s in (exp, stair, cos, warm, lin, schedules.LinearWarmup(0.3, 2, 0.1)):
         back = schedules.get(json.loads(json.dumps(schedules.serialize(s))))
         assert [back(k) for k in range(9)] == [s(k) for k in range(9)]
@@ -251,17 +322,20 @@ def test_keras_habits_and_registry():
     assert back.get_config() == opt.get_config()
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: optim.get("adamm"), "unknown optimizer 'adamm'"),
-    (lambda: optim.Adam(lr=0.1, learning_rate=0.1), "not both"),
-    (lambda: optim.SGD(nesterov=True), "nesterov needs momentum > 0"),
-    (lambda: optim.SGD(clipnorm=1.0, clipvalue=1.0), "clipnorm or clipvalue"),
-    (lambda: optim.Adam(learning_rate=-1.0), "learning_rate must be ≥ 0"),
-    (lambda: optim.Adam(beta1=0.9), "unknown arguments"),
-    (lambda: optim.Adam().step(), "build"),
-    (lambda: optim.Adam(learning_rate="fast"), "learning_rate must be a number"),
-    (lambda: optim.Adam([np.ones(3)]), "must be a Tensor"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: optim.get("adamm"), "unknown optimizer 'adamm'"),
+        (lambda: optim.Adam(lr=0.1, learning_rate=0.1), "not both"),
+        (lambda: optim.SGD(nesterov=True), "nesterov needs momentum > 0"),
+        (lambda: optim.SGD(clipnorm=1.0, clipvalue=1.0), "clipnorm or clipvalue"),
+        (lambda: optim.Adam(learning_rate=-1.0), "learning_rate must be ≥ 0"),
+        (lambda: optim.Adam(beta1=0.9), "unknown arguments"),
+        (lambda: optim.Adam().step(), "build"),
+        (lambda: optim.Adam(learning_rate="fast"), "learning_rate must be a number"),
+        (lambda: optim.Adam([np.ones(3)]), "must be a Tensor"),
+    ],
+)
 def test_clear_errors(make, match):
     with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
         make()
@@ -291,36 +365,43 @@ def test_build_with_no_parameters_then_real_ones():
     assert list(opt.state_dict()["param_steps"]) == [1]
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: optim.Adam(learning_rate=float("inf")), "learning_rate must be a finite number"),
-    (lambda: optim.SGD(learning_rate=float("nan")), "learning_rate must be a finite number"),
-    (lambda: optim.Adam(epsilon=float("inf")), "epsilon must be a finite number"),
-    (lambda: optim.SGD(momentum=float("nan")), "momentum must be a finite number"),
-    (lambda: optim.Adam(beta_1=5), "beta_1 must be in"),
-    (lambda: optim.Adam(amsgrad="yes"), "amsgrad must be True or False"),
-    (lambda: optim.RMSprop(rho=1.5), "rho must be in"),
-    (lambda: optim.Adagrad(lr_decay=-0.1), "lr_decay must be ≥ 0"),
-    (lambda: optim.SGD(clipnorm=float("inf")), "clipnorm must be a positive finite"),
-    (lambda: optim.Adam(learning_rate=schedules.StepDecay(float("inf"), 2)),
-     "learning_rate must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: optim.Adam(learning_rate=float("inf")), "learning_rate must be a finite number"),
+        (lambda: optim.SGD(learning_rate=float("nan")), "learning_rate must be a finite number"),
+        (lambda: optim.Adam(epsilon=float("inf")), "epsilon must be a finite number"),
+        (lambda: optim.SGD(momentum=float("nan")), "momentum must be a finite number"),
+        (lambda: optim.Adam(beta_1=5), "beta_1 must be in"),
+        (lambda: optim.Adam(amsgrad="yes"), "amsgrad must be True or False"),
+        (lambda: optim.RMSprop(rho=1.5), "rho must be in"),
+        (lambda: optim.Adagrad(lr_decay=-0.1), "lr_decay must be ≥ 0"),
+        (lambda: optim.SGD(clipnorm=float("inf")), "clipnorm must be a positive finite"),
+        (
+            lambda: optim.Adam(learning_rate=schedules.StepDecay(float("inf"), 2)),
+            "learning_rate must be a finite number",
+        ),
+    ],
+)
 def test_non_finite_and_out_of_range_settings_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
 
 
-@pytest.mark.parametrize("change, match, setting", [
-    (lambda s: s["config"].update(learning_rate=-1.0), "learning_rate must be ≥ 0", True),
-    (lambda s: s["config"].update(beta_1=5.0), "beta_1 must be in", True),
-    (lambda s: s["config"].update(learning_rate=float("inf")), "finite", True),
-    (lambda s: s["config"].update(clipvalue=-2.0), "clipvalue", True),
-    (lambda s: s["config"].update(amsgrad=True), "same parameters", False),
-    (lambda s: s.update(step=-1), "step must be an integer", True),
-    (lambda s: s.update(param_steps=[1, "x"]), "param_steps must be an integer", False),
-    (lambda s: s["state"].update({"w.exp_avg": np.zeros(7)}), "shape", False),
-])
-def test_load_state_dict_validates_like_the_constructor_and_changes_nothing(change, match,
-                                                                           setting):
+@pytest.mark.parametrize(
+    "change, match, setting",
+    [
+        (lambda s: s["config"].update(learning_rate=-1.0), "learning_rate must be ≥ 0", True),
+        (lambda s: s["config"].update(beta_1=5.0), "beta_1 must be in", True),
+        (lambda s: s["config"].update(learning_rate=float("inf")), "finite", True),
+        (lambda s: s["config"].update(clipvalue=-2.0), "clipvalue", True),
+        (lambda s: s["config"].update(amsgrad=True), "same parameters", False),
+        (lambda s: s.update(step=-1), "step must be an integer", True),
+        (lambda s: s.update(param_steps=[1, "x"]), "param_steps must be an integer", False),
+        (lambda s: s["state"].update({"w.exp_avg": np.zeros(7)}), "shape", False),
+    ],
+)
+def test_load_state_dict_validates_like_the_constructor_and_changes_nothing(change, match, setting):
     w = Tensor(np.ones(3), requires_grad=True)
     opt = optim.Adam({"w": w}, learning_rate=0.1)
     w.grad = np.ones(3)

@@ -14,21 +14,21 @@ from splitgrad.split import privacy
 @pytest.mark.parametrize("sigma", [0.7, 1.0, 2.5])
 @pytest.mark.parametrize("order", [2, 3, 8])
 def test_full_batch_is_the_gaussian_mechanism(sigma, order):
-    assert privacy.rdp_step(1.0, sigma, order) == pytest.approx(order / (2 * sigma ** 2))
+    assert privacy.rdp_step(1.0, sigma, order) == pytest.approx(order / (2 * sigma**2))
 
 
 @pytest.mark.parametrize("q, sigma", [(0.01, 1.0), (0.1, 0.8), (0.3, 2.0)])
 @pytest.mark.parametrize("order", [2, 3, 5])
 def test_binomial_sum_equals_the_renyi_integral(q, sigma, order):
     """A_α = E_Q[(P/Q)^α] for P = (1−q)·N(0, σ²) + q·N(1, σ²), Q = N(0, σ²), by quadrature."""
+
     def integrand(x):
-        base = math.exp(-x * x / (2 * sigma ** 2))
-        ratio = (1 - q) + q * math.exp((2 * x - 1) / (2 * sigma ** 2))
-        return base / (sigma * math.sqrt(2 * math.pi)) * ratio ** order
+        base = math.exp(-x * x / (2 * sigma**2))
+        ratio = (1 - q) + q * math.exp((2 * x - 1) / (2 * sigma**2))
+        return base / (sigma * math.sqrt(2 * math.pi)) * ratio**order
 
     a, _ = integrate.quad(integrand, -40 * sigma, 40 * sigma + 2, limit=400)
-    assert privacy.rdp_step(q, sigma, order) == pytest.approx(math.log(a) / (order - 1),
-                                                              rel=1e-7)
+    assert privacy.rdp_step(q, sigma, order) == pytest.approx(math.log(a) / (order - 1), rel=1e-7)
 
 
 def test_epsilon_grows_with_steps_and_shrinks_with_noise():
@@ -44,8 +44,10 @@ def test_epsilon_grows_with_steps_and_shrinks_with_noise():
 def test_epsilon_is_the_best_order():
     q, sigma, steps, delta = 0.01, 1.0, 500, 1e-5
     eps, order = privacy.epsilon(q, sigma, steps, delta)
-    by_order = [steps * privacy.rdp_step(q, sigma, a) + math.log(1 / delta) / (a - 1)
-                for a in privacy.ORDERS]
+    by_order = [
+        steps * privacy.rdp_step(q, sigma, a) + math.log(1 / delta) / (a - 1)
+        for a in privacy.ORDERS
+    ]
     assert eps == pytest.approx(min(by_order)) and order == privacy.ORDERS[int(np.argmin(by_order))]
 
 

@@ -12,8 +12,11 @@ from splitgrad import recipes
 from splitgrad.checkpoint import load_model
 
 # (recipe, metric, bar): the targets on the fixed, seeded test split.
-BARS = [("perceptron", "accuracy", 0.95), ("digits-mlp", "accuracy", 0.96),
-        ("regression", "r2", 0.4)]
+BARS = [
+    ("perceptron", "accuracy", 0.95),
+    ("digits-mlp", "accuracy", 0.96),
+    ("regression", "r2", 0.4),
+]
 
 
 @pytest.mark.parametrize("name, metric, bar", BARS)

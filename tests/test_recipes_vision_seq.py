@@ -18,8 +18,8 @@ from splitgrad.datasets import CharVocab, load_irish_songs
 from splitgrad.generate import step_logits, write_songs
 
 SMALL_TEXT = " ".join(
-    "the cat sat on the mat . the dog ran to the park and the cat ran after it ."
-    for _ in range(40))
+    "the cat sat on the mat . the dog ran to the park and the cat ran after it ." for _ in range(40)
+)
 
 
 def run_cli(capsys, *argv):
@@ -50,8 +50,12 @@ def word_run(runs):
     text = runs / "small.txt"
     text.write_text(SMALL_TEXT)
     out = runs / "words"
-    assert cli.main(["train", "next-word", "--quick", "--quiet", "--text", str(text),
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            ["train", "next-word", "--quick", "--quiet", "--text", str(text), "--out", str(out)]
+        )
+        == 0
+    )
     return out
 
 
@@ -110,9 +114,21 @@ def test_irish_quick_history_and_vocab(irish_run):
 
 
 def test_generate_songs_writes_valid_text_of_the_right_length(irish_run, tmp_path, capsys):
-    status, _, err = run_cli(capsys, "generate", "irish-lstm", "--run", irish_run,
-                               "--length", 250, "--temperature", 0.7, "--seed", 3,
-                               "--out", tmp_path)
+    status, _, err = run_cli(
+        capsys,
+        "generate",
+        "irish-lstm",
+        "--run",
+        irish_run,
+        "--length",
+        250,
+        "--temperature",
+        0.7,
+        "--seed",
+        3,
+        "--out",
+        tmp_path,
+    )
     assert status == 0, err
     text = (tmp_path / "generated.txt").read_text(encoding="utf-8")
     assert text.startswith("X") and len(text) == 1 + 250
@@ -122,13 +138,29 @@ def test_generate_songs_writes_valid_text_of_the_right_length(irish_run, tmp_pat
     written = "".join(p.read_text(encoding="utf-8") for p in songs)
     assert songs and "".join(written.split()) == "".join(text.split())  # nothing lost
     # Same seed, same songs; another seed, other songs.
-    run_cli(capsys, "generate", "irish-lstm", "--run", irish_run, "--length", 250,
-            "--temperature", 0.7, "--seed", 3, "--out", tmp_path / "again", "--no-audio")
+    run_cli(
+        capsys,
+        "generate",
+        "irish-lstm",
+        "--run",
+        irish_run,
+        "--length",
+        250,
+        "--temperature",
+        0.7,
+        "--seed",
+        3,
+        "--out",
+        tmp_path / "again",
+        "--no-audio",
+    )
     assert (tmp_path / "again" / "generated.txt").read_text(encoding="utf-8") == text
 
 
-@pytest.mark.skipif(not (shutil.which("abc2midi") and shutil.which("timidity")),
-                    reason="needs Debian's abcmidi and timidity")
+@pytest.mark.skipif(
+    not (shutil.which("abc2midi") and shutil.which("timidity")),
+    reason="needs Debian's abcmidi and timidity",
+)
 def test_write_songs_makes_midi_and_wav_and_reports_bad_tunes(tmp_path):
     real = load_irish_songs()[0]
     result = write_songs([real, "no header, not a tune"], tmp_path)
@@ -145,7 +177,7 @@ def test_carried_state_generation_equals_full_forward(irish_run):
     full = model.predict(ids)
     state, steps = None, []
     for t in range(ids.shape[1]):
-        logits, state = step_logits(model, ids[:, t:t + 1], state)
+        logits, state = step_logits(model, ids[:, t : t + 1], state)
         steps.append(logits)
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-4, atol=1e-5)
     # A chunk of several steps with carried state matches too (truncated-BPTT style feeding).
@@ -155,21 +187,32 @@ def test_carried_state_generation_equals_full_forward(irish_run):
 
 
 def test_generate_errors_are_one_clear_line(irish_run, word_run, capsys):
-    status, _, err = run_cli(capsys, "generate", "irish-lstm", "--run", irish_run,
-                             "--start", "X€¥", "--length", 5)
+    status, _, err = run_cli(
+        capsys, "generate", "irish-lstm", "--run", irish_run, "--start", "X€¥", "--length", 5
+    )
     assert status == 2 and "'€'" in err and "'¥'" in err and err.count("\n") == 1
     status, _, err = run_cli(capsys, "generate", "irish-lstm", "--run", word_run)
     assert status == 2 and "'next-word'" in err and err.count("\n") == 1
-    status, _, err = run_cli(capsys, "generate", "next-word", "--run", irish_run,
-                             "--prompt", "hello")
+    status, _, err = run_cli(
+        capsys, "generate", "next-word", "--run", irish_run, "--prompt", "hello"
+    )
     assert status == 2 and "'irish-lstm'" in err
     status, _, err = run_cli(capsys, "show", irish_run)
     assert status == 2 and "no Conv2D" in err
 
 
 def test_next_word_prompt_lists_probabilities(word_run, capsys):
-    status, out, err = run_cli(capsys, "generate", "next-word", "--run", word_run,
-                               "--prompt", "This morning I took my cat for a", "--top", 4)
+    status, out, err = run_cli(
+        capsys,
+        "generate",
+        "next-word",
+        "--run",
+        word_run,
+        "--prompt",
+        "This morning I took my cat for a",
+        "--top",
+        4,
+    )
     assert status == 0, err
     assert "read as <unk>: 'this', 'morning'" in out  # unknown words are named, not fatal
     rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
@@ -179,8 +222,9 @@ def test_next_word_prompt_lists_probabilities(word_run, capsys):
 
 
 def test_next_word_quick_on_fortunes(tmp_path, capsys):
-    status, _, err = run_cli(capsys, "train", "next-word", "--quick", "--quiet",
-                               "--out", tmp_path / "run")
+    status, _, err = run_cli(
+        capsys, "train", "next-word", "--quick", "--quiet", "--out", tmp_path / "run"
+    )
     assert status == 0, err
     assert np.isfinite(metrics_of(tmp_path / "run")["loss"])
 

@@ -41,8 +41,13 @@ def torch_states(kind, states):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-@given(batch=st.integers(1, 3), steps=st.integers(1, 5), features=st.integers(1, 4),
-       units=st.integers(1, 4), seed=st.integers(0, 2**16))
+@given(
+    batch=st.integers(1, 3),
+    steps=st.integers(1, 5),
+    features=st.integers(1, 4),
+    units=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
 def test_layer_matches_torch_all_outputs_and_gradients(kind, batch, steps, features, units, seed):
     rng = np.random.default_rng(seed)
     sg.seed(seed)
@@ -70,8 +75,12 @@ def test_layer_matches_torch_all_outputs_and_gradients(kind, batch, steps, featu
     assert_close(x_sg.grad, x_t.grad, **TOL, what="dx")
     for ours, theirs in zip(s0_sg, s0_t):
         assert_close(ours.grad, theirs.grad, **TOL, what="d initial state")
-    grads = {"w_ih": ref.weight_ih_l0.grad.T, "w_hh": ref.weight_hh_l0.grad.T,
-             "b_ih": ref.bias_ih_l0.grad, "b_hh": ref.bias_hh_l0.grad}
+    grads = {
+        "w_ih": ref.weight_ih_l0.grad.T,
+        "w_hh": ref.weight_hh_l0.grad.T,
+        "b_ih": ref.bias_ih_l0.grad,
+        "b_hh": ref.bias_hh_l0.grad,
+    }
     for key, theirs in grads.items():
         assert_close(getattr(layer, key).grad, theirs, **TOL, what=key)
 
@@ -81,8 +90,7 @@ def test_layer_matches_torch_all_outputs_and_gradients(kind, batch, steps, featu
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_output_selection_and_go_backwards(kind, go_backwards, return_sequences):
     rng = np.random.default_rng(1)
-    layer, ref = make_pair(kind, 3, 2, return_sequences=return_sequences,
-                           go_backwards=go_backwards)
+    layer, ref = make_pair(kind, 3, 2, return_sequences=return_sequences, go_backwards=go_backwards)
     x = rng.standard_normal((2, 4, 2))
     x_sg = sg.Tensor(x, requires_grad=True)
     y = layer(x_sg)
@@ -115,8 +123,9 @@ def test_simple_rnn_relu_matches_torch():
 def test_bidirectional_matches_torch(kind, merge_mode):
     rng = np.random.default_rng(3)
     ours_cls, torch_cls, _ = KINDS[kind]
-    layer = nn.Bidirectional(ours_cls(3, return_sequences=True), merge_mode=merge_mode,
-                             dtype="float64")
+    layer = nn.Bidirectional(
+        ours_cls(3, return_sequences=True), merge_mode=merge_mode, dtype="float64"
+    )
     x = rng.standard_normal((2, 5, 4))
     x_sg = sg.Tensor(x, requires_grad=True)
     y = layer(x_sg)
@@ -153,21 +162,27 @@ def test_bidirectional_final_states_and_config():
     assert clone.backward_layer.go_backwards and not clone.forward_layer.go_backwards
 
 
-@pytest.mark.parametrize("op,nstates,options", [
-    (rnn_ops.SimpleRNNSeq, 1, {"activation": "tanh"}),
-    (rnn_ops.SimpleRNNSeq, 1, {"activation": "relu"}),
-    (rnn_ops.LSTMSeq, 2, {}),
-    (rnn_ops.GRUSeq, 1, {}),
-])
+@pytest.mark.parametrize(
+    "op,nstates,options",
+    [
+        (rnn_ops.SimpleRNNSeq, 1, {"activation": "tanh"}),
+        (rnn_ops.SimpleRNNSeq, 1, {"activation": "relu"}),
+        (rnn_ops.LSTMSeq, 2, {}),
+        (rnn_ops.GRUSeq, 1, {}),
+    ],
+)
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_primitive_finite_differences(op, nstates, options, reverse):
     rng = np.random.default_rng(5)
     batch, steps, features, units = 2, 3, 2, 3
     width = op.gates * units
-    arrays = [rng.standard_normal((batch, steps, features)),
-              rng.standard_normal((features, width)) * 0.5,
-              rng.standard_normal((units, width)) * 0.5,
-              rng.standard_normal(width) * 0.5, rng.standard_normal(width) * 0.5]
+    arrays = [
+        rng.standard_normal((batch, steps, features)),
+        rng.standard_normal((features, width)) * 0.5,
+        rng.standard_normal((units, width)) * 0.5,
+        rng.standard_normal(width) * 0.5,
+        rng.standard_normal(width) * 0.5,
+    ]
     arrays += [rng.standard_normal((batch, units)) for _ in range(nstates)]
     out_shape = (batch, steps + (1 if nstates == 2 else 0), units)
     w = rng.standard_normal(out_shape)
@@ -232,7 +247,7 @@ def test_carried_state_step_by_step_equals_full_sequence(kind):
     full, *final = layer(x)
     states, steps = None, []
     for t in range(7):
-        y, *states = layer(x[:, t:t + 1], initial_state=states)
+        y, *states = layer(x[:, t : t + 1], initial_state=states)
         states = [s.detach() for s in states]  # truncated BPTT: cut the graph at each chunk
         steps.append(y.data)
     assert_close(np.concatenate(steps, axis=1), full.data, rtol=1e-12, atol=1e-12)
@@ -242,8 +257,9 @@ def test_carried_state_step_by_step_equals_full_sequence(kind):
 
 def test_long_sequence_trains_without_recursion_errors():
     rng = np.random.default_rng(9)
-    model = nn.Sequential([nn.Embedding(11, 4), nn.LSTM(8, return_sequences=True),
-                           nn.GRU(5), nn.Dense(1)])
+    model = nn.Sequential(
+        [nn.Embedding(11, 4), nn.LSTM(8, return_sequences=True), nn.GRU(5), nn.Dense(1)]
+    )
     ids = rng.integers(0, 11, size=(2, 200))
     loss = (model(ids) ** 2).mean()
     loss.backward()
@@ -310,5 +326,4 @@ def test_torch_layout_round_trip_and_mismatch_error():
     for key, value in layer.torch_state_dict().items():
         assert_close(value, ref.state_dict()[key], rtol=1e-7, atol=1e-8)
     with pytest.raises(ValueError, match=r"w_hh.*\(6, 2\).*\(9, 3\)"):
-        nn.GRU(3).load_torch_state_dict({**ref.state_dict(),
-                                         "weight_ih_l0": torch.zeros(9, 3)})
+        nn.GRU(3).load_torch_state_dict({**ref.state_dict(), "weight_ih_l0": torch.zeros(9, 3)})

@@ -29,9 +29,14 @@ def places():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=100 * 1024 * 1024,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=100 * 1024 * 1024,
+            runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
+        )
     where = RayPlaces(2, timeout=60)
     yield where
     where.close()
@@ -63,8 +68,10 @@ def test_data_parallel_on_ray_equals_inline_and_bytes_equal_formula(places):
 
 def test_dropout_runs_on_ray_equal_inline(places):
     # Every replica's dropout stream is seeded from (run seed, rank, step), not its process.
-    for make in (lambda w: DataParallel(3, places=w),
-                 lambda w: DPSGD(clip=0.5, noise_multiplier=0.3, workers=2, places=w)):
+    for make in (
+        lambda w: DataParallel(3, places=w),
+        lambda w: DPSGD(clip=0.5, noise_multiplier=0.3, workers=2, places=w),
+    ):
         ref, _ = fit(make(Inline()), opt="adam", dropout=0.3, batch_size=16)
         model, _ = fit(make(places), opt="adam", dropout=0.3, batch_size=16)
         assert np.array_equal(flat(model), flat(ref))
@@ -123,7 +130,6 @@ def test_killed_place_in_federated_round_recovers(places):
 
 def test_move_a_run_from_inline_to_a_ray_place_mid_training(places):
     ref, _ = fit(opt="adam", batch_size=8)
-    model, _ = fit(CheckpointResume(move_at=5, places=[Inline(), places]), opt="adam",
-                   batch_size=8)
+    model, _ = fit(CheckpointResume(move_at=5, places=[Inline(), places]), opt="adam", batch_size=8)
     assert np.array_equal(flat(model), flat(ref))
     assert X.shape[0] == Y.shape[0]

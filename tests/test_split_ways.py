@@ -48,8 +48,9 @@ def make_model(opt="sgd", lr=0.1, dropout=0.0, seed=0, dtype="float64"):
     layers.append(nn.Dense(3))
     model = nn.Sequential(layers, dtype=dtype)
     optimizer = optim.SGD(learning_rate=lr) if opt == "sgd" else optim.Adam(learning_rate=lr)
-    model.compile(optimizer=optimizer,
-                  loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer, loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -65,8 +66,9 @@ X, Y = make_data()
 
 def fit(way=None, opt="sgd", batch_size=16, epochs=2, dropout=0.0, x=X, y=Y, **kw):
     model = make_model(opt=opt, dropout=dropout)
-    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, seed=3, verbose=0,
-                        way=way, **kw)
+    history = model.fit(
+        x, y, batch_size=batch_size, epochs=epochs, seed=3, verbose=0, way=way, **kw
+    )
     return model, history
 
 
@@ -144,8 +146,7 @@ def test_parameter_server_bound_and_every_push_applied_once():
     t = history.traffic
     assert t["max_staleness"] == 2 and set(t["staleness_histogram"]) == {0, 1, 2}
     assert t["pushes_applied"] == 3 * 12 and t["each_push_once"]
-    assert sorted((w, c) for w, c, _ in way.pushes) == [(w, c) for w in range(3)
-                                                        for c in range(12)]
+    assert sorted((w, c) for w, c, _ in way.pushes) == [(w, c) for w in range(3) for c in range(12)]
     assert t["total_bytes"] == t["textbook_bytes"]
 
 
@@ -174,8 +175,9 @@ def test_fedavg_one_client_one_full_batch_step_is_sgd():
 
 def test_fedavg_k_clients_full_batch_is_gd_on_the_union():
     ref, _ = fit(batch_size=len(X), epochs=3, shuffle=False)
-    way = Federated(clients=5, local_batch_size=None, partition="dirichlet", alpha=0.5,
-                    seed=1)  # uneven n_k
+    way = Federated(
+        clients=5, local_batch_size=None, partition="dirichlet", alpha=0.5, seed=1
+    )  # uneven n_k
     model, history = fit(way, epochs=3)
     close(model, ref)
     sizes = history.traffic["client_sizes"]
@@ -191,8 +193,10 @@ def test_fedprox_mu_zero_is_fedavg_bitwise_and_mu_changes_it():
 
 
 def test_sampling_is_seeded_and_dropouts_are_left_out_and_reported():
-    runs = [fit(Federated(clients=10, fraction=0.5, dropout=0.3, seed=s), epochs=4)[1]
-            for s in (5, 5, 6)]
+    runs = [
+        fit(Federated(clients=10, fraction=0.5, dropout=0.3, seed=s), epochs=4)[1]
+        for s in (5, 5, 6)
+    ]
     rounds = [r.traffic["rounds"] for r in runs]
     assert rounds[0] == rounds[1] and rounds[0] != rounds[2]
     assert all(len(r["sampled"]) == 5 for r in rounds[0])
@@ -329,15 +333,25 @@ RESUME = textwrap.dedent(f"""
 
 def _child(tmp_path, mode, env=None):
     out = tmp_path / f"{mode}.npy"
-    subprocess.run([sys.executable, "-c", RESUME, mode, str(tmp_path / "ck"), str(out)],
-                   check=True, cwd=tmp_path, timeout=120, env=env)
+    subprocess.run(
+        [sys.executable, "-c", RESUME, mode, str(tmp_path / "ck"), str(out)],
+        check=True,
+        cwd=tmp_path,
+        timeout=120,
+        env=env,
+    )
     return np.load(out)
 
 
 def test_resume_in_a_new_process_is_bitwise_the_straight_run(tmp_path):
     ref, _ = fit(opt="adam", dropout=0.2, batch_size=8, epochs=2)
-    fit(CheckpointResume(move_at=5, directory=tmp_path / "ck", stop_after_save=True),
-        opt="adam", dropout=0.2, batch_size=8, epochs=2)
+    fit(
+        CheckpointResume(move_at=5, directory=tmp_path / "ck", stop_after_save=True),
+        opt="adam",
+        dropout=0.2,
+        batch_size=8,
+        epochs=2,
+    )
     # The child inherits the whole environment, the BLAS settings included.
     assert np.array_equal(_child(tmp_path, "resume"), flat(ref))
 
@@ -362,7 +376,10 @@ def test_catalogue_lists_all_sixteen_ways(capsys):
 
 def test_way_from_args_and_options():
     assert parse_options(["H=3", "mu=0.5", "partition=dirichlet"]) == {
-        "H": 3, "mu": 0.5, "partition": "dirichlet"}
+        "H": 3,
+        "mu": 0.5,
+        "partition": "dirichlet",
+    }
     way = way_from_args("local-sgd", 3, {"H": 3})
     assert (way.workers, way.H) == (3, 3)
     assert make_way("robust", 4, {"poisoned": 1}).poisoned == 1
@@ -374,14 +391,26 @@ def test_compare_writes_table_markdown_and_png(tmp_path):
     def build(quick, seed):
         class Data:
             x_train, y_train, x_test, y_test = X, Y, X, Y
+
         model = make_model(dropout=0.0)
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
         return model, Data
 
-    rows = compare(build, places=2, out=tmp_path, epochs=1, batch_size=16, verbose=False,
-                   ways=["data-parallel", "accumulation", "federated"])
-    assert [r["way"] for r in rows] == ["single place", "data-parallel", "accumulation",
-                                        "federated"]
+    rows = compare(
+        build,
+        places=2,
+        out=tmp_path,
+        epochs=1,
+        batch_size=16,
+        verbose=False,
+        ways=["data-parallel", "accumulation", "federated"],
+    )
+    assert [r["way"] for r in rows] == [
+        "single place",
+        "data-parallel",
+        "accumulation",
+        "federated",
+    ]
     assert rows[1]["max_weight_diff"] < 1e-10 and rows[1]["bytes"] == rows[1]["textbook"]
     assert [r["should_match"] for r in rows] == [True, True, True, False]
     assert "delta" in rows[3]["note"]  # says why federated differs

@@ -29,8 +29,13 @@ def split_everything(monkeypatch):
 
 
 @settings(max_examples=25, deadline=None)
-@given(m=st.integers(1, 9), k=st.integers(1, 7), n=st.integers(1, 6), stack=st.integers(0, 3),
-       transposed=st.booleans())
+@given(
+    m=st.integers(1, 9),
+    k=st.integers(1, 7),
+    n=st.integers(1, 6),
+    stack=st.integers(0, 3),
+    transposed=st.booleans(),
+)
 def test_matmul_equals_numpy(m, k, n, stack, transposed):
     """Inside own_threads with a team of two, every product is split in row blocks."""
     rng = np.random.default_rng(m * 100 + k * 10 + n)
@@ -136,11 +141,14 @@ def test_recurrent_results_do_not_depend_on_row_groups(monkeypatch, kind):
 
     def run(groups, panels=False):
         if panels:
-            monkeypatch.setattr(panel_matmul, "plan",
-                                lambda k, n, rows, dtype: (k if k <= 16 else 8, 8))
-        monkeypatch.setattr(rnn_ops, "row_groups",
-                            lambda b: [slice(b * i // groups, b * (i + 1) // groups)
-                                       for i in range(groups)])
+            monkeypatch.setattr(
+                panel_matmul, "plan", lambda k, n, rows, dtype: (k if k <= 16 else 8, 8)
+            )
+        monkeypatch.setattr(
+            rnn_ops,
+            "row_groups",
+            lambda b: [slice(b * i // groups, b * (i + 1) // groups) for i in range(groups)],
+        )
         layer = layer_cls(8, return_sequences=True, dtype="float64")
         layer(Tensor(x))  # builds the weights
         for i, p in enumerate(layer.parameters()):
@@ -179,8 +187,11 @@ def test_own_threads_only_around_recurrent_models(monkeypatch):
 
     inside = []
     real_bptt = rnn_ops.LSTMSeq.bptt
-    monkeypatch.setattr(rnn_ops.LSTMSeq, "bptt",
-                        lambda self, r: inside.append(thread_team._depth > 0) or real_bptt(self, r))
+    monkeypatch.setattr(
+        rnn_ops.LSTMSeq,
+        "bptt",
+        lambda self, r: inside.append(thread_team._depth > 0) or real_bptt(self, r),
+    )
     y.sum().backward()
     assert inside and all(inside) and thread_team._depth == 0
 
@@ -196,8 +207,10 @@ def test_recurrent_model_data_parallel_equals_one_place():
     def trained(way=None):
         sg.seed(0)
         model = nn.Sequential([nn.Embedding(20, 16), nn.LSTM(32), nn.Dense(5)])
-        model.compile(optimizer=sg.optim.SGD(learning_rate=0.1),
-                      loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=sg.optim.SGD(learning_rate=0.1),
+            loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         model.fit(x, y, batch_size=8, epochs=2, verbose=0, seed=1, way=way)
         return model.get_weights()
 

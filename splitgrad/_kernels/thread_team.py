@@ -170,7 +170,7 @@ def run_pieces(pieces) -> None:
                 for piece in shares[0]:
                     piece()
             finally:  # wait for every helper even if this thread's share failed
-                for helper in _helpers[:threads - 1]:
+                for helper in _helpers[: threads - 1]:
                     helper.done.acquire()
             if errors:
                 raise errors[0]
@@ -185,4 +185,5 @@ def _guarded(share, errors):
                 piece()
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
+
     return task

@@ -57,18 +57,23 @@ def check_target(path, overwrite: bool = False) -> None:
         raise CheckpointError(
             f"{path}: is the current working folder{'' if cwd == real else ' or contains it'} "
             f"({real}); a save replaces the whole folder. Save into a new subfolder instead, "
-            "e.g. runs/NAME")
+            "e.g. runs/NAME"
+        )
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         _check_parent(path)
         return
     if stat.S_ISLNK(st.st_mode):
-        raise CheckpointError(f"{path}: is a symbolic link (to {os.readlink(path)}); a save "
-                              "replaces the folder at PATH, so give the real folder's path")
+        raise CheckpointError(
+            f"{path}: is a symbolic link (to {os.readlink(path)}); a save "
+            "replaces the folder at PATH, so give the real folder's path"
+        )
     if not stat.S_ISDIR(st.st_mode):
-        raise CheckpointError(f"{path}: is a file, not a folder; a checkpoint is a folder. "
-                              "Choose another path (overwrite=True never replaces a file)")
+        raise CheckpointError(
+            f"{path}: is a file, not a folder; a checkpoint is a folder. "
+            "Choose another path (overwrite=True never replaces a file)"
+        )
     if not overwrite:
         in_the_way = _in_the_way(path)
         if in_the_way:
@@ -77,10 +82,13 @@ def check_target(path, overwrite: bool = False) -> None:
                 f"{path}: the folder holds {len(in_the_way)} item(s) that are not part of a "
                 f"splitgrad checkpoint: {shown}. A save replaces the whole folder, which would "
                 "delete them. Choose another folder, move them away, or pass overwrite=True "
-                "(--overwrite) to replace the folder and everything in it")
+                "(--overwrite) to replace the folder and everything in it"
+            )
     if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise CheckpointError(f"{path}: its parent folder {path.parent} is not writable; "
-                              "choose a path you can write to")
+        raise CheckpointError(
+            f"{path}: its parent folder {path.parent} is not writable; "
+            "choose a path you can write to"
+        )
 
 
 def _check_parent(path: Path) -> None:
@@ -148,9 +156,11 @@ def leftovers(path: Path) -> list:
         return []
     out = []
     for entry in sorted(entries):
-        if not (entry.startswith((name + NEW, name + OLD)) or entry == name + ".old"
-                or (entry.startswith(name + _LEGACY_TMP)
-                    and len(entry) == len(name + _LEGACY_TMP) + 8)):
+        if not (
+            entry.startswith((name + NEW, name + OLD))
+            or entry == name + ".old"
+            or (entry.startswith(name + _LEGACY_TMP) and len(entry) == len(name + _LEGACY_TMP) + 8)
+        ):
             continue
         full = parent / entry
         try:
@@ -194,8 +204,10 @@ def recover(path: Path) -> None:
         # PATH may be replaced when missing, or when it holds an older checkpoint (perhaps a
         # damaged one) and nothing else; a folder holding anything of the user's stays.
         movable = not os.path.lexists(path) or (
-            path.is_dir() and not _in_the_way(path, damaged_ok=False)
-            and _listed_generation(path) < best_gen)
+            path.is_dir()
+            and not _in_the_way(path, damaged_ok=False)
+            and _listed_generation(path) < best_gen
+        )
         if movable:
             _swap_in(best, path)
             here = best_gen
@@ -253,8 +265,10 @@ def write(path, files: dict, kind: str, overwrite: bool = False) -> None:
     with _locked(path.parent, exclusive=True):
         check_target(path, overwrite)  # again: another process may have written meanwhile
         recover(path)
-        generation = 1 + max([0, _listed_generation(path) if path.is_dir() else 0]
-                             + [_listed_generation(p) for p in leftovers(path)])
+        generation = 1 + max(
+            [0, _listed_generation(path) if path.is_dir() else 0]
+            + [_listed_generation(p) for p in leftovers(path)]
+        )
         tmp = Path(tempfile.mkdtemp(prefix=path.name + NEW, dir=path.parent))
         try:
             for name, data in files.items():
@@ -298,6 +312,5 @@ def _existing(path: Path) -> Path:
     if not os.path.lexists(path):
         raise CheckpointError(f"{path}: no such model folder")
     if not path.is_dir():
-        raise CheckpointError(f"{path}: expected a model folder (made by model.save), got a "
-                              "file")
+        raise CheckpointError(f"{path}: expected a model folder (made by model.save), got a file")
     return path

@@ -46,17 +46,22 @@ def read_contents(path, verify: bool, need_config: bool) -> Contents:
             data = _legacy_files(folder, verify)
         else:
             if need_config and manifest["kind"] != "model":
-                raise CheckpointError(f"{folder}: holds only weights (saved by save_weights); "
-                                      "build the model in code and call "
-                                      "model.load_weights(PATH)")
-            data = _manifest.read_listed(folder, manifest, verify,
-                                         keep={CONFIG, WEIGHTS, OPTIMIZER})
+                raise CheckpointError(
+                    f"{folder}: holds only weights (saved by save_weights); "
+                    "build the model in code and call "
+                    "model.load_weights(PATH)"
+                )
+            data = _manifest.read_listed(
+                folder, manifest, verify, keep={CONFIG, WEIGHTS, OPTIMIZER}
+            )
             _manifest.warn_if_environment_differs(manifest.get("environment"), folder)
     out = Contents(folder)
     if need_config:
         if CONFIG not in data:
-            raise CheckpointError(f"{folder / CONFIG}: file is missing; is {folder} a "
-                                  "splitgrad model folder (made by model.save)?")
+            raise CheckpointError(
+                f"{folder / CONFIG}: file is missing; is {folder} a "
+                "splitgrad model folder (made by model.save)?"
+            )
         out.config = _checked_config(data[CONFIG], folder / CONFIG)
     out.weights = decode_tensors(data[WEIGHTS], folder / WEIGHTS)
     if OPTIMIZER in data:
@@ -68,53 +73,69 @@ def _legacy_files(folder: Path, verify: bool) -> dict:
     """The files of a folder without manifest.json: refused unless verify=False."""
     listing = _manifest.legacy_listing(folder)
     if listing is None:
-        raise CheckpointError(f"{folder / MANIFEST}: file is missing, and so is a legacy "
-                              f"{CONFIG}; is {folder} a splitgrad model folder (made by "
-                              "model.save)?")
+        raise CheckpointError(
+            f"{folder / MANIFEST}: file is missing, and so is a legacy "
+            f"{CONFIG}; is {folder} a splitgrad model folder (made by "
+            "model.save)?"
+        )
     if verify:
         raise CheckpointError(
             f"{folder / MANIFEST}: file is missing, so nothing vouches for the files in "
             f"{folder}: it was saved by a splitgrad from before manifests, or the manifest was "
             "deleted. If you trust the files, load with verify=False (model.load_weights / "
-            "load_model(..., verify=False)); saving it again writes a manifest")
+            "load_model(..., verify=False)); saving it again writes a manifest"
+        )
     names = [n for n in (CONFIG, WEIGHTS, OPTIMIZER) if n != CONFIG or LEGACY_SUMS not in listing]
     out = {}
     for name in names:
         if name == WEIGHTS or os.path.lexists(folder / name):
             limit = _manifest.MAX_CONFIG_BYTES if name == CONFIG else None
-            out[name] = read_file(folder / name, limit=limit,
-                                  what="the checkpoint is incomplete")[0]
+            out[name] = read_file(folder / name, limit=limit, what="the checkpoint is incomplete")[
+                0
+            ]
     return out
 
 
 def _checked_config(data: bytes, source) -> dict:
     config = parse_json(data, source, what="a model config (a JSON object)")
     if config.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{source}: not a splitgrad model config (format "
-                              f"{str(config.get('format'))[:40]!r}). {DAMAGED}")
+        raise CheckpointError(
+            f"{source}: not a splitgrad model config (format "
+            f"{str(config.get('format'))[:40]!r}). {DAMAGED}"
+        )
     version = config.get("version", 1)
     if not (isinstance(version, int) and not isinstance(version, bool)) or version < 1:
-        raise CheckpointError(f"{source}: version must be an integer ≥ 1, found "
-                              f"{str(version)[:40]!r}. {DAMAGED}")
+        raise CheckpointError(
+            f"{source}: version must be an integer ≥ 1, found {str(version)[:40]!r}. {DAMAGED}"
+        )
     if version > MODEL_VERSION:
-        raise CheckpointError(f"{source}: saved by a newer splitgrad (version {version}); "
-                              "upgrade splitgrad to load it")
+        raise CheckpointError(
+            f"{source}: saved by a newer splitgrad (version {version}); "
+            "upgrade splitgrad to load it"
+        )
     if version >= 2 and not isinstance(config.get("layer_rng_states"), dict):
         raise CheckpointError(f"{source}: 'layer_rng_states' must be an object. {DAMAGED}")
-    for key, kind in (("class", str), ("config", dict), ("input_shape", list),
-                      ("extra", dict)):
+    for key, kind in (("class", str), ("config", dict), ("input_shape", list), ("extra", dict)):
         if not isinstance(config.get(key, {} if key == "extra" else None), kind):
-            raise CheckpointError(f"{source}: {key!r} must be a {kind.__name__} "
-                                  f"(found {type(config.get(key)).__name__}). {DAMAGED}")
+            raise CheckpointError(
+                f"{source}: {key!r} must be a {kind.__name__} "
+                f"(found {type(config.get(key)).__name__}). {DAMAGED}"
+            )
     shape = config["input_shape"]
-    if not (2 <= len(shape) <= MAX_INPUT_NDIM + 1 and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape[1:])):
-        raise CheckpointError(f"{source}: input_shape {str(shape)[:80]} must be a batch size "
-                              f"then 1 to {MAX_INPUT_NDIM} sizes ≥ 1. {DAMAGED}")
+    if not (
+        2 <= len(shape) <= MAX_INPUT_NDIM + 1
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape[1:])
+    ):
+        raise CheckpointError(
+            f"{source}: input_shape {str(shape)[:80]} must be a batch size "
+            f"then 1 to {MAX_INPUT_NDIM} sizes ≥ 1. {DAMAGED}"
+        )
     if math.prod(shape[1:]) > MAX_SAMPLE_ELEMENTS:
-        raise CheckpointError(f"{source}: input_shape {shape} claims {math.prod(shape[1:])} "
-                              f"values per sample, more than the {MAX_SAMPLE_ELEMENTS} "
-                              f"accepted from a file. {DAMAGED}")
+        raise CheckpointError(
+            f"{source}: input_shape {shape} claims {math.prod(shape[1:])} "
+            f"values per sample, more than the {MAX_SAMPLE_ELEMENTS} "
+            f"accepted from a file. {DAMAGED}"
+        )
     return config
 
 
@@ -133,8 +154,9 @@ def load_model(path, compile: bool = True, restore_rng: bool = True, verify: boo
     comp = config.get("compile") if compile else None
     model = _rebuild(config, comp, contents)
     check_weights(model, contents.weights, folder / WEIGHTS, verify)
-    rngs = checked_rng_states(model, config.get("rng_state"), config.get("layer_rng_states"),
-                              folder / CONFIG, restore_rng)
+    rngs = checked_rng_states(
+        model, config.get("rng_state"), config.get("layer_rng_states"), folder / CONFIG, restore_rng
+    )
     if comp is not None and "optimizer_state" in config:
         _load_optimizer(model, config, contents, verify)
     for key, p in model.named_weights().items():
@@ -150,23 +172,30 @@ def restore(model, path, verify: bool = True) -> dict:
     that its architecture matches: weight names, shapes, dtypes, and the optimizer class.
     Nothing changes unless everything fits. Returns the saved `extra` dict."""
     if not model.built:
-        raise ValueError("restore: the model is not built yet; build it (call it on a sample "
-                         "batch) before restoring a checkpoint into it")
+        raise ValueError(
+            "restore: the model is not built yet; build it (call it on a sample "
+            "batch) before restoring a checkpoint into it"
+        )
     contents = read_contents(path, verify, need_config=True)
     config, folder = contents.config, contents.folder
     check_weights(model, contents.weights, folder / WEIGHTS, verify)
-    rngs = checked_rng_states(model, config.get("rng_state"), config.get("layer_rng_states"),
-                              folder / CONFIG, True)
+    rngs = checked_rng_states(
+        model, config.get("rng_state"), config.get("layer_rng_states"), folder / CONFIG, True
+    )
     opt = getattr(model, "optimizer", None)
     if opt is not None:
         saved = config.get("optimizer_state")
         if not isinstance(saved, dict):
-            raise CheckpointError(f"{folder / CONFIG}: holds no optimizer state (the model was "
-                                  "saved uncompiled); nothing to resume the optimizer from")
+            raise CheckpointError(
+                f"{folder / CONFIG}: holds no optimizer state (the model was "
+                "saved uncompiled); nothing to resume the optimizer from"
+            )
         if saved.get("class_name") != type(opt).__name__:
-            raise CheckpointError(f"{folder / CONFIG}: the optimizer state was saved by "
-                                  f"{str(saved.get('class_name'))[:40]}, the model uses "
-                                  f"{type(opt).__name__}; compile it with the saved optimizer")
+            raise CheckpointError(
+                f"{folder / CONFIG}: the optimizer state was saved by "
+                f"{str(saved.get('class_name'))[:40]}, the model uses "
+                f"{type(opt).__name__}; compile it with the saved optimizer"
+            )
         if not opt.built:
             opt.build(model.parameters())
         _load_optimizer(model, config, contents, verify)
@@ -198,27 +227,35 @@ def _rebuild(config: dict, comp, contents: Contents):
         with WeightBudget(budget):
             model = layer_class(config["class"]).from_config(config["config"])
             if not callable(getattr(model, "build_from_sample", None)):  # not a Model
-                raise CheckpointError(f"{source}: class {config['class']!r} is a layer, not a "
-                                      f"model. {DAMAGED}")
+                raise CheckpointError(
+                    f"{source}: class {config['class']!r} is a layer, not a model. {DAMAGED}"
+                )
             if model.dtype.kind != "f":
-                raise CheckpointError(f"{source}: the model's dtype is {model.dtype}; expected "
-                                      f"a floating-point dtype. {DAMAGED}")
+                raise CheckpointError(
+                    f"{source}: the model's dtype is {model.dtype}; expected "
+                    f"a floating-point dtype. {DAMAGED}"
+                )
             if comp is not None:
                 if not isinstance(comp, dict):
                     raise CheckpointError(f"{source}: 'compile' must be an object. {DAMAGED}")
                 opt_cfg = dict(comp["optimizer"])
                 opt = type(optim.get(str(opt_cfg.pop("class")))).from_config(opt_cfg)
                 loss_cls = type(losses.get(str(comp["loss"]["class"])))
-                model.compile(optimizer=opt, loss=loss_cls.from_config(comp["loss"]["config"]),
-                              metrics=list(comp["metrics"]))
+                model.compile(
+                    optimizer=opt,
+                    loss=loss_cls.from_config(comp["loss"]["config"]),
+                    metrics=list(comp["metrics"]),
+                )
             sample = np.zeros([1] + config["input_shape"][1:], dtype=model.dtype)
             model.build_from_sample(sample)
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - the safety net: any failure is the file's fault
-        raise CheckpointError(f"{source}: cannot rebuild the model from it "
-                              f"({type(exc).__name__}: {str(exc)[:300]}); the file is corrupt "
-                              "or was edited by hand") from None
+        raise CheckpointError(
+            f"{source}: cannot rebuild the model from it "
+            f"({type(exc).__name__}: {str(exc)[:300]}); the file is corrupt "
+            "or was edited by hand"
+        ) from None
     finally:
         sg_random.set_state(rng_before)
     return model
@@ -230,18 +267,20 @@ def _load_optimizer(model, config, contents: Contents, verify: bool) -> None:
     saved = config["optimizer_state"]
     opt = model.optimizer
     if not isinstance(saved, dict):
-        raise CheckpointError(f"{folder / CONFIG}: 'optimizer_state' must be an object. "
-                              f"{DAMAGED}")
+        raise CheckpointError(f"{folder / CONFIG}: 'optimizer_state' must be an object. {DAMAGED}")
     try:
         type(opt).from_config(dict(saved.get("config", {})))
     except Exception as exc:  # noqa: BLE001 - the constructor's own validation
-        raise CheckpointError(f"{folder / CONFIG}: the saved optimizer settings are invalid "
-                              f"({type(exc).__name__}: {str(exc)[:300]}); the file was altered"
-                              ) from None
+        raise CheckpointError(
+            f"{folder / CONFIG}: the saved optimizer settings are invalid "
+            f"({type(exc).__name__}: {str(exc)[:300]}); the file was altered"
+        ) from None
     check_optimizer_arrays(opt, contents.optimizer, folder / OPTIMIZER, verify)
     try:
         opt.load_state_dict({**saved, "state": contents.optimizer})
     except Exception as exc:  # noqa: BLE001 - ValueError from validation, anything from a craft
-        raise CheckpointError(f"{folder / OPTIMIZER} with 'optimizer_state' in "
-                              f"{folder / CONFIG}: the optimizer state does not fit the model "
-                              f"({type(exc).__name__}: {str(exc)[:300]})") from None
+        raise CheckpointError(
+            f"{folder / OPTIMIZER} with 'optimizer_state' in "
+            f"{folder / CONFIG}: the optimizer state does not fit the model "
+            f"({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None

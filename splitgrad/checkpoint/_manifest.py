@@ -48,8 +48,13 @@ def plain_name_problem(name) -> str | None:
     """Why `name` cannot be a file in a checkpoint folder, or None if it can."""
     if not isinstance(name, str) or not name or len(name) > 255:
         return "a file name must be 1 to 255 characters of text"
-    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name or (
-            os.altsep and os.altsep in name):
+    if (
+        name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+        or (os.altsep and os.altsep in name)
+    ):
         return "a file name must not be '.', '..' or contain a path separator or NUL"
     return None
 
@@ -57,8 +62,9 @@ def plain_name_problem(name) -> str | None:
 # ----- writing ---------------------------------------------------------------------------
 def canonical(doc: dict) -> bytes:
     """The bytes the self-checksum covers: sorted keys, no spaces, ASCII."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
 
 
 def seal(doc: dict) -> bytes:
@@ -74,9 +80,16 @@ def entry(data: bytes) -> dict:
 
 def make(kind: str, generation: int, files: dict) -> bytes:
     """The sealed manifest for {name: bytes} written as the `generation`-th save."""
-    return seal({"format": FORMAT, "version": VERSION, "kind": kind, "generation": generation,
-                 "files": {name: entry(data) for name, data in sorted(files.items())},
-                 "environment": environment()})
+    return seal(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": kind,
+            "generation": generation,
+            "files": {name: entry(data) for name, data in sorted(files.items())},
+            "environment": environment(),
+        }
+    )
 
 
 # ----- reading ---------------------------------------------------------------------------
@@ -89,15 +102,20 @@ def read(folder: Path, verify: bool = True) -> dict | None:
     data, _ = read_file(path, limit=MAX_MANIFEST_BYTES)
     doc = parse_json(data, path, what="a manifest (a JSON object)")
     if doc.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a splitgrad manifest (format "
-                              f"{str(doc.get('format'))[:40]!r}, expected {FORMAT!r}). {DAMAGED}")
+        raise CheckpointError(
+            f"{path}: not a splitgrad manifest (format "
+            f"{str(doc.get('format'))[:40]!r}, expected {FORMAT!r}). {DAMAGED}"
+        )
     version = doc.get("version")
     if not _is_int(version) or version < 1:
-        raise CheckpointError(f"{path}: version must be an integer ≥ 1, found "
-                              f"{str(version)[:40]!r}. {DAMAGED}")
+        raise CheckpointError(
+            f"{path}: version must be an integer ≥ 1, found {str(version)[:40]!r}. {DAMAGED}"
+        )
     if version > VERSION:
-        raise CheckpointError(f"{path}: written by a newer splitgrad (manifest version "
-                              f"{version}, this one reads {VERSION}); upgrade splitgrad")
+        raise CheckpointError(
+            f"{path}: written by a newer splitgrad (manifest version "
+            f"{version}, this one reads {VERSION}); upgrade splitgrad"
+        )
     if verify:
         claimed = doc.get("manifest_sha256")
         body = {k: v for k, v in doc.items() if k != "manifest_sha256"}
@@ -106,36 +124,52 @@ def read(folder: Path, verify: bool = True) -> dict | None:
         except ValueError:  # NaN or infinity somewhere: never written by splitgrad
             actual = None
         if claimed != actual:
-            raise CheckpointError(f"{path}: its checksum (manifest_sha256) does not match its "
-                                  f"content; the manifest is corrupt or was edited. {DAMAGED}")
+            raise CheckpointError(
+                f"{path}: its checksum (manifest_sha256) does not match its "
+                f"content; the manifest is corrupt or was edited. {DAMAGED}"
+            )
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
         raise CheckpointError(f"{path}: unexpected entries {unknown[:5]}. {DAMAGED}")
     if not isinstance(doc.get("kind"), str) or doc["kind"] not in REQUIRED:
-        raise CheckpointError(f"{path}: kind must be one of {sorted(REQUIRED)}, found "
-                              f"{str(doc.get('kind'))[:40]!r}. {DAMAGED}")
+        raise CheckpointError(
+            f"{path}: kind must be one of {sorted(REQUIRED)}, found "
+            f"{str(doc.get('kind'))[:40]!r}. {DAMAGED}"
+        )
     if not _is_int(doc.get("generation")) or doc["generation"] < 0:
-        raise CheckpointError(f"{path}: generation must be an integer ≥ 0, found "
-                              f"{str(doc.get('generation'))[:40]!r}. {DAMAGED}")
+        raise CheckpointError(
+            f"{path}: generation must be an integer ≥ 0, found "
+            f"{str(doc.get('generation'))[:40]!r}. {DAMAGED}"
+        )
     files = doc.get("files")
     if not isinstance(files, dict) or not 0 < len(files) <= MAX_FILES:
-        raise CheckpointError(f"{path}: 'files' must map 1 to {MAX_FILES} file names to their "
-                              f"sha256 and size. {DAMAGED}")
+        raise CheckpointError(
+            f"{path}: 'files' must map 1 to {MAX_FILES} file names to their "
+            f"sha256 and size. {DAMAGED}"
+        )
     for name, info in files.items():
         problem = plain_name_problem(name)
         if problem or name == MANIFEST:
-            raise CheckpointError(f"{path}: lists the file {name[:80]!r}, which cannot be in a "
-                                  f"checkpoint ({problem or 'the manifest lists itself'}). "
-                                  f"{DAMAGED}")
-        if not (isinstance(info, dict) and set(info) == {"sha256", "size"}
-                and isinstance(info["sha256"], str) and _HEX64.fullmatch(info["sha256"])
-                and _is_int(info["size"]) and info["size"] >= 0):
-            raise CheckpointError(f"{path}: the entry for {name!r} must be {{'sha256': 64 hex "
-                                  f"digits, 'size': bytes ≥ 0}}. {DAMAGED}")
+            raise CheckpointError(
+                f"{path}: lists the file {name[:80]!r}, which cannot be in a "
+                f"checkpoint ({problem or 'the manifest lists itself'}). "
+                f"{DAMAGED}"
+            )
+        if not (
+            isinstance(info, dict)
+            and set(info) == {"sha256", "size"}
+            and isinstance(info["sha256"], str)
+            and _HEX64.fullmatch(info["sha256"])
+            and _is_int(info["size"])
+            and info["size"] >= 0
+        ):
+            raise CheckpointError(
+                f"{path}: the entry for {name!r} must be {{'sha256': 64 hex "
+                f"digits, 'size': bytes ≥ 0}}. {DAMAGED}"
+            )
     missing = [n for n in REQUIRED[doc["kind"]] if n not in files]
     if missing:
-        raise CheckpointError(f"{path}: a {doc['kind']} checkpoint must list {missing}. "
-                              f"{DAMAGED}")
+        raise CheckpointError(f"{path}: a {doc['kind']} checkpoint must list {missing}. {DAMAGED}")
     if not isinstance(doc.get("environment", {}), dict):
         raise CheckpointError(f"{path}: 'environment' must be an object. {DAMAGED}")
     return doc
@@ -146,13 +180,18 @@ def read_listed(folder: Path, manifest: dict, verify: bool = True, keep=()) -> d
     return {name: bytes} of those named in `keep` (the others are hashed a chunk at a time)."""
     out = {}
     for name, info in manifest["files"].items():
-        data, digest = read_file(folder / name, size=info["size"], keep=name in keep,
-                                 limit=MAX_CONFIG_BYTES if name == CONFIG else None,
-                                 what=f"{MANIFEST} lists it, so the checkpoint is incomplete. "
-                                      f"{DAMAGED}")
+        data, digest = read_file(
+            folder / name,
+            size=info["size"],
+            keep=name in keep,
+            limit=MAX_CONFIG_BYTES if name == CONFIG else None,
+            what=f"{MANIFEST} lists it, so the checkpoint is incomplete. {DAMAGED}",
+        )
         if verify and digest != info["sha256"]:
-            raise CheckpointError(f"{folder / name}: checksum mismatch with {MANIFEST}; the "
-                                  f"file is corrupt or was changed after saving. {DAMAGED}")
+            raise CheckpointError(
+                f"{folder / name}: checksum mismatch with {MANIFEST}; the "
+                f"file is corrupt or was changed after saving. {DAMAGED}"
+            )
         if name in keep:
             out[name] = data
     return out
@@ -210,8 +249,11 @@ def legacy_complete(folder: Path) -> bool:
             data, _ = read_file(folder / name, limit=MAX_CONFIG_BYTES)
             doc = parse_json(data, folder / name)
             sums = doc.get("sha256") if name == CONFIG else doc
-            if not isinstance(sums, dict) or WEIGHTS not in sums or any(
-                    plain_name_problem(k) for k in sums):
+            if (
+                not isinstance(sums, dict)
+                or WEIGHTS not in sums
+                or any(plain_name_problem(k) for k in sums)
+            ):
                 continue
             if all(read_file(folder / k, keep=False)[1] == v for k, v in sums.items()):
                 return True
@@ -228,8 +270,12 @@ def environment() -> dict:
 
     from .. import __version__
 
-    return {"numpy": np.__version__, "splitgrad": __version__,
-            "python": platform.python_version(), "blas": _blas()}
+    return {
+        "numpy": np.__version__,
+        "splitgrad": __version__,
+        "python": platform.python_version(),
+        "blas": _blas(),
+    }
 
 
 def _blas() -> list:
@@ -244,16 +290,25 @@ def _blas() -> list:
     home = os.path.dirname(os.path.dirname(os.path.abspath(np.__file__)))
     infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     # SciPy may load a BLAS of its own; NumPy's (bundled under site-packages/numpy*) decides.
-    own = [i for i in infos if os.path.abspath(i.get("filepath") or "").startswith(
-        os.path.join(home, "numpy"))]
+    own = [
+        i
+        for i in infos
+        if os.path.abspath(i.get("filepath") or "").startswith(os.path.join(home, "numpy"))
+    ]
     out = []
     for info in own or infos[:1]:
         threads = info.get("num_threads")
         if thread_team.in_own_threads():  # the BLAS is held at 1 thread for a moment
             threads = thread_team.team_size()
-        out.append({"library": info.get("internal_api"), "version": info.get("version"),
-                    "architecture": info.get("architecture"),
-                    "threading_layer": info.get("threading_layer"), "threads": threads})
+        out.append(
+            {
+                "library": info.get("internal_api"),
+                "version": info.get("version"),
+                "architecture": info.get("architecture"),
+                "threading_layer": info.get("threading_layer"),
+                "threads": threads,
+            }
+        )
     return out
 
 
@@ -276,9 +331,13 @@ def warn_if_environment_differs(recorded, source) -> None:
                 if a.get(key) != b.get(key):
                     diffs.append(f"BLAS {key} {str(a.get(key))[:40]} → {b.get(key)}")
     if diffs:
-        warnings.warn(f"{source}: saved under another environment ({'; '.join(diffs)}); "
-                      "training resumed from it may not be bitwise identical to the original "
-                      "run", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"{source}: saved under another environment ({'; '.join(diffs)}); "
+            "training resumed from it may not be bitwise identical to the original "
+            "run",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 def _is_int(value) -> bool:

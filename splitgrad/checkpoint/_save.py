@@ -23,8 +23,14 @@ from ._state import refuse_non_finite, rng_states, weights_of
 MODEL_FORMAT, MODEL_VERSION = "splitgrad-model", 2  # version 1: before manifest.json
 
 
-def save_model(model, path, extra: dict | None = None, *, overwrite: bool = False,
-               attachments: dict | None = None) -> None:
+def save_model(
+    model,
+    path,
+    extra: dict | None = None,
+    *,
+    overwrite: bool = False,
+    attachments: dict | None = None,
+) -> None:
     """Save architecture, weights, compile settings, optimizer state and every generator state
     to the folder `path`, with `attachments` ({file name: bytes}, e.g. history.json) beside
     them; all covered by the manifest and replaced together.
@@ -37,10 +43,17 @@ def save_model(model, path, extra: dict | None = None, *, overwrite: bool = Fals
     _folder.check_target(path, overwrite)  # before the work, for a clear early error
     files = _checked_attachments(attachments)
     weights = weights_of(model)
-    opt_arrays, config = {}, {
-        "format": MODEL_FORMAT, "version": MODEL_VERSION, "class": type(model).__name__,
-        "config": model.get_config(), "input_shape": list(model.input_shape),
-        "extra": extra or {}}
+    opt_arrays, config = (
+        {},
+        {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "class": type(model).__name__,
+            "config": model.get_config(),
+            "input_shape": list(model.input_shape),
+            "extra": extra or {},
+        },
+    )
     config["rng_state"], config["layer_rng_states"] = rng_states(model)
     if getattr(model, "optimizer", None) is not None:
         if not model.optimizer.built:  # compiled, then built by a plain call: no steps yet
@@ -75,17 +88,22 @@ def _checked_attachments(attachments) -> dict:
     if attachments is None:
         return {}
     if not isinstance(attachments, dict):
-        raise TypeError(f"attachments must be a dict {{file name: bytes}}, got "
-                        f"{type(attachments).__name__}")
+        raise TypeError(
+            f"attachments must be a dict {{file name: bytes}}, got {type(attachments).__name__}"
+        )
     out = {}
     for name, data in attachments.items():
         problem = plain_name_problem(name)
         if problem:
-            raise ValueError(f"attachment {name!r}: {problem}; attachments are files directly "
-                             "in the checkpoint folder")
+            raise ValueError(
+                f"attachment {name!r}: {problem}; attachments are files directly "
+                "in the checkpoint folder"
+            )
         if name in OWN_FILES:
-            raise ValueError(f"attachment {name!r}: the checkpoint's own file has that name; "
-                             f"choose another (reserved: {', '.join(OWN_FILES)})")
+            raise ValueError(
+                f"attachment {name!r}: the checkpoint's own file has that name; "
+                f"choose another (reserved: {', '.join(OWN_FILES)})"
+            )
         if isinstance(data, str):
             raise TypeError(f"attachment {name!r}: give bytes, e.g. text.encode()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -98,13 +116,17 @@ def _config_bytes(config: dict, path) -> bytes:
     try:
         check_depth(config, Path(path) / CONFIG)
     except CheckpointError:
-        raise ValueError(f"save to {path}: `extra` (or a layer config) is nested more than "
-                         f"{MAX_JSON_DEPTH} levels deep; flatten it") from None
+        raise ValueError(
+            f"save to {path}: `extra` (or a layer config) is nested more than "
+            f"{MAX_JSON_DEPTH} levels deep; flatten it"
+        ) from None
     data = json.dumps(config, indent=1, default=_json_default).encode()
     if len(data) > MAX_CONFIG_BYTES:
-        raise ValueError(f"save to {path}: the config takes {len(data)} bytes, more than the "
-                         f"{MAX_CONFIG_BYTES} a checkpoint's config.json may; keep large data "
-                         "out of `extra` (pass it as an attachment)")
+        raise ValueError(
+            f"save to {path}: the config takes {len(data)} bytes, more than the "
+            f"{MAX_CONFIG_BYTES} a checkpoint's config.json may; keep large data "
+            "out of `extra` (pass it as an attachment)"
+        )
     return data
 
 
@@ -113,5 +135,7 @@ def _json_default(obj):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint config; `extra` must "
-                    "hold JSON values (dicts, lists, text, numbers)")
+    raise TypeError(
+        f"cannot store {type(obj).__name__} in a checkpoint config; `extra` must "
+        "hold JSON values (dicts, lists, text, numbers)"
+    )

@@ -15,8 +15,10 @@ from .. import random as sg_random
 from ..layers.layer import generators
 from ._files import CheckpointError
 
-TRUST = ("the run diverged before saving or the file was altered; load with verify=False to "
-         "load it anyway")
+TRUST = (
+    "the run diverged before saving or the file was altered; load with verify=False to "
+    "load it anyway"
+)
 
 
 # ----- saving ----------------------------------------------------------------------------
@@ -38,13 +40,13 @@ def refuse_non_finite(model, weights: dict, opt_arrays: dict, path) -> None:
                 f"save to {path}: {what} {key!r} of layer {layer.name!r} "
                 f"({type(layer).__name__}) holds {bad} NaN or infinite values; the run "
                 f"diverged. Nothing was written: the previous checkpoint at {path} is kept. "
-                "Lower the learning rate or clip gradients, and resume from it")
+                "Lower the learning rate or clip gradients, and resume from it"
+            )
 
 
 def rng_states(model) -> tuple:
     """(default generator state, {dotted path: state} of the layer generators), as JSON."""
-    return (sg_random.get_state(),
-            {k: g.bit_generator.state for k, g in generators(model).items()})
+    return (sg_random.get_state(), {k: g.bit_generator.state for k, g in generators(model).items()})
 
 
 # ----- loading ---------------------------------------------------------------------------
@@ -57,7 +59,8 @@ def check_weights(model, arrays: dict, source, verify: bool) -> None:
     if missing or extra:
         raise CheckpointError(
             f"{source}: weights do not match the model: missing {missing[:5]}, unexpected "
-            f"{[k[:80] for k in extra[:5]]}. The file was saved from a different architecture.")
+            f"{[k[:80] for k in extra[:5]]}. The file was saved from a different architecture."
+        )
     layers = _layers_by_path(model)
     for key, p in weights.items():
         a = arrays[key]
@@ -67,12 +70,14 @@ def check_weights(model, arrays: dict, source, verify: bool) -> None:
         if a.shape != p.shape:
             raise CheckpointError(
                 f"{source}: {named} has shape {a.shape} in the file but {p.shape} in the "
-                "model; rebuild the model with the saved sizes")
+                "model; rebuild the model with the saved sizes"
+            )
         if a.dtype != p.data.dtype:
             raise CheckpointError(
                 f"{source}: {named} is {a.dtype} in the file but {p.data.dtype} in the model; "
                 "a checkpoint stores each weight in its layer's dtype, so the file was altered "
-                f"or saved from a model with dtype={a.dtype.name}")
+                f"or saved from a model with dtype={a.dtype.name}"
+            )
         if verify and not np.isfinite(a).all():
             raise CheckpointError(f"{source}: {named} holds NaN or infinite values; {TRUST}")
 
@@ -84,11 +89,14 @@ def check_optimizer_arrays(optimizer, arrays: dict, source, verify: bool) -> Non
     for key, a in arrays.items():
         want = dtypes.get(key)
         if want is not None and a.dtype != want:
-            raise CheckpointError(f"{source}: optimizer state {key!r} is {a.dtype} in the file "
-                                  f"but its parameter is {want}; the file was altered")
+            raise CheckpointError(
+                f"{source}: optimizer state {key!r} is {a.dtype} in the file "
+                f"but its parameter is {want}; the file was altered"
+            )
         if verify and a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise CheckpointError(f"{source}: optimizer state {key!r} holds NaN or infinite "
-                                  f"values; {TRUST}")
+            raise CheckpointError(
+                f"{source}: optimizer state {key!r} holds NaN or infinite values; {TRUST}"
+            )
 
 
 def checked_rng_states(model, saved_default, saved_layers, source, restore_default: bool):
@@ -96,8 +104,9 @@ def checked_rng_states(model, saved_default, saved_layers, source, restore_defau
     first set on a scratch generator of the target's kind, which rejects malformed ones."""
     default = None
     if restore_default:
-        default = _checked_state(sg_random.get_rng(), saved_default, source,
-                                 "the default generator's state (rng_state)")
+        default = _checked_state(
+            sg_random.get_rng(), saved_default, source, "the default generator's state (rng_state)"
+        )
     own = generators(model)
     if saved_layers is None:  # a checkpoint from before layer generators were saved
         return default, None
@@ -106,9 +115,12 @@ def checked_rng_states(model, saved_default, saved_layers, source, restore_defau
         raise CheckpointError(
             f"{source}: the saved layer generators are {str(found)[:200]}, the model's layers "
             f"with their own generator are {sorted(own)}; the file was saved from a different "
-            "architecture or altered")
-    layers = {key: _checked_state(gen, saved_layers[key], source,
-                                  f"the generator of layer {key!r}") for key, gen in own.items()}
+            "architecture or altered"
+        )
+    layers = {
+        key: _checked_state(gen, saved_layers[key], source, f"the generator of layer {key!r}")
+        for key, gen in own.items()
+    }
     return default, layers
 
 
@@ -126,9 +138,11 @@ def _checked_state(like: np.random.Generator, state, source, what):
             raise TypeError(f"expected a dict, got {type(state).__name__}")
         scratch.state = state
     except Exception as exc:  # noqa: BLE001 - NumPy raises Key/Type/Value/OverflowError
-        raise CheckpointError(f"{source}: {what} is not a valid "
-                              f"{type(scratch).__name__} state ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}); the file was altered") from None
+        raise CheckpointError(
+            f"{source}: {what} is not a valid "
+            f"{type(scratch).__name__} state ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the file was altered"
+        ) from None
     return scratch.state
 
 

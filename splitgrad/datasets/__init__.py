@@ -1,7 +1,7 @@
 """Built-in datasets: scikit-learn's bundled tables, IDX images (Fashion-MNIST) and text corpora.
 
-    from splitgrad import datasets
-    x_train, y_train, x_test, y_test, meta = datasets.load_iris()
+from splitgrad import datasets
+x_train, y_train, x_test, y_test, meta = datasets.load_iris()
 """
 
 from ..data import DataSplit as DataSplit

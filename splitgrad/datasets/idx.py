@@ -28,14 +28,26 @@ __all__ = [
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 
 # IDX type code → big-endian NumPy dtype.
 _CODES = {
-    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -65,12 +77,16 @@ def read_idx(path) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if len(data) < 4:
-        raise IDXError(f"{path}: only {len(data)} bytes; an IDX file starts with a 4-byte magic "
-                       "number (file truncated or empty).")
+        raise IDXError(
+            f"{path}: only {len(data)} bytes; an IDX file starts with a 4-byte magic "
+            "number (file truncated or empty)."
+        )
     zero, code, ndim = data[:2], data[2], data[3]
     if zero != b"\x00\x00":
-        raise IDXError(f"{path}: bad magic number {data[:4].hex()}; an IDX file starts with two "
-                       "zero bytes (is this an IDX file?).")
+        raise IDXError(
+            f"{path}: bad magic number {data[:4].hex()}; an IDX file starts with two "
+            "zero bytes (is this an IDX file?)."
+        )
     if code not in _CODES:
         known = ", ".join(f"0x{c:02X}" for c in _CODES)
         raise IDXError(f"{path}: unknown IDX type code 0x{code:02X}; known codes are {known}.")
@@ -78,8 +94,10 @@ def read_idx(path) -> np.ndarray:
         raise IDXError(f"{path}: the header declares 0 dimensions; an IDX array needs at least 1.")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise IDXError(f"{path}: truncated header: {ndim} dims need {header} bytes but the file "
-                       f"has {len(data)}.")
+        raise IDXError(
+            f"{path}: truncated header: {ndim} dims need {header} bytes but the file "
+            f"has {len(data)}."
+        )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _CODES[code]
     expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
@@ -100,8 +118,10 @@ def write_idx(path, array, compress: bool | None = None) -> Path:
     codes = {dt.newbyteorder("="): code for code, dt in _CODES.items()}
     native = arr.dtype.newbyteorder("=")
     if native not in codes:
-        raise ValueError(f"write_idx: dtype {arr.dtype} has no IDX code; use one of "
-                         f"{sorted(d.name for d in codes)}.")
+        raise ValueError(
+            f"write_idx: dtype {arr.dtype} has no IDX code; use one of "
+            f"{sorted(d.name for d in codes)}."
+        )
     if arr.ndim == 0 or arr.ndim > 255:
         raise ValueError(f"write_idx: need 1 to 255 dims, got shape {arr.shape}.")
     header = bytes([0, 0, codes[native], arr.ndim]) + np.asarray(arr.shape, ">u4").tobytes()
@@ -113,8 +133,10 @@ def write_idx(path, array, compress: bool | None = None) -> Path:
 
 
 _PARTS = {
-    "x_train": "train-images", "y_train": "train-labels",
-    "x_test": "t10k-images", "y_test": "t10k-labels",
+    "x_train": "train-images",
+    "y_train": "train-labels",
+    "x_test": "t10k-images",
+    "y_test": "t10k-labels",
 }
 
 
@@ -129,8 +151,9 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def load_mnist_format(folder, normalize: bool = True, class_names=None,
-                      name: str = "mnist_format") -> DataSplit:
+def load_mnist_format(
+    folder, normalize: bool = True, class_names=None, name: str = "mnist_format"
+) -> DataSplit:
     """Train/test images and labels from a folder of MNIST-named IDX files.
 
     Images come back as (N, H, W, 1): float32 in [0, 1] when `normalize`, else raw uint8.
@@ -173,8 +196,7 @@ def load_mnist_format(folder, normalize: bool = True, class_names=None,
         "normalized": bool(normalize),
         "files": {key: os.fspath(p) for key, p in found.items()},
     }
-    return DataSplit(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                     meta)
+    return DataSplit(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], meta)
 
 
 def load_fashion_mnist(path=None, normalize: bool = True) -> DataSplit:
@@ -189,5 +211,6 @@ def load_fashion_mnist(path=None, normalize: bool = True) -> DataSplit:
             "`apt-get install dataset-fashion-mnist`, or pass path= a folder holding the "
             "MNIST-format files."
         )
-    return load_mnist_format(folder, normalize=normalize, class_names=FASHION_MNIST_CLASSES,
-                             name="fashion_mnist")
+    return load_mnist_format(
+        folder, normalize=normalize, class_names=FASHION_MNIST_CLASSES, name="fashion_mnist"
+    )

@@ -18,11 +18,20 @@ SPLIT_SEED = 42
 TEST_SIZE = 0.2
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, *, task: str, feature_names,
-           class_names, standardize: bool) -> DataSplit:
+def _split(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: str,
+    feature_names,
+    class_names,
+    standardize: bool,
+) -> DataSplit:
     classification = task != "regression"
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_SIZE, seed=SPLIT_SEED, stratify=classification)
+        x, y, test_size=TEST_SIZE, seed=SPLIT_SEED, stratify=classification
+    )
     meta = {
         "name": name,
         "task": task,
@@ -53,9 +62,15 @@ def load_breast_cancer(standardize: bool = True) -> DataSplit:
     from sklearn import datasets
 
     b = datasets.load_breast_cancer()
-    return _split("breast_cancer", b.data, b.target, task="binary",
-                  feature_names=b.feature_names, class_names=b.target_names,
-                  standardize=standardize)
+    return _split(
+        "breast_cancer",
+        b.data,
+        b.target,
+        task="binary",
+        feature_names=b.feature_names,
+        class_names=b.target_names,
+        standardize=standardize,
+    )
 
 
 def load_diabetes(standardize: bool = True) -> DataSplit:
@@ -64,8 +79,15 @@ def load_diabetes(standardize: bool = True) -> DataSplit:
 
     # scaled=False: scikit-learn's default pre-scaling uses all rows, test rows included.
     b = datasets.load_diabetes(scaled=False)
-    return _split("diabetes", b.data, b.target, task="regression",
-                  feature_names=b.feature_names, class_names=None, standardize=standardize)
+    return _split(
+        "diabetes",
+        b.data,
+        b.target,
+        task="regression",
+        feature_names=b.feature_names,
+        class_names=None,
+        standardize=standardize,
+    )
 
 
 def load_iris(standardize: bool = True) -> DataSplit:
@@ -73,9 +95,15 @@ def load_iris(standardize: bool = True) -> DataSplit:
     from sklearn import datasets
 
     b = datasets.load_iris()
-    return _split("iris", b.data, b.target, task="multiclass",
-                  feature_names=b.feature_names, class_names=b.target_names,
-                  standardize=standardize)
+    return _split(
+        "iris",
+        b.data,
+        b.target,
+        task="multiclass",
+        feature_names=b.feature_names,
+        class_names=b.target_names,
+        standardize=standardize,
+    )
 
 
 def load_digits(images: bool = False, standardize: bool = False) -> DataSplit:
@@ -89,5 +117,12 @@ def load_digits(images: bool = False, standardize: bool = False) -> DataSplit:
     x = b.data / 16.0
     if images:
         x = x.reshape(-1, 8, 8, 1)
-    return _split("digits", x, b.target, task="multiclass", feature_names=b.feature_names,
-                  class_names=b.target_names, standardize=standardize)
+    return _split(
+        "digits",
+        x,
+        b.target,
+        task="multiclass",
+        feature_names=b.feature_names,
+        class_names=b.target_names,
+        standardize=standardize,
+    )

@@ -1,9 +1,9 @@
 """Text data: the MIT lab-1 Irish folk songs, a fortunes corpus, vocabularies and LM batches.
 
-    text = irish_text()                       # 817 songs joined with "\\n\\n"
-    vocab = CharVocab(text)                   # 83 characters
-    ids = vocab.encode(text)
-    x, y = random_sequence_batches(ids, seq_len=100, batch_size=8, rng=rng)
+text = irish_text()                       # 817 songs joined with "\\n\\n"
+vocab = CharVocab(text)                   # 83 characters
+ids = vocab.encode(text)
+x, y = random_sequence_batches(ids, seq_len=100, batch_size=8, rng=rng)
 """
 
 from __future__ import annotations
@@ -98,8 +98,10 @@ class CharVocab:
         """The text whose characters have these ids."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
-            raise ValueError(f"CharVocab.decode: ids must lie in [0, {len(self) - 1}], got range "
-                             f"[{ids.min()}, {ids.max()}].")
+            raise ValueError(
+                f"CharVocab.decode: ids must lie in [0, {len(self) - 1}], got range "
+                f"[{ids.min()}, {ids.max()}]."
+            )
         return self._codes[ids].astype("<u4").tobytes().decode("utf-32-le")
 
     def to_json(self) -> str:
@@ -144,8 +146,9 @@ class WordVocab:
         for doc in docs:
             counts.update(tokenize(doc) if isinstance(doc, str) else doc)
         counts.pop(cls.UNK, None)
-        words = sorted((w for w, c in counts.items() if c >= min_count),
-                       key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w)
+        )
         if max_size is not None:
             words = words[: max_size - 1]
         return cls([cls.UNK, *words])
@@ -166,8 +169,10 @@ class WordVocab:
         """The tokens for these ids (unknown words come back as "<unk>")."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
-            raise ValueError(f"WordVocab.decode: ids must lie in [0, {len(self) - 1}], got range "
-                             f"[{ids.min()}, {ids.max()}].")
+            raise ValueError(
+                f"WordVocab.decode: ids must lie in [0, {len(self) - 1}], got range "
+                f"[{ids.min()}, {ids.max()}]."
+            )
         return [self.tokens[i] for i in ids.tolist()]
 
     def to_json(self) -> str:
@@ -205,8 +210,11 @@ def load_text_corpus(path=None) -> list[str]:
         path = FORTUNES_DIR
     path = Path(path)
     if path.is_dir():
-        files = [p for p in sorted(path.iterdir())
-                 if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8")]
+        files = [
+            p
+            for p in sorted(path.iterdir())
+            if p.is_file() and not p.is_symlink() and p.suffix not in (".dat", ".u8")
+        ]
     elif path.is_file():
         files = [path]
     else:
@@ -230,11 +238,15 @@ def random_sequence_batches(ids, seq_len: int, batch_size: int, rng=None):
     if ids.ndim != 1:
         raise ValueError(f"random_sequence_batches: ids must be 1-D, got shape {ids.shape}.")
     if seq_len < 1 or batch_size < 1:
-        raise ValueError("random_sequence_batches: seq_len and batch_size must be positive, got "
-                         f"{seq_len} and {batch_size}.")
+        raise ValueError(
+            "random_sequence_batches: seq_len and batch_size must be positive, got "
+            f"{seq_len} and {batch_size}."
+        )
     if len(ids) < seq_len + 1:
-        raise ValueError(f"random_sequence_batches: a sequence of {len(ids)} ids is too short "
-                         f"for seq_len={seq_len}; need at least seq_len + 1 = {seq_len + 1}.")
+        raise ValueError(
+            f"random_sequence_batches: a sequence of {len(ids)} ids is too short "
+            f"for seq_len={seq_len}; need at least seq_len + 1 = {seq_len + 1}."
+        )
     rng = get_rng() if rng is None else rng
     starts = rng.integers(0, len(ids) - seq_len, size=batch_size)
     offsets = starts[:, None] + np.arange(seq_len)

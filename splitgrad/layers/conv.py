@@ -31,9 +31,11 @@ def check_nhwc(layer, shape, channels=None):
     """Raise a clear error unless `shape` is (batch, height, width, channels) with `channels`."""
     kind = type(layer).__name__
     if len(shape) != 4:
-        hint = (" Grayscale images of shape (batch, height, width) need a channel axis: "
-                "x[..., None]." if len(shape) == 3 else
-                " Reshape the input to (batch, height, width, channels).")
+        hint = (
+            " Grayscale images of shape (batch, height, width) need a channel axis: x[..., None]."
+            if len(shape) == 3
+            else " Reshape the input to (batch, height, width, channels)."
+        )
         raise ValueError(
             f"layer {layer.name!r} ({kind}) expects 4-D channels-last input (batch, height, "
             f"width, channels), got shape {tuple(shape)}.{hint}"
@@ -50,12 +52,32 @@ def check_nhwc(layer, shape, channels=None):
 class _ConvBase(KernelLayer):
     """Shared arguments, weights and config of Conv2D and Conv2DTranspose."""
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
-                 activation=None, use_bias=True, kernel_initializer="torch_uniform",
-                 bias_initializer="torch_uniform", kernel_regularizer=None,
-                 bias_regularizer=None, name=None, dtype="float32"):
-        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, name=name, dtype=dtype)
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        dilation_rate=1,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="torch_uniform",
+        bias_initializer="torch_uniform",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        name=None,
+        dtype="float32",
+    ):
+        super().__init__(
+            activation,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            name=name,
+            dtype=dtype,
+        )
         who = type(self).__name__
         if int(filters) <= 0:
             raise ValueError(f"{who}: filters must be a positive integer, got {filters!r}")
@@ -68,16 +90,35 @@ class _ConvBase(KernelLayer):
 
     def _geometry(self, shape):
         who = f"layer {self.name!r} ({type(self).__name__})"
-        rows = conv_geometry(shape[1], self.kernel_size[0], self.strides[0],
-                             self.dilation_rate[0], self.padding, who, "height")
-        cols = conv_geometry(shape[2], self.kernel_size[1], self.strides[1],
-                             self.dilation_rate[1], self.padding, who, "width")
+        rows = conv_geometry(
+            shape[1],
+            self.kernel_size[0],
+            self.strides[0],
+            self.dilation_rate[0],
+            self.padding,
+            who,
+            "height",
+        )
+        cols = conv_geometry(
+            shape[2],
+            self.kernel_size[1],
+            self.strides[1],
+            self.dilation_rate[1],
+            self.padding,
+            who,
+            "width",
+        )
         return (rows[0], cols[0]), ((rows[1], rows[2]), (cols[1], cols[2]))
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters,
-                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": self.padding, "dilation_rate": list(self.dilation_rate)}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "dilation_rate": list(self.dilation_rate),
+        }
 
 
 @register
@@ -99,8 +140,16 @@ class Conv2D(_ConvBase):
         check_nhwc(self, x.shape, self.kernel.shape[2])
         _, pads = self._geometry(x.shape)
         fused = self.activation_name == "relu"
-        y = conv_ops.conv2d(x, self.kernel, self.bias, stride=self.strides,
-                            dilation=self.dilation_rate, pads=pads, relu=fused, ws=self._ws)
+        y = conv_ops.conv2d(
+            x,
+            self.kernel,
+            self.bias,
+            stride=self.strides,
+            dilation=self.dilation_rate,
+            pads=pads,
+            relu=fused,
+            ws=self._ws,
+        )
         return y if fused else self.activation(y)
 
 
@@ -116,8 +165,9 @@ class Conv2DTranspose(_ConvBase):
     def build(self, input_shape):
         check_nhwc(self, input_shape)
         kh, kw = self.kernel_size
-        self.add_kernel_and_bias((kh, kw, self.filters, input_shape[3]), self.filters,
-                                 self.filters * kh * kw)
+        self.add_kernel_and_bias(
+            (kh, kw, self.filters, input_shape[3]), self.filters, self.filters * kh * kw
+        )
 
     def output_size(self, h, w):
         """The (height, width) this layer produces from an (h, w) input."""
@@ -140,9 +190,16 @@ class Conv2DTranspose(_ConvBase):
             )
         # The pads are those of the forward conv that maps out_hw back onto the input size.
         _, pads = self._geometry((0,) + out_hw + (0,))
-        y = conv_ops.conv2d_transpose(x, self.kernel, self.bias, stride=self.strides,
-                                      dilation=self.dilation_rate, pads=pads, out_hw=out_hw,
-                                      ws=self._ws)
+        y = conv_ops.conv2d_transpose(
+            x,
+            self.kernel,
+            self.bias,
+            stride=self.strides,
+            dilation=self.dilation_rate,
+            pads=pads,
+            out_hw=out_hw,
+            ws=self._ws,
+        )
         return self.activation(y)
 
 
@@ -153,8 +210,7 @@ class _Pool2D(Layer):
         super().__init__(name=name, dtype=dtype)
         who = type(self).__name__
         self.pool_size = pair(pool_size, f"{who}: pool_size")
-        self.strides = pair(strides if strides is not None else self.pool_size,
-                            f"{who}: strides")
+        self.strides = pair(strides if strides is not None else self.pool_size, f"{who}: strides")
         self.padding = _padding_arg(padding, who)
 
     def build(self, input_shape):
@@ -163,15 +219,21 @@ class _Pool2D(Layer):
     def _geometry(self, shape):
         check_nhwc(self, shape)
         who = f"layer {self.name!r} ({type(self).__name__})"
-        rows = conv_geometry(shape[1], self.pool_size[0], self.strides[0], 1, self.padding,
-                             who, "height")
-        cols = conv_geometry(shape[2], self.pool_size[1], self.strides[1], 1, self.padding,
-                             who, "width")
+        rows = conv_geometry(
+            shape[1], self.pool_size[0], self.strides[0], 1, self.padding, who, "height"
+        )
+        cols = conv_geometry(
+            shape[2], self.pool_size[1], self.strides[1], 1, self.padding, who, "width"
+        )
         return (rows[0], cols[0]), ((rows[1], rows[2]), (cols[1], cols[2]))
 
     def get_config(self):
-        return {**super().get_config(), "pool_size": list(self.pool_size),
-                "strides": list(self.strides), "padding": self.padding}
+        return {
+            **super().get_config(),
+            "pool_size": list(self.pool_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+        }
 
 
 @register

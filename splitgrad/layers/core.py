@@ -15,33 +15,49 @@ class KernelLayer(Layer):
     """Base of layers with a kernel, an optional bias and an activation (Dense, Conv2D, ...):
     the shared arguments, weight creation, regularizers and config live here once."""
 
-    def __init__(self, activation=None, use_bias=True, kernel_initializer="torch_uniform",
-                 bias_initializer="torch_uniform", kernel_regularizer=None, bias_regularizer=None,
-                 name=None, dtype="float32"):
+    def __init__(
+        self,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="torch_uniform",
+        bias_initializer="torch_uniform",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        name=None,
+        dtype="float32",
+    ):
         super().__init__(name=name, dtype=dtype)
         self.activation_name = activations.name_of(activation)
         self.activation = activations.get(activation)
         self.use_bias = use_bias
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
-        self._regularizers = {"kernel": regs.get(kernel_regularizer),
-                              "bias": regs.get(bias_regularizer)}
+        self._regularizers = {
+            "kernel": regs.get(kernel_regularizer),
+            "bias": regs.get(bias_regularizer),
+        }
         self.bias = None
 
     def add_kernel_and_bias(self, kernel_shape, outputs, fan_in):
         """Create `kernel` (and `bias` of length `outputs`), initialised with this fan-in."""
-        self.add_weight("kernel", kernel_shape, self.kernel_initializer, fan_in=fan_in,
-                        fan_out=outputs)
+        self.add_weight(
+            "kernel", kernel_shape, self.kernel_initializer, fan_in=fan_in, fan_out=outputs
+        )
         if self.use_bias:
-            self.add_weight("bias", (outputs,), self.bias_initializer, fan_in=fan_in,
-                            fan_out=outputs)
+            self.add_weight(
+                "bias", (outputs,), self.bias_initializer, fan_in=fan_in, fan_out=outputs
+            )
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation_name,
-                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer,
-                "bias_initializer": self.bias_initializer,
-                "kernel_regularizer": regs.config_of(self._regularizers["kernel"]),
-                "bias_regularizer": regs.config_of(self._regularizers["bias"])}
+        return {
+            **super().get_config(),
+            "activation": self.activation_name,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+            "kernel_regularizer": regs.config_of(self._regularizers["kernel"]),
+            "bias_regularizer": regs.config_of(self._regularizers["bias"]),
+        }
 
 
 @register
@@ -51,11 +67,28 @@ class Dense(KernelLayer):
     Init like PyTorch's Linear: W, b ~ U(±1/sqrt(in)). Works on any leading axes.
     """
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="torch_uniform",
-                 bias_initializer="torch_uniform", kernel_regularizer=None, bias_regularizer=None,
-                 name=None, dtype="float32"):
-        super().__init__(activation, use_bias, kernel_initializer, bias_initializer,
-                         kernel_regularizer, bias_regularizer, name=name, dtype=dtype)
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="torch_uniform",
+        bias_initializer="torch_uniform",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        name=None,
+        dtype="float32",
+    ):
+        super().__init__(
+            activation,
+            use_bias,
+            kernel_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            bias_regularizer,
+            name=name,
+            dtype=dtype,
+        )
         if int(units) <= 0:
             raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
         self.units = int(units)

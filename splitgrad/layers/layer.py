@@ -76,14 +76,15 @@ class Layer:
             params[key] = value
         elif isinstance(value, Layer):
             children[key] = value
-        elif isinstance(value, (list, tuple)) and value and all(
-            isinstance(v, Layer) for v in value
+        elif (
+            isinstance(value, (list, tuple)) and value and all(isinstance(v, Layer) for v in value)
         ):
             children[key] = list(value)
         object.__setattr__(self, key, value)
 
-    def add_weight(self, name, shape, initializer="torch_uniform", fan_in=None, fan_out=None,
-                   trainable=True) -> Parameter:
+    def add_weight(
+        self, name, shape, initializer="torch_uniform", fan_in=None, fan_out=None, trainable=True
+    ) -> Parameter:
         """Create, register and return a parameter of the layer's dtype (within the
         `WeightBudget` in force, if any)."""
         shape = tuple(int(s) for s in shape)
@@ -139,9 +140,7 @@ class Layer:
         for (key, p), a in zip(weights.items(), arrays):
             a = np.asarray(a)
             if a.shape != p.shape:
-                raise ValueError(
-                    f"{self.name}: weight {key!r} has shape {p.shape}, got {a.shape}"
-                )
+                raise ValueError(f"{self.name}: weight {key!r} has shape {p.shape}, got {a.shape}")
             p.data[...] = a
 
     def zero_grad(self):
@@ -273,13 +272,17 @@ class WeightBudget:
         if dtype.kind not in "biufc" or dtype.itemsize > 16:
             raise ValueError(f"layer {layer.name!r}: weights of dtype {dtype} are not numbers")
         if any(s < 0 for s in shape):
-            raise ValueError(f"layer {layer.name!r}: weight {name!r} would have shape {shape}, "
-                             "with a negative size")
+            raise ValueError(
+                f"layer {layer.name!r}: weight {name!r} would have shape {shape}, "
+                "with a negative size"
+            )
         need = math.prod(shape)
         if need > left[0]:
-            raise ValueError(f"layer {layer.name!r}: weight {name!r} of shape {shape} needs "
-                             f"{need} values, more than the {left[0]} the saved weights have "
-                             "left; the config does not match its weights")
+            raise ValueError(
+                f"layer {layer.name!r}: weight {name!r} of shape {shape} needs "
+                f"{need} values, more than the {left[0]} the saved weights have "
+                "left; the config does not match its weights"
+            )
         left[0] -= need
 
 

@@ -18,10 +18,20 @@ class BatchNormalization(Layer):
     they are saved with the model. Works for (N, C) and NHWC (N, H, W, C) inputs alike.
     """
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 name=None, dtype="float32"):
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        name=None,
+        dtype="float32",
+    ):
         super().__init__(name=name, dtype=dtype)
         if not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
@@ -38,8 +48,11 @@ class BatchNormalization(Layer):
         self.gamma = self.beta = None
 
     def _channel_axis(self, shape):
-        if len(shape) < 2 or not -len(shape) <= self.axis < len(shape) or self.axis % len(
-                shape) == 0:
+        if (
+            len(shape) < 2
+            or not -len(shape) <= self.axis < len(shape)
+            or self.axis % len(shape) == 0
+        ):
             raise ValueError(
                 f"layer {self.name!r} (BatchNormalization) normalises axis {self.axis}, which "
                 f"is not a feature axis of input shape {tuple(shape)}; it needs (batch, "
@@ -53,10 +66,17 @@ class BatchNormalization(Layer):
             self.add_weight("gamma", (c,), self.gamma_initializer, fan_in=c, fan_out=c)
         if self.center:
             self.add_weight("beta", (c,), self.beta_initializer, fan_in=c, fan_out=c)
-        self.add_weight("moving_mean", (c,), self.moving_mean_initializer, fan_in=c, fan_out=c,
-                        trainable=False)
-        self.add_weight("moving_variance", (c,), self.moving_variance_initializer, fan_in=c,
-                        fan_out=c, trainable=False)
+        self.add_weight(
+            "moving_mean", (c,), self.moving_mean_initializer, fan_in=c, fan_out=c, trainable=False
+        )
+        self.add_weight(
+            "moving_variance",
+            (c,),
+            self.moving_variance_initializer,
+            fan_in=c,
+            fan_out=c,
+            trainable=False,
+        )
 
     def call(self, x):
         axis = self._channel_axis(x.shape)
@@ -67,14 +87,28 @@ class BatchNormalization(Layer):
                 f"{self.axis} (input shape {self.input_shape}) but got {x.shape[axis]} (input "
                 f"shape {tuple(x.shape)}). Feed the same channel count or make a new layer."
             )
-        return batch_norm(x, self.gamma, self.beta, self.moving_mean.data,
-                          self.moving_variance.data, momentum=1.0 - self.momentum,
-                          eps=self.epsilon, training=self.training, axis=axis)
+        return batch_norm(
+            x,
+            self.gamma,
+            self.beta,
+            self.moving_mean.data,
+            self.moving_variance.data,
+            momentum=1.0 - self.momentum,
+            eps=self.epsilon,
+            training=self.training,
+            axis=axis,
+        )
 
     def get_config(self):
-        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
-                "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
-                "beta_initializer": self.beta_initializer,
-                "gamma_initializer": self.gamma_initializer,
-                "moving_mean_initializer": self.moving_mean_initializer,
-                "moving_variance_initializer": self.moving_variance_initializer}
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": self.beta_initializer,
+            "gamma_initializer": self.gamma_initializer,
+            "moving_mean_initializer": self.moving_mean_initializer,
+            "moving_variance_initializer": self.moving_variance_initializer,
+        }

@@ -35,15 +35,27 @@ from .functional import mse as mse
 from .functional import sparse_categorical_crossentropy as sparse_categorical_crossentropy
 
 # ----- the registry ----------------------------------------------------------------------
-_CLASSES = {c.__name__: c for c in (MeanSquaredError, MeanAbsoluteError, BinaryCrossentropy,
-                                    CategoricalCrossentropy, SparseCategoricalCrossentropy)}
+_CLASSES = {
+    c.__name__: c
+    for c in (
+        MeanSquaredError,
+        MeanAbsoluteError,
+        BinaryCrossentropy,
+        CategoricalCrossentropy,
+        SparseCategoricalCrossentropy,
+    )
+}
 # Keys are lower case without underscores, so "BinaryCrossentropy", "binary_cross_entropy" and
 # "binary_crossentropy" all resolve.
 _ALIASES = {
-    "mse": MeanSquaredError, "meansquarederror": MeanSquaredError,
-    "mae": MeanAbsoluteError, "meanabsoluteerror": MeanAbsoluteError,
-    "bce": BinaryCrossentropy, "binarycrossentropy": BinaryCrossentropy,
-    "cce": CategoricalCrossentropy, "categoricalcrossentropy": CategoricalCrossentropy,
+    "mse": MeanSquaredError,
+    "meansquarederror": MeanSquaredError,
+    "mae": MeanAbsoluteError,
+    "meanabsoluteerror": MeanAbsoluteError,
+    "bce": BinaryCrossentropy,
+    "binarycrossentropy": BinaryCrossentropy,
+    "cce": CategoricalCrossentropy,
+    "categoricalcrossentropy": CategoricalCrossentropy,
     "scce": SparseCategoricalCrossentropy,
     "sparsecategoricalcrossentropy": SparseCategoricalCrossentropy,
     "crossentropy": SparseCategoricalCrossentropy,  # PyTorch's name for the integer-label loss
@@ -67,9 +79,11 @@ def get(identifier):
     if isinstance(identifier, str):
         cls = _ALIASES.get(identifier.lower().replace("_", "").replace("-", ""))
         if cls is None:
-            raise ValueError(f"unknown loss {identifier!r}; expected one of "
-                             f"{sorted(_CANONICAL.values())} (or mse, mae, bce, cce, scce), a "
-                             "Loss instance or a callable.")
+            raise ValueError(
+                f"unknown loss {identifier!r}; expected one of "
+                f"{sorted(_CANONICAL.values())} (or mse, mae, bce, cce, scce), a "
+                "Loss instance or a callable."
+            )
         return cls()
     if callable(identifier):
         return identifier

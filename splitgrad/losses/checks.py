@@ -39,10 +39,13 @@ def _match_shape(name, y_pred, y):
         return y.reshape(y_pred.shape)
     hint = "pass targets with the same shape as the predictions."
     if y_pred.ndim >= 1 and y_pred.shape[-1] > 1 and y.shape == y_pred.shape[:-1]:
-        hint = (f"y_true looks like integer class ids for {y_pred.shape[-1]} classes: use "
-                "sparse_categorical_crossentropy (or one-hot encode the labels).")
-    raise ValueError(f"{name}: y_true has shape {y.shape}, expected {y_pred.shape} to match "
-                     f"y_pred; {hint}")
+        hint = (
+            f"y_true looks like integer class ids for {y_pred.shape[-1]} classes: use "
+            "sparse_categorical_crossentropy (or one-hot encode the labels)."
+        )
+    raise ValueError(
+        f"{name}: y_true has shape {y.shape}, expected {y_pred.shape} to match y_pred; {hint}"
+    )
 
 
 def _float_targets(name, y_pred, y_true):
@@ -57,8 +60,9 @@ def _class_weight(name, weight, num_classes, dtype):
         return None
     w = np.asarray(weight, dtype=dtype)
     if w.shape != (num_classes,):
-        raise ValueError(f"{name}: weight needs one entry per class, shape ({num_classes},), "
-                         f"got shape {w.shape}")
+        raise ValueError(
+            f"{name}: weight needs one entry per class, shape ({num_classes},), got shape {w.shape}"
+        )
     return w
 
 
@@ -75,4 +79,5 @@ def _check_probabilities(name, y_pred):
     if x.size and (x.min() < 0 or x.max() > 1):
         raise ValueError(
             f"{name}: y_pred must be probabilities in [0, 1] when from_logits=False, got values "
-            f"in [{x.min():.4g}, {x.max():.4g}]; pass from_logits=True for raw scores (logits).")
+            f"in [{x.min():.4g}, {x.max():.4g}]; pass from_logits=True for raw scores (logits)."
+        )

@@ -54,16 +54,20 @@ class BinaryCrossentropy(Loss):
 
     fn = staticmethod(binary_crossentropy)
 
-    def __init__(self, from_logits=False, pos_weight=None, label_smoothing=0.0,
-                 reduction="mean", name=None):
+    def __init__(
+        self, from_logits=False, pos_weight=None, label_smoothing=0.0, reduction="mean", name=None
+    ):
         super().__init__(reduction, name)
         self.from_logits = bool(from_logits)
         self.pos_weight = None if pos_weight is None else np.asarray(pos_weight).tolist()
         self.label_smoothing = float(label_smoothing)
 
     def _kwargs(self):
-        return {"from_logits": self.from_logits, "pos_weight": self.pos_weight,
-                "label_smoothing": self.label_smoothing}
+        return {
+            "from_logits": self.from_logits,
+            "pos_weight": self.pos_weight,
+            "label_smoothing": self.label_smoothing,
+        }
 
 
 class CategoricalCrossentropy(Loss):
@@ -71,25 +75,37 @@ class CategoricalCrossentropy(Loss):
 
     fn = staticmethod(categorical_crossentropy)
 
-    def __init__(self, from_logits=False, weight=None, label_smoothing=0.0, reduction="mean",
-                 name=None):
+    def __init__(
+        self, from_logits=False, weight=None, label_smoothing=0.0, reduction="mean", name=None
+    ):
         super().__init__(reduction, name)
         self.from_logits = bool(from_logits)
         self.weight = None if weight is None else np.asarray(weight).tolist()
         self.label_smoothing = float(label_smoothing)
 
     def _kwargs(self):
-        return {"from_logits": self.from_logits, "weight": self.weight,
-                "label_smoothing": self.label_smoothing}
+        return {
+            "from_logits": self.from_logits,
+            "weight": self.weight,
+            "label_smoothing": self.label_smoothing,
+        }
 
 
 class SparseCategoricalCrossentropy(Loss):
-    """−w[y] log softmax(z)[y] per row (integer ids); mean = Σ l / Σ w[y]; `ignore_index` rows out."""
+    """−w[y] log softmax(z)[y] per row (integer ids); mean = Σ l / Σ w[y]; rows equal to
+    `ignore_index` are left out."""
 
     fn = staticmethod(sparse_categorical_crossentropy)
 
-    def __init__(self, from_logits=False, weight=None, label_smoothing=0.0, ignore_index=None,
-                 reduction="mean", name=None):
+    def __init__(
+        self,
+        from_logits=False,
+        weight=None,
+        label_smoothing=0.0,
+        ignore_index=None,
+        reduction="mean",
+        name=None,
+    ):
         super().__init__(reduction, name)
         self.from_logits = bool(from_logits)
         self.weight = None if weight is None else np.asarray(weight).tolist()
@@ -97,8 +113,12 @@ class SparseCategoricalCrossentropy(Loss):
         self.ignore_index = None if ignore_index is None else int(ignore_index)
 
     def _kwargs(self):
-        return {"from_logits": self.from_logits, "weight": self.weight,
-                "label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index}
+        return {
+            "from_logits": self.from_logits,
+            "weight": self.weight,
+            "label_smoothing": self.label_smoothing,
+            "ignore_index": self.ignore_index,
+        }
 
 
 MSE = MeanSquaredError

@@ -48,8 +48,9 @@ def mean_absolute_error(y_pred, y_true, reduction="mean") -> Tensor:
     return AbsoluteError.apply(y_pred, y, reduction=reduction)
 
 
-def binary_crossentropy(y_pred, y_true, from_logits=False, pos_weight=None, label_smoothing=0.0,
-                        reduction="mean") -> Tensor:
+def binary_crossentropy(
+    y_pred, y_true, from_logits=False, pos_weight=None, label_smoothing=0.0, reduction="mean"
+) -> Tensor:
     """BCE on probabilities (log clamped at −100) or, stably, on logits (with `pos_weight`).
 
     Label smoothing ε uses targets y(1−ε) + ε/2 (Keras).
@@ -65,8 +66,10 @@ def binary_crossentropy(y_pred, y_true, from_logits=False, pos_weight=None, labe
         pw = None if pos_weight is None else np.asarray(pos_weight, dtype=logits.dtype)
         return BinaryCrossEntropyWithLogits.apply(logits, y, pos_weight=pw, reduction=reduction)
     if pos_weight is not None:
-        raise ValueError(f"{name}: pos_weight needs logits; pass from_logits=True with raw "
-                         "scores (or end the model in a sigmoid activation).")
+        raise ValueError(
+            f"{name}: pos_weight needs logits; pass from_logits=True with raw "
+            "scores (or end the model in a sigmoid activation)."
+        )
     _check_probabilities(name, y_pred)
     return BinaryCrossEntropy.apply(y_pred, y, reduction=reduction)
 
@@ -80,8 +83,9 @@ def _cross_entropy(name, y_pred, logits, a, denom, reduction):
     return NegativeLogLikelihood.apply(logp, a, denom=denom, reduction=reduction)
 
 
-def categorical_crossentropy(y_pred, y_true, from_logits=False, weight=None, label_smoothing=0.0,
-                             reduction="mean") -> Tensor:
+def categorical_crossentropy(
+    y_pred, y_true, from_logits=False, weight=None, label_smoothing=0.0, reduction="mean"
+) -> Tensor:
     """Cross-entropy with probability (e.g. one-hot) targets t on the last axis.
 
     t' = (1−ε)t + ε/C; l_n = −Σ_c w_c t'_c log_softmax(z)_c; mean divides by the row count.
@@ -95,8 +99,10 @@ def categorical_crossentropy(y_pred, y_true, from_logits=False, weight=None, lab
         hint = "pass one row of class probabilities per prediction."
         if y.shape in (y_pred.shape[:-1], y_pred.shape[:-1] + (1,)):
             hint = "labels look like integer class ids: use sparse_categorical_crossentropy."
-        raise ValueError(f"{name}: y_true has shape {y.shape}, expected {y_pred.shape} (classes "
-                         f"on the last axis); {hint}")
+        raise ValueError(
+            f"{name}: y_true has shape {y.shape}, expected {y_pred.shape} (classes "
+            f"on the last axis); {hint}"
+        )
     num_classes = y_pred.shape[-1]
     a = y.astype(y_pred.dtype)
     if label_smoothing:
@@ -108,9 +114,15 @@ def categorical_crossentropy(y_pred, y_true, from_logits=False, weight=None, lab
     return _cross_entropy(name, y_pred, logits, a, denom, reduction)
 
 
-def sparse_categorical_crossentropy(y_pred, y_true, from_logits=False, weight=None,
-                                    label_smoothing=0.0, ignore_index=None,
-                                    reduction="mean") -> Tensor:
+def sparse_categorical_crossentropy(
+    y_pred,
+    y_true,
+    from_logits=False,
+    weight=None,
+    label_smoothing=0.0,
+    ignore_index=None,
+    reduction="mean",
+) -> Tensor:
     """Cross-entropy with integer class ids on the last axis (PyTorch's cross_entropy).
 
     l_n = −w[y_n]·log p[n, y_n]; mean = Σ l / Σ w[y_n]; rows equal to `ignore_index` are left
@@ -129,19 +141,25 @@ def sparse_categorical_crossentropy(y_pred, y_true, from_logits=False, weight=No
             hint = "pass one integer class id per prediction row."
             if y.shape == y_pred.shape:
                 hint = "labels look one-hot: use categorical_crossentropy (or argmax them)."
-            raise ValueError(f"{name}: y_true has shape {y.shape}, expected {lead} (one class id "
-                             f"per row of y_pred {y_pred.shape}); {hint}")
+            raise ValueError(
+                f"{name}: y_true has shape {y.shape}, expected {lead} (one class id "
+                f"per row of y_pred {y_pred.shape}); {hint}"
+            )
     if y.dtype.kind not in "iu":
         if y.dtype.kind != "f" or (y.size and not np.array_equal(y, np.floor(y))):
-            raise ValueError(f"{name}: y_true must hold integer class ids, got dtype {y.dtype}; "
-                             "for probability targets use categorical_crossentropy.")
+            raise ValueError(
+                f"{name}: y_true must hold integer class ids, got dtype {y.dtype}; "
+                "for probability targets use categorical_crossentropy."
+            )
         y = y.astype(np.int64)
     valid = None if ignore_index is None else y != ignore_index
     yy = y if valid is None else np.where(valid, y, 0)
     if yy.size and (yy.min() < 0 or yy.max() >= num_classes):
         bad = yy[(yy < 0) | (yy >= num_classes)][0]
-        raise ValueError(f"{name}: class id {bad} is out of range for {num_classes} classes "
-                         "(expected 0..C-1); check the labels or the size of the last layer.")
+        raise ValueError(
+            f"{name}: class id {bad} is out of range for {num_classes} classes "
+            "(expected 0..C-1); check the labels or the size of the last layer."
+        )
     index = np.arange(0, yy.size * num_classes, num_classes) + yy.reshape(-1)
     if logits is not None and weight is None and not label_smoothing and valid is None:
         return SoftmaxCrossEntropy.apply(logits, index=index, denom=yy.size, reduction=reduction)
@@ -156,6 +174,7 @@ def sparse_categorical_crossentropy(y_pred, y_true, from_logits=False, weight=No
         row = np.full(num_classes, label_smoothing / num_classes, dtype) * (1 if w is None else w)
         a += row if valid is None else row * valid[..., None]
     return _cross_entropy(name, y_pred, logits, a, wy.sum(), reduction)
+
 
 mse = mean_squared_error
 mae = mean_absolute_error

@@ -7,7 +7,8 @@ no other module defines a Function).
 
 | module | primitives (the backward of ...) |
 |---|---|
-| arithmetic.py | Add, Sub, Mul, Div, Neg, Pow, Maximum, Minimum, Where, Clip, Cast, Exp, Log, Sqrt, Abs |
+| arithmetic.py | Add, Sub, Mul, Div, Neg, Pow, Maximum, Minimum, Where, Clip, Cast, Exp, Log, |
+|  | Sqrt, Abs |
 | activations.py | ReLU, LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, LogSoftmax |
 | linalg.py | MatMul, Linear (x·W + b, the Dense layer) |
 | reductions.py | Sum, Mean, Max, Min |
@@ -65,19 +66,62 @@ from .reductions import Max, Mean, Min, Sum
 from .shape import BroadcastTo, Concatenate, GetItem, Reshape, Stack, Transpose
 
 # Every primitive, by name: the table above in code.
-PRIMITIVES = {cls.__name__: cls for cls in (
-    Add, Sub, Mul, Div, Neg, Pow, Maximum, Minimum, Where, Clip, Cast, Exp, Log, Sqrt, Abs,
-    ReLU, LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, LogSoftmax,
-    MatMul, Linear, Sum, Mean, Max, Min,
-    Reshape, Transpose, BroadcastTo, GetItem, Concatenate, Stack,
-    conv.Conv2DFn, conv.Conv2DTransposeFn, conv.MaxPool2DFn, conv.AvgPool2DFn,
-    normalization.BatchNormFn,
-    recurrent.SimpleRNNSeq, recurrent.LSTMSeq, recurrent.GRUSeq,
-    embedding.EmbeddingLookup,
-    losses.SquaredError, losses.AbsoluteError, losses.BinaryCrossEntropy,
-    losses.BinaryCrossEntropyWithLogits, losses.SoftmaxCrossEntropy,
-    losses.NegativeLogLikelihood,
-)}
+PRIMITIVES = {
+    cls.__name__: cls
+    for cls in (
+        Add,
+        Sub,
+        Mul,
+        Div,
+        Neg,
+        Pow,
+        Maximum,
+        Minimum,
+        Where,
+        Clip,
+        Cast,
+        Exp,
+        Log,
+        Sqrt,
+        Abs,
+        ReLU,
+        LeakyReLU,
+        ELU,
+        GELU,
+        Sigmoid,
+        Tanh,
+        Softplus,
+        Softmax,
+        LogSoftmax,
+        MatMul,
+        Linear,
+        Sum,
+        Mean,
+        Max,
+        Min,
+        Reshape,
+        Transpose,
+        BroadcastTo,
+        GetItem,
+        Concatenate,
+        Stack,
+        conv.Conv2DFn,
+        conv.Conv2DTransposeFn,
+        conv.MaxPool2DFn,
+        conv.AvgPool2DFn,
+        normalization.BatchNormFn,
+        recurrent.SimpleRNNSeq,
+        recurrent.LSTMSeq,
+        recurrent.GRUSeq,
+        embedding.EmbeddingLookup,
+        losses.SquaredError,
+        losses.AbsoluteError,
+        losses.BinaryCrossEntropy,
+        losses.BinaryCrossEntropyWithLogits,
+        losses.SoftmaxCrossEntropy,
+        losses.NegativeLogLikelihood,
+    )
+}
 
 
 # ----- public functions ------------------------------------------------------------------

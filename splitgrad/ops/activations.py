@@ -14,7 +14,6 @@ def _erf(x):
     return erf(x)
 
 
-
 class Probabilities(Tensor):
     """The output of `ops.softmax` (over the last axis) or `ops.sigmoid`, with its logits.
 
@@ -30,8 +29,13 @@ class Probabilities(Tensor):
     def of(cls, out: Tensor, logits: Tensor, kind: str) -> Probabilities:
         """`out` (a fresh op output) as Probabilities: the same data and graph node."""
         p = object.__new__(cls)
-        p.data, p.grad, p.requires_grad, p._ctx, p.name = out.data, None, out.requires_grad, \
-            out._ctx, None
+        p.data, p.grad, p.requires_grad, p._ctx, p.name = (
+            out.data,
+            None,
+            out.requires_grad,
+            out._ctx,
+            None,
+        )
         p.logits, p.kind = logits, kind
         return p
 

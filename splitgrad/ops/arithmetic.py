@@ -20,8 +20,10 @@ class Add(Function):
 
     def backward(self, g):
         needs = self.needs
-        return (unbroadcast(g, self.shapes[0]) if needs[0] else None,
-                unbroadcast(g, self.shapes[1]) if needs[1] else None)
+        return (
+            unbroadcast(g, self.shapes[0]) if needs[0] else None,
+            unbroadcast(g, self.shapes[1]) if needs[1] else None,
+        )
 
 
 class Sub(Function):
@@ -33,8 +35,10 @@ class Sub(Function):
 
     def backward(self, g):
         needs = self.needs
-        return (unbroadcast(g, self.shapes[0]) if needs[0] else None,
-                unbroadcast(-g, self.shapes[1]) if needs[1] else None)
+        return (
+            unbroadcast(g, self.shapes[0]) if needs[0] else None,
+            unbroadcast(-g, self.shapes[1]) if needs[1] else None,
+        )
 
 
 class Mul(Function):

@@ -69,10 +69,10 @@ def _pad(x, pads, ws, fill=0.0):
     xp = empty(ws, (n, h + pt + pb, w + pl + pr, c), x.dtype)
     # Only the border is filled: a recycled buffer may hold anything there.
     xp[:, :pt] = fill
-    xp[:, pt + h:] = fill
-    xp[:, pt:pt + h, :pl] = fill
-    xp[:, pt:pt + h, pl + w:] = fill
-    xp[:, pt:pt + h, pl:pl + w] = x
+    xp[:, pt + h :] = fill
+    xp[:, pt : pt + h, :pl] = fill
+    xp[:, pt : pt + h, pl + w :] = fill
+    xp[:, pt : pt + h, pl : pl + w] = x
     return xp
 
 
@@ -82,7 +82,7 @@ def _crop(xp, pads, shape, ws):
         return xp
     (pt, _), (pl, _) = pads
     out = empty(ws, shape, xp.dtype)
-    np.copyto(out, xp[:, pt:pt + shape[1], pl:pl + shape[2]])
+    np.copyto(out, xp[:, pt : pt + shape[1], pl : pl + shape[2]])
     return out
 
 
@@ -97,8 +97,11 @@ def _windows(xp, k, stride, dilation, out_hw):
 def _tap(xp, i, j, stride, dilation, out_hw):
     """The (N, Ho, Wo, C) strided slice of xp that kernel tap (i, j) sees."""
     r, c = i * dilation[0], j * dilation[1]
-    return xp[:, r:r + stride[0] * (out_hw[0] - 1) + 1:stride[0],
-              c:c + stride[1] * (out_hw[1] - 1) + 1:stride[1]]
+    return xp[
+        :,
+        r : r + stride[0] * (out_hw[0] - 1) + 1 : stride[0],
+        c : c + stride[1] * (out_hw[1] - 1) + 1 : stride[1],
+    ]
 
 
 def _padded_shape(shape, pads):
@@ -114,9 +117,12 @@ def _im2col(x, k, stride, dilation, pads, out_hw, ws, ones=False):
     cols = empty(ws, (rows, width + ones), x.dtype)
     step = cols.strides[0]
     # A 6-D view of the patch part, so one copy lays out every receptive field.
-    blocks = as_strided(cols, (n, out_hw[0], out_hw[1], k[0], k[1], c),
-                        (step * out_hw[0] * out_hw[1], step * out_hw[1], step)
-                        + (cols.itemsize * k[1] * c, cols.itemsize * c, cols.itemsize))
+    blocks = as_strided(
+        cols,
+        (n, out_hw[0], out_hw[1], k[0], k[1], c),
+        (step * out_hw[0] * out_hw[1], step * out_hw[1], step)
+        + (cols.itemsize * k[1] * c, cols.itemsize * c, cols.itemsize),
+    )
     if c < 4:
         # With very few channels the one 6-D copy crawls along length-c rows; copying kernel
         # tap by tap streams whole image rows instead (3x faster for grayscale input).
@@ -161,8 +167,17 @@ def _col2im_taps(taps, x_shape, k, stride, dilation, pads, out_hw, ws):
 class Conv2DFn(Function):
     """y = relu?(Σ_{i,j,c} xpad[n, s·h + d·i, s·w + d·j, c]·W[i, j, c, o] + b[o]) (NHWC, im2col)."""
 
-    def forward(self, x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)),
-                relu=False, ws=None):
+    def forward(
+        self,
+        x,
+        w,
+        b=None,
+        stride=(1, 1),
+        dilation=(1, 1),
+        pads=((0, 0), (0, 0)),
+        relu=False,
+        ws=None,
+    ):
         n, h, wd, c = x.shape
         kh, kw, _, co = w.shape
         ho = (h + sum(pads[0]) - dilation[0] * (kh - 1) - 1) // stride[0] + 1
@@ -178,8 +193,11 @@ class Conv2DFn(Function):
         wm = w.reshape(k, co)
         if self.fold:
             wm = np.concatenate([wm, b.reshape(1, co).astype(wm.dtype)])
-        cols = (_im2col(x, (kh, kw), stride, dilation, pads, (ho, wo), ws, ones=self.fold)
-                if self.gather else x.reshape(-1, c))
+        cols = (
+            _im2col(x, (kh, kw), stride, dilation, pads, (ho, wo), ws, ones=self.fold)
+            if self.gather
+            else x.reshape(-1, c)
+        )
         out = empty(ws, (n, ho, wo, co), np.result_type(x, w))
         matmul(cols, wm, out=out.reshape(-1, co))
         if b is not None and not self.fold:
@@ -222,8 +240,9 @@ class Conv2DFn(Function):
                 dtaps = matmul(g2, wt, out=empty(ws, (taps, g2.shape[0], w.shape[2]), g.dtype))
                 gx = _col2im_taps(dtaps, self.x_shape, *self.geom, ws)
             else:
-                gx = matmul(g2, w.reshape(k, co).T,
-                            out=empty(ws, (g2.shape[0], k), g.dtype)).reshape(self.x_shape)
+                gx = matmul(
+                    g2, w.reshape(k, co).T, out=empty(ws, (g2.shape[0], k), g.dtype)
+                ).reshape(self.x_shape)
         return gx, gw, gb
 
 
@@ -233,14 +252,26 @@ class Conv2DTransposeFn(Function):
     Kernel (kh, kw, out, in), i.e. the kernel of the convolution it transposes (Keras layout).
     """
 
-    def forward(self, x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)),
-                out_hw=None, ws=None):
+    def forward(
+        self,
+        x,
+        w,
+        b=None,
+        stride=(1, 1),
+        dilation=(1, 1),
+        pads=((0, 0), (0, 0)),
+        out_hw=None,
+        ws=None,
+    ):
         n, h, wd, ci = x.shape
         kh, kw, co, _ = w.shape
         self.geom = ((kh, kw), stride, dilation, pads, (h, wd))
         self.x, self.w, self.ws = x, w, ws
-        cols = matmul(x.reshape(-1, ci), w.reshape(-1, ci).T,
-                         out=empty(ws, (n * h * wd, kh * kw * co), np.result_type(x, w)))
+        cols = matmul(
+            x.reshape(-1, ci),
+            w.reshape(-1, ci).T,
+            out=empty(ws, (n * h * wd, kh * kw * co), np.result_type(x, w)),
+        )
         out = _col2im(cols, (n, out_hw[0], out_hw[1], co), *self.geom, ws)
         if b is not None:
             out += b
@@ -264,8 +295,7 @@ class MaxPool2DFn(Function):
     """y = max over each window (padding never wins); the gradient goes to the window's FIRST
     maximum in row-major order, and overlapping windows add up (as PyTorch)."""
 
-    def forward(self, x, pool=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)), out_hw=None,
-                ws=None):
+    def forward(self, x, pool=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)), out_hw=None, ws=None):
         self.geom = (pool, stride, (1, 1), pads, out_hw)
         self.x_shape, self.ws = x.shape, ws
         xp = _pad(x, pads, ws, fill=-np.inf)
@@ -284,13 +314,18 @@ class MaxPool2DFn(Function):
             dxp = empty(ws, xp.shape, g.dtype)
             # Windows tile the input, so the one multiply below writes every pixel they cover;
             # only the uncovered bottom rows and right columns need zeros.
-            dxp[:, out_hw[0] * stride[0]:] = 0
-            dxp[:, :, out_hw[1] * stride[1]:] = 0
-            hit = empty(ws, (g.shape[0], out_hw[0], pool[0], out_hw[1], pool[1], g.shape[3]),
-                         bool)
+            dxp[:, out_hw[0] * stride[0] :] = 0
+            dxp[:, :, out_hw[1] * stride[1] :] = 0
+            hit = empty(ws, (g.shape[0], out_hw[0], pool[0], out_hw[1], pool[1], g.shape[3]), bool)
             np.equal(_blocks(xp, pool, out_hw), out[:, :, None, :, None], out=hit)
-            _keep_first(ws, [hit[:, :, i:i + 1, :, j:j + 1] for i in range(pool[0])
-                             for j in range(pool[1])])
+            _keep_first(
+                ws,
+                [
+                    hit[:, :, i : i + 1, :, j : j + 1]
+                    for i in range(pool[0])
+                    for j in range(pool[1])
+                ],
+            )
             # Multiplying by the mask beats a masked copy: no branch per element to mispredict.
             np.multiply(g[:, :, None, :, None], hit, out=_blocks(dxp, pool, out_hw))
             return (_crop(dxp, pads, self.x_shape, ws),)
@@ -326,8 +361,7 @@ def _keep_first(ws, hits):
 class AvgPool2DFn(Function):
     """y = mean of each window over the real (unpadded) pixels only, as Keras's "same" does."""
 
-    def forward(self, x, pool=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)), out_hw=None,
-                ws=None):
+    def forward(self, x, pool=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)), out_hw=None, ws=None):
         self.geom = (pool, stride, (1, 1), pads, out_hw)
         self.x_shape, self.ws = x.shape, ws
         self.scale = x.dtype.type(1.0 / (pool[0] * pool[1]))
@@ -356,17 +390,20 @@ class AvgPool2DFn(Function):
 
 
 # ----- public functions ------------------------------------------------------------------
-def conv2d(x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), relu=False,
-           ws=None) -> Tensor:
+def conv2d(
+    x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), relu=False, ws=None
+) -> Tensor:
     """NHWC convolution (optionally with a fused ReLU); `pads` from `conv_geometry`."""
     return Conv2DFn.apply(x, w, b, stride=stride, dilation=dilation, pads=pads, relu=relu, ws=ws)
 
 
-def conv2d_transpose(x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)),
-                     out_hw=None, ws=None) -> Tensor:
+def conv2d_transpose(
+    x, w, b=None, stride=(1, 1), dilation=(1, 1), pads=((0, 0), (0, 0)), out_hw=None, ws=None
+) -> Tensor:
     """NHWC transposed convolution producing spatial size `out_hw`."""
-    return Conv2DTransposeFn.apply(x, w, b, stride=stride, dilation=dilation, pads=pads,
-                                   out_hw=out_hw, ws=ws)
+    return Conv2DTransposeFn.apply(
+        x, w, b, stride=stride, dilation=dilation, pads=pads, out_hw=out_hw, ws=ws
+    )
 
 
 def max_pool2d(x, pool, stride, pads, out_hw, ws=None) -> Tensor:

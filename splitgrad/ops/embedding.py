@@ -26,8 +26,9 @@ class EmbeddingLookup(Function):
         order = np.argsort(flat, kind="stable")
         ids = flat[order]
         starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-        grouped = np.take(rows, order, axis=0, out=empty(self.ws, rows.shape, rows.dtype),
-                          mode="clip")  # `order` is a permutation: always in range
+        grouped = np.take(
+            rows, order, axis=0, out=empty(self.ws, rows.shape, rows.dtype), mode="clip"
+        )  # `order` is a permutation: always in range
         out[ids[starts]] = np.add.reduceat(grouped, starts, axis=0)
         return out, None
 

@@ -26,8 +26,9 @@ class MatMul(Function):
                 ga = np.multiply.outer(g, b)
             else:
                 ga = (g[..., None, :] if a.ndim == 1 else g) @ np.swapaxes(b, -1, -2)
-                ga = unbroadcast(ga.reshape(ga.shape[:-2] + ga.shape[-1:]) if a.ndim == 1
-                                 else ga, a.shape)
+                ga = unbroadcast(
+                    ga.reshape(ga.shape[:-2] + ga.shape[-1:]) if a.ndim == 1 else ga, a.shape
+                )
         if self.needs[1]:
             if a.ndim == 1:
                 gb = np.multiply.outer(a, g) if b.ndim == 2 else a[:, None] * g[..., None, :]

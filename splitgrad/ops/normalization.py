@@ -12,8 +12,18 @@ class BatchNormFn(Function):
     biased σ² and updates running = (1−m)·running + m·stat (unbiased σ²), inference the
     running statistics."""
 
-    def forward(self, x, gamma=None, beta=None, running_mean=None, running_var=None,
-                momentum=0.1, eps=1e-3, training=True, axis=-1):
+    def forward(
+        self,
+        x,
+        gamma=None,
+        beta=None,
+        running_mean=None,
+        running_var=None,
+        momentum=0.1,
+        eps=1e-3,
+        training=True,
+        axis=-1,
+    ):
         axis = axis % x.ndim
         self.axes = tuple(i for i in range(x.ndim) if i != axis)
         self.bshape = tuple(x.shape[i] if i == axis else 1 for i in range(x.ndim))
@@ -65,8 +75,18 @@ class BatchNormFn(Function):
         return gx, gg, gb
 
 
-def batch_norm(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-3,
-               training=True, axis=-1) -> Tensor:
+def batch_norm(
+    x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-3, training=True, axis=-1
+) -> Tensor:
     """Batch normalisation; updates the running arrays in place when training."""
-    return BatchNormFn.apply(x, gamma, beta, running_mean=running_mean, running_var=running_var,
-                             momentum=momentum, eps=eps, training=training, axis=axis)
+    return BatchNormFn.apply(
+        x,
+        gamma,
+        beta,
+        running_mean=running_mean,
+        running_var=running_var,
+        momentum=momentum,
+        eps=eps,
+        training=training,
+        axis=axis,
+    )

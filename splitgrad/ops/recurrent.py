@@ -51,8 +51,20 @@ class _Recurrence(Function):
         with own_threads:
             return self._backward(g)
 
-    def _forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, reverse=False, workspace=None,
-                 cell_out=True, **options):
+    def _forward(
+        self,
+        x,
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        h0,
+        c0=None,
+        reverse=False,
+        workspace=None,
+        cell_out=True,
+        **options,
+    ):
         self.ws = ws = workspace
         dtype = w_hh.dtype
         xs = x[:, ::-1] if reverse else x
@@ -179,9 +191,9 @@ class LSTMSeq(_Recurrence):
         # sigmoid(v) = 0.5·tanh(0.5·v) + 0.5, so one tanh over all four gates (g keeps scale 1)
         # activates the whole row: four ufunc calls per step instead of one per gate.
         self.scale = np.full(width, 0.5, dtype)
-        self.scale[2 * units:3 * units] = 1.0
+        self.scale[2 * units : 3 * units] = 1.0
         self.shift = np.full(width, 0.5, dtype)
-        self.shift[2 * units:3 * units] = 0.0
+        self.shift[2 * units : 3 * units] = 0.0
         self.cs = empty(self.ws, (steps + 1, batch, units), dtype)
         self.cs[0] = c0
         self.tcs = empty(self.ws, (steps, batch, units), dtype)
@@ -243,7 +255,9 @@ class LSTMSeq(_Recurrence):
         dh = np.empty((rows, units), acts.dtype)
         tmp = np.empty_like(dh)
         drec = np.zeros_like(dh)
-        dc = np.zeros_like(dh) if self.dc_last is None else np.array(self.dc_last[r], dtype=dh.dtype)
+        dc = (
+            np.zeros_like(dh) if self.dc_last is None else np.array(self.dc_last[r], dtype=dh.dtype)
+        )
         for end in range(steps, 0, -block):
             ts = slice(max(0, end - block), end)
             z, dz, dt = acts[ts], dgates[ts], dtanh[ts]
@@ -251,7 +265,7 @@ class LSTMSeq(_Recurrence):
             dz *= z
             dz += a
             dz[..., :units] *= z[..., u2:u3]  # di: g
-            dz[..., units:u2] *= cs[ts.start:ts.stop]  # df: c_{t−1} (cs[t] is c_{t−1})
+            dz[..., units:u2] *= cs[ts.start : ts.stop]  # df: c_{t−1} (cs[t] is c_{t−1})
             dz[..., u2:u3] *= z[..., :units]  # dg: i
             dz[..., u3:] *= tcs[ts]  # do: tanh c
             np.multiply(tcs[ts], tcs[ts], out=dt)

@@ -42,7 +42,9 @@ def get(identifier, **kwargs):
     if isinstance(identifier, str):
         cls = _OPTIMIZERS.get(identifier.lower().replace("_", ""))
         if cls is None:
-            raise ValueError(f"unknown optimizer {identifier!r}; expected one of "
-                             f"{sorted(_OPTIMIZERS)} or an Optimizer instance.")
+            raise ValueError(
+                f"unknown optimizer {identifier!r}; expected one of "
+                f"{sorted(_OPTIMIZERS)} or an Optimizer instance."
+            )
         return cls(**kwargs)
     raise TypeError(f"optimizer must be a name or an Optimizer, got {type(identifier).__name__}")

@@ -17,8 +17,14 @@ class Adam(Optimizer):
     uses max(v) so far. Defaults: learning_rate 1e-3, beta_1 0.9, beta_2 0.999, epsilon 1e-8.
     """
 
-    defaults: ClassVar[dict] = {"learning_rate": 1e-3, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8,
-                "amsgrad": False, "weight_decay": 0.0}
+    defaults: ClassVar[dict] = {
+        "learning_rate": 1e-3,
+        "beta_1": 0.9,
+        "beta_2": 0.999,
+        "epsilon": 1e-8,
+        "amsgrad": False,
+        "weight_decay": 0.0,
+    }
     n_scratch = 2
     decoupled = False
 
@@ -46,19 +52,19 @@ class Adam(Optimizer):
             np.maximum(state[2], v, out=state[2])
             v = state[2]
         np.sqrt(v, out=s0)
-        s0 /= math.sqrt(1 - b2 ** t)
+        s0 /= math.sqrt(1 - b2**t)
         s0 += self.epsilon
         np.divide(m, s0, out=s0)
-        s0 *= -(lr / (1 - b1 ** t))
+        s0 *= -(lr / (1 - b1**t))
         p += s0
-
 
     def _check(self):
         super()._check()
         for key in ("beta_1", "beta_2"):
             if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"{type(self).__name__}: {key} must be in [0, 1), got "
-                                 f"{getattr(self, key)!r}")
+                raise ValueError(
+                    f"{type(self).__name__}: {key} must be in [0, 1), got {getattr(self, key)!r}"
+                )
 
 
 class AdamW(Adam):

@@ -16,8 +16,14 @@ class RMSprop(Optimizer):
     momentum 0 (b = μb + g/d; θ −= lr·b), centered False, weight_decay 0 (L2).
     """
 
-    defaults: ClassVar[dict] = {"learning_rate": 1e-2, "rho": 0.99, "epsilon": 1e-8, "momentum": 0.0,
-                "centered": False, "weight_decay": 0.0}
+    defaults: ClassVar[dict] = {
+        "learning_rate": 1e-2,
+        "rho": 0.99,
+        "epsilon": 1e-8,
+        "momentum": 0.0,
+        "centered": False,
+        "weight_decay": 0.0,
+    }
     n_scratch = 2
 
     def __init__(self, params=None, learning_rate=None, *, alpha=None, **kwargs):
@@ -30,8 +36,11 @@ class RMSprop(Optimizer):
         _in_unit_interval(self, "rho")
 
     def state_names(self):
-        return (("square_avg",) + (("grad_avg",) if self.centered else ())
-                + (("momentum_buffer",) if self.momentum else ()))
+        return (
+            ("square_avg",)
+            + (("grad_avg",) if self.centered else ())
+            + (("momentum_buffer",) if self.momentum else ())
+        )
 
     def _update(self, p, g, state, scratch, t, lr):
         s0, s1 = scratch
@@ -72,8 +81,13 @@ class Adagrad(Optimizer):
     PyTorch's defaults: learning_rate 1e-2, lr_decay 0, initial_accumulator_value 0, eps 1e-10.
     """
 
-    defaults: ClassVar[dict] = {"learning_rate": 1e-2, "lr_decay": 0.0, "initial_accumulator_value": 0.0,
-                "epsilon": 1e-10, "weight_decay": 0.0}
+    defaults: ClassVar[dict] = {
+        "learning_rate": 1e-2,
+        "lr_decay": 0.0,
+        "initial_accumulator_value": 0.0,
+        "epsilon": 1e-10,
+        "weight_decay": 0.0,
+    }
     n_scratch = 2
 
     def state_names(self):
@@ -102,7 +116,12 @@ class Adadelta(Optimizer):
     PyTorch's defaults: learning_rate 1.0, rho 0.9, epsilon 1e-6, weight_decay 0 (L2).
     """
 
-    defaults: ClassVar[dict] = {"learning_rate": 1.0, "rho": 0.9, "epsilon": 1e-6, "weight_decay": 0.0}
+    defaults: ClassVar[dict] = {
+        "learning_rate": 1.0,
+        "rho": 0.9,
+        "epsilon": 1e-6,
+        "weight_decay": 0.0,
+    }
     n_scratch = 3
 
     def _check(self):

@@ -38,15 +38,19 @@ def _named_params(params) -> dict:
     out = {}
     for name, p in items:
         if not isinstance(p, Tensor):
-            raise TypeError(f"optimizer: parameter {name!r} must be a Tensor, got "
-                            f"{type(p).__name__}; pass model.parameters() or a list of Tensors.")
+            raise TypeError(
+                f"optimizer: parameter {name!r} must be a Tensor, got "
+                f"{type(p).__name__}; pass model.parameters() or a list of Tensors."
+            )
         if id(p) in seen:
             raise ValueError(f"optimizer: parameter {name!r} appears twice; pass each once.")
         seen.add(id(p))
         if p.requires_grad:  # frozen tensors never get a gradient, so they get no state
             if p.data.dtype.kind != "f":
-                raise TypeError(f"optimizer: parameter {name!r} has dtype {p.data.dtype}; "
-                                "only floating-point parameters can be trained.")
+                raise TypeError(
+                    f"optimizer: parameter {name!r} has dtype {p.data.dtype}; "
+                    "only floating-point parameters can be trained."
+                )
             out[str(name)] = p
     return out
 
@@ -68,20 +72,39 @@ class Optimizer(Configurable):
         # Show every hyperparameter with its default in help() and IDEs, though __init__ is shared.
         super().__init_subclass__(**kwargs)
         kw = inspect.Parameter.KEYWORD_ONLY
-        args = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
-                inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                  default=cls.defaults.get("learning_rate"))]
-        args += [inspect.Parameter(k, kw, default=v) for k, v in cls.defaults.items()
-                 if k != "learning_rate"]
-        args += [inspect.Parameter(k, kw, default=None)
-                 for k in ("lr", "clipnorm", "clipvalue", "name")]
+        args = [
+            inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+            inspect.Parameter(
+                "learning_rate",
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=cls.defaults.get("learning_rate"),
+            ),
+        ]
+        args += [
+            inspect.Parameter(k, kw, default=v)
+            for k, v in cls.defaults.items()
+            if k != "learning_rate"
+        ]
+        args += [
+            inspect.Parameter(k, kw, default=None) for k in ("lr", "clipnorm", "clipvalue", "name")
+        ]
         cls.__signature__ = inspect.Signature(args)
 
-    def __init__(self, params=None, learning_rate=None, *, lr=None, clipnorm=None,
-                 clipvalue=None, name=None, **hyper):
+    def __init__(
+        self,
+        params=None,
+        learning_rate=None,
+        *,
+        lr=None,
+        clipnorm=None,
+        clipvalue=None,
+        name=None,
+        **hyper,
+    ):
         cls = type(self).__name__
         if isinstance(params, (int, float, schedules.LearningRateSchedule)) and not isinstance(
-                params, bool):
+            params, bool
+        ):
             params, learning_rate = None, params  # Keras habit: Adam(1e-3)
         if lr is not None and learning_rate is not None:
             raise ValueError(f"{cls}: give learning_rate or its alias lr, not both")
@@ -99,8 +122,10 @@ class Optimizer(Configurable):
             if key != "learning_rate":
                 setattr(self, key, hyper.pop(key, default))
         if hyper:
-            raise TypeError(f"{cls}: unknown arguments {sorted(hyper)}; accepted: "
-                            f"{sorted(self.defaults)} plus lr, clipnorm, clipvalue, name")
+            raise TypeError(
+                f"{cls}: unknown arguments {sorted(hyper)}; accepted: "
+                f"{sorted(self.defaults)} plus lr, clipnorm, clipvalue, name"
+            )
         self.iterations = 0
         self._check()
         self.built = False
@@ -109,8 +134,15 @@ class Optimizer(Configurable):
             self.build(params)
 
     # Hyper-parameters that are ≥ 0 in every rule that has them.
-    _NON_NEGATIVE = ("learning_rate", "epsilon", "weight_decay", "momentum", "dampening",
-                     "lr_decay", "initial_accumulator_value")
+    _NON_NEGATIVE = (
+        "learning_rate",
+        "epsilon",
+        "weight_decay",
+        "momentum",
+        "dampening",
+        "lr_decay",
+        "initial_accumulator_value",
+    )
 
     def _check(self):
         """Validate the hyper-parameters: the constructor runs it, and so does
@@ -122,8 +154,9 @@ class Optimizer(Configurable):
                 try:
                     value = self.learning_rate  # a schedule: its value at the current step
                 except (ArithmeticError, TypeError, ValueError) as exc:
-                    raise ValueError(f"{cls}: the learning-rate schedule fails at step "
-                                     f"{self.iterations} ({exc})") from None
+                    raise ValueError(
+                        f"{cls}: the learning-rate schedule fails at step {self.iterations} ({exc})"
+                    ) from None
             else:
                 value = getattr(self, key)
             if isinstance(default, bool):
@@ -138,8 +171,9 @@ class Optimizer(Configurable):
         for key in ("clipnorm", "clipvalue"):
             value = getattr(self, key)
             if value is not None and not (_real(value) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{cls}: {key} must be a positive finite number or None, got "
-                                 f"{value!r}")
+                raise ValueError(
+                    f"{cls}: {key} must be a positive finite number or None, got {value!r}"
+                )
 
     # ----- learning rate ------------------------------------------------------------------
     @property
@@ -169,8 +203,10 @@ class Optimizer(Configurable):
             new = list(named.values())
             if len(new) == len(self._params) and all(a is b for a, b in zip(new, self._params)):
                 return self
-            raise ValueError(f"{type(self).__name__}: already built for other parameters; "
-                             "create a new optimizer for a new set of parameters.")
+            raise ValueError(
+                f"{type(self).__name__}: already built for other parameters; "
+                "create a new optimizer for a new set of parameters."
+            )
         self._names = list(named)
         self._params = list(named.values())
         self._groups, self._views, self._flat_views = [], [], [None] * len(self._params)
@@ -179,10 +215,15 @@ class Optimizer(Configurable):
         for dtype in dict.fromkeys(p.data.dtype for p in self._params):
             idx = [i for i, p in enumerate(self._params) if p.data.dtype == dtype]
             total = sum(self._params[i].data.size for i in idx)
-            group = {"idx": idx, "param": np.empty(total, dtype), "grad": np.zeros(total, dtype),
-                     "state": tuple(np.full(total, self.initial_state(k), dtype)
-                                    for k in self.state_names()),
-                     "scratch": tuple(np.empty(total, dtype) for _ in range(self.n_scratch))}
+            group = {
+                "idx": idx,
+                "param": np.empty(total, dtype),
+                "grad": np.zeros(total, dtype),
+                "state": tuple(
+                    np.full(total, self.initial_state(k), dtype) for k in self.state_names()
+                ),
+                "scratch": tuple(np.empty(total, dtype) for _ in range(self.n_scratch)),
+            }
             offset = 0
             for i in idx:
                 p = self._params[i]
@@ -211,8 +252,10 @@ class Optimizer(Configurable):
 
     def _require_built(self, what):
         if not self.built:
-            raise RuntimeError(f"{type(self).__name__}.{what}: the optimizer has no parameters "
-                               "yet; pass them to the constructor or call build(params) first.")
+            raise RuntimeError(
+                f"{type(self).__name__}.{what}: the optimizer has no parameters "
+                "yet; pass them to the constructor or call build(params) first."
+            )
 
     def grad_buffers(self) -> dict:
         """{parameter: its view of the flat gradient buffer}: pass it to
@@ -240,9 +283,11 @@ class Optimizer(Configurable):
         for i, p in enumerate(self._params):
             if p.data is not self._views[i]:
                 if p.data.shape != self._views[i].shape:
-                    raise ValueError(f"{type(self).__name__}: parameter {self._names[i]!r} "
-                                     f"changed shape from {self._views[i].shape} to "
-                                     f"{p.data.shape}; build a new optimizer.")
+                    raise ValueError(
+                        f"{type(self).__name__}: parameter {self._names[i]!r} "
+                        f"changed shape from {self._views[i].shape} to "
+                        f"{p.data.shape}; build a new optimizer."
+                    )
                 self._views[i][...] = p.data
                 p.data = self._views[i]
             if p.grad is not self._gbufs[i]:
@@ -283,19 +328,28 @@ class Optimizer(Configurable):
         size = group["param"].size
         for lo in range(0, size, self._CHUNK):
             sl = slice(lo, min(lo + self._CHUNK, size))
-            self._update(group["param"][sl], group["grad"][sl],
-                         tuple(s[sl] for s in group["state"]),
-                         tuple(s[sl] for s in group["scratch"]), self._t, lr)
+            self._update(
+                group["param"][sl],
+                group["grad"][sl],
+                tuple(s[sl] for s in group["state"]),
+                tuple(s[sl] for s in group["scratch"]),
+                self._t,
+                lr,
+            )
 
     def _step_each(self, lr):
         live = [i for i, p in enumerate(self._params) if p.grad is not None]
         grads = []
         for i in live:
             g = self._params[i].grad
-            if not (isinstance(g, np.ndarray) and g.dtype == self._views[i].dtype
-                    and g.shape == self._views[i].shape):
-                g = self._params[i].grad = np.array(np.broadcast_to(g, self._views[i].shape),
-                                                    dtype=self._views[i].dtype)
+            if not (
+                isinstance(g, np.ndarray)
+                and g.dtype == self._views[i].dtype
+                and g.shape == self._views[i].shape
+            ):
+                g = self._params[i].grad = np.array(
+                    np.broadcast_to(g, self._views[i].shape), dtype=self._views[i].dtype
+                )
             grads.append(g)
         if self.clipnorm is not None or self.clipvalue is not None:
             self._clip(grads)
@@ -315,15 +369,20 @@ class Optimizer(Configurable):
     # ----- configuration and state --------------------------------------------------------
     def get_config(self) -> dict:
         """Constructor arguments as JSON (a schedule is stored as its serialised dict)."""
-        config = {"name": self.name, "learning_rate": schedules.serialize(self._lr),
-                  "clipnorm": self.clipnorm, "clipvalue": self.clipvalue}
+        config = {
+            "name": self.name,
+            "learning_rate": schedules.serialize(self._lr),
+            "clipnorm": self.clipnorm,
+            "clipvalue": self.clipvalue,
+        }
         for key in self.defaults:
             if key != "learning_rate":
                 config[key] = getattr(self, key)
         return config
 
     def state_dict(self) -> dict:
-        """{"class_name", "config", "step", "param_steps", "state": {"name.key": ndarray}} (copies)."""
+        """{"class_name", "config", "step", "param_steps", "state": {"name.key": ndarray}}
+        (copies)."""
         self._require_built("state_dict")
         steps = self._steps or [self._t] * len(self._params)
         state = {}
@@ -331,8 +390,13 @@ class Optimizer(Configurable):
             shape = self._views[i].shape
             for key, arr in zip(self.state_names(), self._pstate[i]):
                 state[f"{name}.{key}"] = arr.reshape(shape).copy()
-        return {"class_name": type(self).__name__, "config": self.get_config(),
-                "step": self.iterations, "param_steps": list(steps), "state": state}
+        return {
+            "class_name": type(self).__name__,
+            "config": self.get_config(),
+            "step": self.iterations,
+            "param_steps": list(steps),
+            "state": state,
+        }
 
     def load_state_dict(self, state_dict: dict):
         """Restore hyperparameters, step counts and state (deferred until `build` if needed).
@@ -343,15 +407,20 @@ class Optimizer(Configurable):
         """
         cls = type(self).__name__
         if not isinstance(state_dict, dict):
-            raise TypeError(f"{cls}.load_state_dict: expected a dict (from state_dict()), got "
-                            f"{type(state_dict).__name__}")
+            raise TypeError(
+                f"{cls}.load_state_dict: expected a dict (from state_dict()), got "
+                f"{type(state_dict).__name__}"
+            )
         if state_dict.get("class_name", cls) != cls:
-            raise ValueError(f"{cls}.load_state_dict: the state was saved by "
-                             f"{state_dict['class_name']}; load it into that optimizer class.")
+            raise ValueError(
+                f"{cls}.load_state_dict: the state was saved by "
+                f"{state_dict['class_name']}; load it into that optimizer class."
+            )
         config = state_dict.get("config", {})
         if not isinstance(config, dict):
-            raise TypeError(f"{cls}.load_state_dict: 'config' must be a dict, got "
-                            f"{type(config).__name__}")
+            raise TypeError(
+                f"{cls}.load_state_dict: 'config' must be a dict, got {type(config).__name__}"
+            )
         step = _count(state_dict.get("step", 0), f"{cls}.load_state_dict: step")
         kept = self._hyper() | {"_lr": self._lr, "iterations": self.iterations}
         try:
@@ -374,8 +443,9 @@ class Optimizer(Configurable):
             for key, value in kept.items():
                 setattr(self, key, value)
             text = str(exc)
-            raise type(exc)(text if text.startswith(cls) else f"{cls}.load_state_dict: "
-                            f"{text}") from None
+            raise type(exc)(
+                text if text.startswith(cls) else f"{cls}.load_state_dict: {text}"
+            ) from None
         for i in range(len(self._names)):
             for arr, src in zip(self._pstate[i], arrays[i]):
                 arr[...] = src.reshape(-1)
@@ -393,27 +463,39 @@ class Optimizer(Configurable):
         cls = type(self).__name__
         raw = state_dict.get("param_steps")
         if not isinstance(raw, (list, tuple)):
-            raise TypeError(f"{cls}.load_state_dict: 'param_steps' must be a list of step "
-                            f"counts, got {type(raw).__name__}")
+            raise TypeError(
+                f"{cls}.load_state_dict: 'param_steps' must be a list of step "
+                f"counts, got {type(raw).__name__}"
+            )
         steps = [_count(s, f"{cls}.load_state_dict: param_steps") for s in raw]
-        expected = {f"{n}.{k}": v.shape for n, v in zip(self._names, self._views)
-                    for k in self.state_names()}
+        expected = {
+            f"{n}.{k}": v.shape
+            for n, v in zip(self._names, self._views)
+            for k in self.state_names()
+        }
         saved = state_dict.get("state")
-        if not isinstance(saved, dict) or len(steps) != len(self._params) or (
-                set(saved) != set(expected)):
+        if (
+            not isinstance(saved, dict)
+            or len(steps) != len(self._params)
+            or (set(saved) != set(expected))
+        ):
             found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-            raise ValueError(f"{cls}.load_state_dict: saved state has entries {found} for "
-                             f"{len(steps)} parameters, this optimizer expects "
-                             f"{sorted(expected)}; build it with the same parameters "
-                             "(and the same amsgrad/momentum/centered settings).")
+            raise ValueError(
+                f"{cls}.load_state_dict: saved state has entries {found} for "
+                f"{len(steps)} parameters, this optimizer expects "
+                f"{sorted(expected)}; build it with the same parameters "
+                "(and the same amsgrad/momentum/centered settings)."
+            )
         arrays = []
         for name in self._names:
             row = []
             for key in self.state_names():
                 src = np.asarray(saved[f"{name}.{key}"])
                 if src.shape != expected[f"{name}.{key}"]:
-                    raise ValueError(f"{cls}.load_state_dict: {name}.{key} has shape "
-                                     f"{src.shape}, expected {expected[f'{name}.{key}']}")
+                    raise ValueError(
+                        f"{cls}.load_state_dict: {name}.{key} has shape "
+                        f"{src.shape}, expected {expected[f'{name}.{key}']}"
+                    )
                 row.append(src)
             arrays.append(row)
         return steps, arrays
@@ -422,7 +504,8 @@ class Optimizer(Configurable):
 def _real(value) -> bool:
     """A real number (Python or NumPy), not a bool."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
+        value, (bool, np.bool_)
+    )
 
 
 def _count(value, what) -> int:

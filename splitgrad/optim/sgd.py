@@ -15,15 +15,22 @@ class SGD(Optimizer):
     Defaults (PyTorch): learning_rate 1e-3, momentum 0, dampening 0, nesterov False, wd 0.
     """
 
-    defaults: ClassVar[dict] = {"learning_rate": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
-                "weight_decay": 0.0}
+    defaults: ClassVar[dict] = {
+        "learning_rate": 1e-3,
+        "momentum": 0.0,
+        "dampening": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+    }
     n_scratch = 2
 
     def _check(self):
         super()._check()
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
-            raise ValueError(f"SGD: nesterov needs momentum > 0 and dampening 0, got momentum "
-                             f"{self.momentum!r}, dampening {self.dampening!r}")
+            raise ValueError(
+                f"SGD: nesterov needs momentum > 0 and dampening 0, got momentum "
+                f"{self.momentum!r}, dampening {self.dampening!r}"
+            )
 
     def state_names(self):
         return ("momentum_buffer",) if self.momentum else ()

@@ -41,9 +41,11 @@ def compile_classifier(model, learning_rate):
     the training set-up the classifier recipes share. Returns the model."""
     from .. import losses, optim
 
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
-                  loss=losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=optim.Adam(learning_rate=learning_rate),
+        loss=losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -52,9 +54,7 @@ def get(name: str):
     if name not in RECIPES:
         close = difflib.get_close_matches(name, list(RECIPES), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownRecipe(
-            f"unknown recipe {name!r}.{hint} Run `splitgrad list` to see them all."
-        )
+        raise UnknownRecipe(f"unknown recipe {name!r}.{hint} Run `splitgrad list` to see them all.")
     return importlib.import_module(RECIPES[name])
 
 
@@ -95,8 +95,19 @@ def out_folder(name, out=None) -> Path:
     return Path(out or f"runs/{name}")
 
 
-def train(name, epochs=None, batch_size=None, learning_rate=None, seed=0, out=None,
-          quick=False, way=None, verbose=1, data_options=None, overwrite=False) -> dict:
+def train(
+    name,
+    epochs=None,
+    batch_size=None,
+    learning_rate=None,
+    seed=0,
+    out=None,
+    quick=False,
+    way=None,
+    verbose=1,
+    data_options=None,
+    overwrite=False,
+) -> dict:
     """Train recipe `name`; save the model with its history.json, metrics.json and curves.png
     to `out` (one checkpoint, replaced atomically); return a summary. A folder at `out` that
     holds anything else is refused before training unless `overwrite=True`."""
@@ -107,8 +118,9 @@ def train(name, epochs=None, batch_size=None, learning_rate=None, seed=0, out=No
     from ..plots import plot_history
 
     recipe = get(name)
-    settings = settings_for(recipe, quick, epochs=epochs, batch_size=batch_size,
-                            learning_rate=learning_rate)
+    settings = settings_for(
+        recipe, quick, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate
+    )
     out = out_folder(name, out)
     check_target(out, overwrite=overwrite)
     sg_random.seed(seed)
@@ -116,30 +128,58 @@ def train(name, epochs=None, batch_size=None, learning_rate=None, seed=0, out=No
     model = recipe.build_model(settings["learning_rate"], data)
     if hasattr(recipe, "batches"):
         if way is not None:
-            raise ValueError(f"recipe {name!r} trains on random text windows, not a fixed "
-                             "dataset, so it cannot be split across places (--way); use a "
-                             "recipe such as digits-mlp or fashion-cnn")
-        history = model.fit(recipe.batches(data, settings), epochs=settings["epochs"],
-                            validation_data=(data.x_test, data.y_test), verbose=verbose,
-                            validation_batch_size=32)
+            raise ValueError(
+                f"recipe {name!r} trains on random text windows, not a fixed "
+                "dataset, so it cannot be split across places (--way); use a "
+                "recipe such as digits-mlp or fashion-cnn"
+            )
+        history = model.fit(
+            recipe.batches(data, settings),
+            epochs=settings["epochs"],
+            validation_data=(data.x_test, data.y_test),
+            verbose=verbose,
+            validation_batch_size=32,
+        )
     else:
-        history = model.fit(data.x_train, data.y_train, batch_size=settings["batch_size"],
-                            epochs=settings["epochs"], validation_split=0.1, seed=seed,
-                            verbose=verbose, way=way)
+        history = model.fit(
+            data.x_train,
+            data.y_train,
+            batch_size=settings["batch_size"],
+            epochs=settings["epochs"],
+            validation_split=0.1,
+            seed=seed,
+            verbose=verbose,
+            way=way,
+        )
     metrics = test_metrics(recipe, model, data)
-    extra = {"recipe": name, "settings": settings, "seed": seed, "quick": quick,
-             "test_metrics": metrics, "data_options": options}
+    extra = {
+        "recipe": name,
+        "settings": settings,
+        "seed": seed,
+        "quick": quick,
+        "test_metrics": metrics,
+        "data_options": options,
+    }
     if hasattr(recipe, "saved_extra"):
         extra.update(recipe.saved_extra(data))
     curves = io.BytesIO()
     plot_history(history.history, curves, title=name)
-    files = {"history.json": json.dumps(history.history, indent=1).encode(),
-             "metrics.json": json.dumps(metrics, indent=1).encode(),
-             "curves.png": curves.getvalue()}
+    files = {
+        "history.json": json.dumps(history.history, indent=1).encode(),
+        "metrics.json": json.dumps(metrics, indent=1).encode(),
+        "curves.png": curves.getvalue(),
+    }
     save_model(model, out, extra=extra, overwrite=overwrite, attachments=files)
     traffic = getattr(history, "traffic", None)
-    return {"recipe": name, "out": str(out), "metrics": metrics, "plot": str(out / "curves.png"),
-            "history": history.history, "traffic": traffic, "settings": settings}
+    return {
+        "recipe": name,
+        "out": str(out),
+        "metrics": metrics,
+        "plot": str(out / "curves.png"),
+        "history": history.history,
+        "traffic": traffic,
+        "settings": settings,
+    }
 
 
 def evaluate(path) -> dict:
@@ -149,9 +189,16 @@ def evaluate(path) -> dict:
     model = load_model(path)
     extra = getattr(model, "saved_extra", {})
     if "recipe" not in extra:
-        raise CheckpointError(f"{path}: this model was not saved by `splitgrad train`, so its "
-                              "test data is unknown; evaluate it from Python instead")
+        raise CheckpointError(
+            f"{path}: this model was not saved by `splitgrad train`, so its "
+            "test data is unknown; evaluate it from Python instead"
+        )
     recipe = get(extra["recipe"])
-    data, _ = load_recipe_data(extra["recipe"], recipe, extra.get("quick", False),
-                               extra.get("seed", 0), extra.get("data_options"))
+    data, _ = load_recipe_data(
+        extra["recipe"],
+        recipe,
+        extra.get("quick", False),
+        extra.get("seed", 0),
+        extra.get("data_options"),
+    )
     return {"recipe": extra["recipe"], "metrics": test_metrics(recipe, model, data)}

@@ -22,14 +22,16 @@ def load_data(quick=False, seed=0):
 
 def build_model(learning_rate, data):
     """The CNN above, compiled with Adam and cross-entropy on its logits."""
-    model = nn.Sequential([
-        # "same" padding: at 8×8 a valid 3×3 conv would throw away a quarter of the pixels.
-        nn.Conv2D(16, 3, padding="same", activation="relu"),
-        nn.MaxPool2D(2),
-        nn.Conv2D(32, 3, padding="same", activation="relu"),
-        nn.MaxPool2D(2),
-        nn.Flatten(),
-        nn.Dense(64, activation="relu"),
-        nn.Dense(10),
-    ])
+    model = nn.Sequential(
+        [
+            # "same" padding: at 8×8 a valid 3×3 conv would throw away a quarter of the pixels.
+            nn.Conv2D(16, 3, padding="same", activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(32, 3, padding="same", activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Flatten(),
+            nn.Dense(64, activation="relu"),
+            nn.Dense(10),
+        ]
+    )
     return compile_classifier(model, learning_rate)

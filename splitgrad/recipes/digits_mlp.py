@@ -18,12 +18,17 @@ def load_data(quick=False, seed=0):
 
 
 def build_model(learning_rate, data):
-    model = nn.Sequential([
-        nn.Flatten(),
-        nn.Dense(128, activation="relu"),
-        nn.Dropout(0.1),
-        nn.Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = nn.Sequential(
+        [
+            nn.Flatten(),
+            nn.Dense(128, activation="relu"),
+            nn.Dropout(0.1),
+            nn.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=optim.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model

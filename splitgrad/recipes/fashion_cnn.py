@@ -24,15 +24,17 @@ def load_data(quick=False, seed=0):
 
 def build_model(learning_rate, data):
     """The lab's CNN, compiled with Adam and cross-entropy on its logits."""
-    model = nn.Sequential([
-        nn.Conv2D(24, 3, activation="relu"),
-        nn.MaxPool2D(2),
-        nn.Conv2D(36, 3, activation="relu"),
-        nn.MaxPool2D(2),
-        nn.Flatten(),
-        nn.Dense(128, activation="relu"),
-        nn.Dense(10),
-    ])
+    model = nn.Sequential(
+        [
+            nn.Conv2D(24, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(36, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Flatten(),
+            nn.Dense(128, activation="relu"),
+            nn.Dense(10),
+        ]
+    )
     return compile_classifier(model, learning_rate)
 
 

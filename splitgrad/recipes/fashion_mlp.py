@@ -34,11 +34,13 @@ def subset(data, quick):
 
 def build_model(learning_rate, data):
     """The lab's dense model, compiled with Adam and cross-entropy on its logits."""
-    model = nn.Sequential([
-        nn.Flatten(),
-        nn.Dense(128, activation="relu"),
-        nn.Dense(10),
-    ])
+    model = nn.Sequential(
+        [
+            nn.Flatten(),
+            nn.Dense(128, activation="relu"),
+            nn.Dense(10),
+        ]
+    )
     return compile_classifier(model, learning_rate)
 
 
@@ -48,7 +50,14 @@ def fit(model, data, settings, verbose=1, way=None, callbacks=()):
     train_rows = len(data.x_train) - int(len(data.x_train) * 0.1)
     steps = math.ceil(train_rows / settings["batch_size"]) * settings["epochs"]
     model.optimizer.learning_rate = schedules.CosineDecay(settings["learning_rate"], steps)
-    return model.fit(data.x_train, data.y_train, batch_size=settings["batch_size"],
-                     epochs=settings["epochs"], validation_split=0.1,
-                     seed=settings.get("seed", 0), verbose=verbose, way=way,
-                     callbacks=list(callbacks))
+    return model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
+        validation_split=0.1,
+        seed=settings.get("seed", 0),
+        verbose=verbose,
+        way=way,
+        callbacks=list(callbacks),
+    )

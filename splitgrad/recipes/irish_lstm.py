@@ -21,8 +21,7 @@ from splitgrad.datasets import CharVocab, RandomWindows, irish_text
 from splitgrad.recipes import compile_classifier
 
 DESCRIPTION = "char LSTM 256-1024-83 on Irish folk songs in ABC (MIT lab 1 music model)"
-DEFAULTS = {"epochs": 30, "batch_size": 8, "learning_rate": 5e-3, "iterations": 100,
-            "seq_len": 100}
+DEFAULTS = {"epochs": 30, "batch_size": 8, "learning_rate": 5e-3, "iterations": 100, "seq_len": 100}
 QUICK = {"epochs": 3, "iterations": 10}
 TASK = "sequence"
 SIZES = {"embedding": 256, "units": 1024}
@@ -40,8 +39,10 @@ def split_ids(ids, seq_len, test_fraction, max_test_windows=None):
     if max_test_windows is not None:
         count = min(count, max_test_windows)
     if count < 1 or cut < seq_len + 1:
-        raise ValueError(f"the text has {len(ids)} tokens, too few for sequences of {seq_len}; "
-                         f"give a longer text (at least {int((seq_len + 1) / test_fraction)})")
+        raise ValueError(
+            f"the text has {len(ids)} tokens, too few for sequences of {seq_len}; "
+            f"give a longer text (at least {int((seq_len + 1) / test_fraction)})"
+        )
     starts = np.arange(count) * seq_len
     windows = starts[:, None] + np.arange(seq_len)
     return ids[:cut], test[windows], test[windows + 1]
@@ -52,21 +53,30 @@ def load_data(quick=False, seed=0):
     text = irish_text()
     vocab = CharVocab(text)
     seq_len = DEFAULTS["seq_len"]
-    train_ids, x_test, y_test = split_ids(vocab.encode(text), seq_len, TEST_FRACTION,
-                                          max_test_windows=16 if quick else None)
-    return types.SimpleNamespace(ids=train_ids, x_test=x_test, y_test=y_test, vocab=vocab,
-                                 sizes=QUICK_SIZES if quick else SIZES, meta={"task": TASK})
+    train_ids, x_test, y_test = split_ids(
+        vocab.encode(text), seq_len, TEST_FRACTION, max_test_windows=16 if quick else None
+    )
+    return types.SimpleNamespace(
+        ids=train_ids,
+        x_test=x_test,
+        y_test=y_test,
+        vocab=vocab,
+        sizes=QUICK_SIZES if quick else SIZES,
+        meta={"task": TASK},
+    )
 
 
 def build_model(learning_rate, data):
     """Embedding → LSTM(return_sequences) → Dense logits over the vocabulary, Adam.
     (next-word uses it too, with words for characters.)"""
     vocab_size = len(data.vocab)
-    model = nn.Sequential([
-        nn.Embedding(vocab_size, data.sizes["embedding"]),
-        nn.LSTM(data.sizes["units"], return_sequences=True),
-        nn.Dense(vocab_size),
-    ])
+    model = nn.Sequential(
+        [
+            nn.Embedding(vocab_size, data.sizes["embedding"]),
+            nn.LSTM(data.sizes["units"], return_sequences=True),
+            nn.Dense(vocab_size),
+        ]
+    )
     return compile_classifier(model, learning_rate)
 
 
@@ -78,5 +88,6 @@ def saved_extra(data):
 def batches(data, settings):
     """What `fit` trains on: `epochs` blocks of `iterations` random windows of data.ids (the
     held-out windows serve as validation data after each block)."""
-    return RandomWindows(data.ids, settings["seq_len"], settings["batch_size"],
-                         settings["iterations"])
+    return RandomWindows(
+        data.ids, settings["seq_len"], settings["batch_size"], settings["iterations"]
+    )

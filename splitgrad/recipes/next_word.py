@@ -16,14 +16,12 @@ from splitgrad.datasets import WordVocab, load_text_corpus, tokenize
 from splitgrad.recipes import irish_lstm
 
 DESCRIPTION = "word LSTM 128-256 language model on fortunes or --text FILE (next word)"
-DEFAULTS = {"epochs": 10, "batch_size": 32, "learning_rate": 2e-3, "iterations": 100,
-            "seq_len": 32}
+DEFAULTS = {"epochs": 10, "batch_size": 32, "learning_rate": 2e-3, "iterations": 100, "seq_len": 32}
 QUICK = {"epochs": 2, "iterations": 10}
 TASK = "sequence"
 EOS = "<eos>"
 SIZES = {"embedding": 128, "units": 256, "max_words": 8000, "min_count": 2}
-QUICK_SIZES = {"embedding": 16, "units": 32, "max_words": 500, "min_count": 1,
-               "documents": 400}
+QUICK_SIZES = {"embedding": 16, "units": 32, "max_words": 500, "min_count": 1, "documents": 400}
 TEST_FRACTION = 0.05
 
 
@@ -32,15 +30,18 @@ def load_data(quick=False, seed=0, text=None):
     sizes = QUICK_SIZES if quick else SIZES
     docs = load_text_corpus(text)
     if quick:
-        docs = docs[:sizes["documents"]]
+        docs = docs[: sizes["documents"]]
     token_lists = [tokenize(doc) + [EOS] for doc in docs]
-    vocab = WordVocab.from_corpus(token_lists, min_count=sizes["min_count"],
-                                  max_size=sizes["max_words"])
+    vocab = WordVocab.from_corpus(
+        token_lists, min_count=sizes["min_count"], max_size=sizes["max_words"]
+    )
     ids = [i for tokens in token_lists for i in vocab.encode(tokens)]
-    train_ids, x_test, y_test = irish_lstm.split_ids(ids, DEFAULTS["seq_len"], TEST_FRACTION,
-                                          max_test_windows=16 if quick else 256)
-    return types.SimpleNamespace(ids=train_ids, x_test=x_test, y_test=y_test, vocab=vocab,
-                                 sizes=sizes, meta={"task": TASK})
+    train_ids, x_test, y_test = irish_lstm.split_ids(
+        ids, DEFAULTS["seq_len"], TEST_FRACTION, max_test_windows=16 if quick else 256
+    )
+    return types.SimpleNamespace(
+        ids=train_ids, x_test=x_test, y_test=y_test, vocab=vocab, sizes=sizes, meta={"task": TASK}
+    )
 
 
 # The model (Embedding → LSTM → Dense logits, Adam), its training on random windows and the

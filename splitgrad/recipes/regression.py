@@ -24,11 +24,12 @@ def load_data(quick=False, seed=0):
 
 
 def build_model(learning_rate, data):
-    model = nn.Sequential([
-        nn.Dense(32, activation="relu"),
-        nn.Dense(16, activation="relu"),
-        nn.Dense(1),
-    ])
-    model.compile(optimizer=optim.Adam(learning_rate=learning_rate), loss="mse",
-                  metrics=["mae"])
+    model = nn.Sequential(
+        [
+            nn.Dense(32, activation="relu"),
+            nn.Dense(16, activation="relu"),
+            nn.Dense(1),
+        ]
+    )
+    model.compile(optimizer=optim.Adam(learning_rate=learning_rate), loss="mse", metrics=["mae"])
     return model

@@ -97,9 +97,13 @@ def format_report(r: dict) -> str:
     book = r.get("textbook_bytes")
     book = "" if book is None else f" (textbook {int(book):,} B)"
     busy = sum(r["busy_s"].values())
-    line = (f"{r['way']}: {r['total_bytes']:,} B crossed{book}; {kinds or 'nothing'}; "
-            f"wall {r['wall_s']:.2f} s, places busy {busy:.2f} s in all")
+    line = (
+        f"{r['way']}: {r['total_bytes']:,} B crossed{book}; {kinds or 'nothing'}; "
+        f"wall {r['wall_s']:.2f} s, places busy {busy:.2f} s in all"
+    )
     if "epsilon" in r:  # DP-SGD: the privacy spent (privacy.py)
-        line += (f"; privacy spent ε = {r['epsilon']:.3g} at δ = {r['delta']:g} (σ "
-                 f"{r['noise_multiplier']:g}, q {r['sample_rate']:.3g}, {r['steps']} steps)")
+        line += (
+            f"; privacy spent ε = {r['epsilon']:.3g} at δ = {r['delta']:g} (σ "
+            f"{r['noise_multiplier']:g}, q {r['sample_rate']:.3g}, {r['steps']} steps)"
+        )
     return line

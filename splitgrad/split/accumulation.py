@@ -48,7 +48,9 @@ class GradientAccumulation(Way):
     checks = "k micro-batches = one batch of kB"
     options: ClassVar[dict] = {"k": 4}
     equivalent = True
-    note = "k micro-batches weighted by their share of the batch: the big batch up to float rounding"
+    note = (
+        "k micro-batches weighted by their share of the batch: the big batch up to float rounding"
+    )
 
     def __init__(self, k: int = 4, places=None):
         super().__init__(places)
@@ -63,17 +65,32 @@ class GradientAccumulation(Way):
     def setup(self, run):
         x_ref, y_ref = run.data_refs()
         # One replica: it continues the driver's random stream (dropout), on any place.
-        run.gather([self.places.submit(0, host_ops.setup, "acc", self.places.put(run.spec()),
-                                       x_ref, y_ref, None, sg_random.get_state())], ["place0"])
+        run.gather(
+            [
+                self.places.submit(
+                    0,
+                    host_ops.setup,
+                    "acc",
+                    self.places.put(run.spec()),
+                    x_ref,
+                    y_ref,
+                    None,
+                    sg_random.get_state(),
+                )
+            ],
+            ["place0"],
+        )
 
     def step(self, run, step, index):
         micro = [m for m in np.array_split(index, self.k) if len(m)]
-        return run.gather([self.places.submit(0, accumulate, "acc", micro, len(index), step)],
-                          ["place0"])[0]
+        return run.gather(
+            [self.places.submit(0, accumulate, "acc", micro, len(index), step)], ["place0"]
+        )[0]
 
     def finish(self, run):
-        replicas.adopt(run.model, self.places.gather(
-            [self.places.submit(0, host_ops.get_model, "acc")])[0])
+        replicas.adopt(
+            run.model, self.places.gather([self.places.submit(0, host_ops.get_model, "acc")])[0]
+        )
 
     def textbook_bytes(self, n_params, steps, itemsize=4):
         return 0

@@ -71,8 +71,12 @@ def reduce(host, jobs, *chunks):
             total += mine[src]
         slot.state["reduced"] = (job["tag"], total)
         outs.append(total.copy())
-        heads.append({"sent": [(dst, total.nbytes) for dst in range(n) if dst != rank],
-                      "busy": time.perf_counter() - start})
+        heads.append(
+            {
+                "sent": [(dst, total.nbytes) for dst in range(n) if dst != rank],
+                "busy": time.perf_counter() - start,
+            }
+        )
     return heads, outs
 
 
@@ -147,8 +151,10 @@ class AllReduce:
                     self.record(traffic, rank, heads[len(hosts) + i][j])
                 out[rank] = heads[i][j]
         pieces = reduces or produced  # N ≤ 2: the peers' whole vectors
-        self.pending = (tag, {rank: ref for h in hosts
-                              for (rank, _), ref in zip(self.members[h], pieces[h].outs)})
+        self.pending = (
+            tag,
+            {rank: ref for h in hosts for (rank, _), ref in zip(self.members[h], pieces[h].outs)},
+        )
         return out
 
     def _submit_reduce(self, produced, tag):

@@ -60,8 +60,9 @@ class Way:
         unknown = sorted(set(options) - set(cls.options))
         if unknown:
             accepted = ", ".join(cls.options) or "none"
-            raise ValueError(f"way {cls.name!r} has no option {unknown[0]!r}; its options: "
-                             f"{accepted}")
+            raise ValueError(
+                f"way {cls.name!r} has no option {unknown[0]!r}; its options: {accepted}"
+            )
         return {**cls.options, **options}
 
     def expectation(self, model) -> tuple[bool, str]:
@@ -184,7 +185,8 @@ class Run(StepFunction):
                     raise
                 done = way.recover(self, failure.hosts, self.step)
                 self.traffic.extra.setdefault("recoveries", []).append(
-                    {way.unit: self.step, "places": failure.hosts, "already_done": done})
+                    {way.unit: self.step, "places": failure.hosts, "already_done": done}
+                )
                 if done:
                     return float("nan")
         raise AssertionError("unreachable")

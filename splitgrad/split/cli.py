@@ -43,8 +43,12 @@ def way_from_args(name, places, options=None):
 
 def add_way_options(parser):
     """Add --way-option KEY=VALUE, --ray and --ray-address to a parser (e.g. `train`)."""
-    parser.add_argument("--way-option", action="append", metavar="KEY=VALUE",
-                        help="a way's option, e.g. H=4, staleness=2, mu=0.01, poisoned=2")
+    parser.add_argument(
+        "--way-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a way's option, e.g. H=4, staleness=2, mu=0.01, poisoned=2",
+    )
     parser.add_argument("--ray", action="store_true", help="run the places as Ray actors")
     parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
 
@@ -54,8 +58,15 @@ def cmd_ways(args):
 
 
 def cmd_compare(args):
-    compare(args.recipe, places=args.places, quick=args.quick, seed=args.seed, out=args.out,
-            ray=args.ray, ways=args.ways.split(",") if args.ways else None)
+    compare(
+        args.recipe,
+        places=args.places,
+        quick=args.quick,
+        seed=args.seed,
+        out=args.out,
+        ray=args.ray,
+        ways=args.ways.split(",") if args.ways else None,
+    )
 
 
 def add_cli(subparsers):

@@ -44,8 +44,18 @@ def _recipe(recipe):
     return build, recipes_mod.settings_for(module, True)
 
 
-def compare(recipe, places: int = 2, quick: bool = True, seed: int = 0, out="runs/compare",
-            ways=None, ray: bool = False, epochs=None, batch_size=None, verbose=True) -> list:
+def compare(
+    recipe,
+    places: int = 2,
+    quick: bool = True,
+    seed: int = 0,
+    out="runs/compare",
+    ways=None,
+    ray: bool = False,
+    epochs=None,
+    batch_size=None,
+    verbose=True,
+) -> list:
     """Train `recipe` on one place, then under each implemented way; print and save a table.
 
     Returns the rows (dicts). Writes `out/compare.md` and `out/compare.png`.
@@ -65,8 +75,16 @@ def compare(recipe, places: int = 2, quick: bool = True, seed: int = 0, out="run
         model, data = build(quick, seed)
         way = None if name is None else make_way(name, places, where=where)
         start = time.perf_counter()
-        history = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
-                            seed=seed, verbose=0, way=way, shuffle=True)
+        history = model.fit(
+            data.x_train,
+            data.y_train,
+            batch_size=batch_size,
+            epochs=epochs,
+            seed=seed,
+            verbose=0,
+            way=way,
+            shuffle=True,
+        )
         wall = time.perf_counter() - start
         scores = model.evaluate(data.x_test, data.y_test, batch_size=256, return_dict=True)
         weights = model.get_weights()
@@ -75,11 +93,19 @@ def compare(recipe, places: int = 2, quick: bool = True, seed: int = 0, out="run
         traffic = getattr(history, "traffic", None) or {}
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights, baseline))
         should_match, note = (True, SINGLE_NOTE) if way is None else way.expectation(model)
-        rows.append({"way": name or "single place", "loss": float(scores.get("loss", np.nan)),
-                     "accuracy": float(scores.get("accuracy", np.nan)), "wall_s": wall,
-                     "bytes": traffic.get("total_bytes", 0),
-                     "textbook": traffic.get("textbook_bytes", 0),
-                     "max_weight_diff": diff, "should_match": should_match, "note": note})
+        rows.append(
+            {
+                "way": name or "single place",
+                "loss": float(scores.get("loss", np.nan)),
+                "accuracy": float(scores.get("accuracy", np.nan)),
+                "wall_s": wall,
+                "bytes": traffic.get("total_bytes", 0),
+                "textbook": traffic.get("textbook_bytes", 0),
+                "max_weight_diff": diff,
+                "should_match": should_match,
+                "note": note,
+            }
+        )
         if verbose:
             print(_format_row(rows[-1]), flush=True)
     out = Path(out)
@@ -94,22 +120,32 @@ def compare(recipe, places: int = 2, quick: bool = True, seed: int = 0, out="run
 def _format_row(r):
     book = "-" if r["textbook"] is None else f"{int(r['textbook']):,}"
     match = f"{r['max_weight_diff']:.2e}" + (" (should be ~0)" if r["should_match"] else "")
-    return (f"{r['way']:<18} loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  "
-            f"{r['wall_s']:6.2f} s  bytes {r['bytes']:>14,} (formula {book:>14})  "
-            f"max |dw| {match}" + (f"\n{'':<18} {r['note']}" if r.get("note") else ""))
+    return (
+        f"{r['way']:<18} loss {r['loss']:.4f}  acc {r['accuracy']:.4f}  "
+        f"{r['wall_s']:6.2f} s  bytes {r['bytes']:>14,} (formula {book:>14})  "
+        f"max |dw| {match}" + (f"\n{'':<18} {r['note']}" if r.get("note") else "")
+    )
 
 
 def markdown(rows, recipe, places, ray) -> str:
     name = recipe if isinstance(recipe, str) else getattr(recipe, "__name__", "recipe")
-    lines = [f"# {name}: every way, {places} places ({'Ray' if ray else 'inline'})", "",
-             ("| way | loss | accuracy | wall s | bytes measured | bytes formula | "
-              "max weight diff | should match | why |"), "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {name}: every way, {places} places ({'Ray' if ray else 'inline'})",
+        "",
+        (
+            "| way | loss | accuracy | wall s | bytes measured | bytes formula | "
+            "max weight diff | should match | why |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         book = "-" if r["textbook"] is None else f"{int(r['textbook']):,}"
-        lines.append(f"| {r['way']} | {r['loss']:.4f} | {r['accuracy']:.4f} | "
-                     f"{r['wall_s']:.2f} | {r['bytes']:,} | {book} | "
-                     f"{r['max_weight_diff']:.2e} | {'yes' if r['should_match'] else 'no'} | "
-                     f"{r.get('note', '')} |")
+        lines.append(
+            f"| {r['way']} | {r['loss']:.4f} | {r['accuracy']:.4f} | "
+            f"{r['wall_s']:.2f} | {r['bytes']:,} | {book} | "
+            f"{r['max_weight_diff']:.2e} | {'yes' if r['should_match'] else 'no'} | "
+            f"{r.get('note', '')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -88,8 +88,10 @@ class DataParallel(Way):
     checks = "N workers with B/N = 1 worker with B; replicas bitwise equal"
     equivalent = True
     note = "gradients all-reduced before every step: the one-place step up to float rounding"
-    dropout_note = ("each worker draws its own dropout masks (seeded by run seed, rank, step): "
-                    "same distribution, other masks; exact without dropout")
+    dropout_note = (
+        "each worker draws its own dropout masks (seeded by run seed, rank, step): "
+        "same distribution, other masks; exact without dropout"
+    )
 
     def __init__(self, workers: int = 2, places=None):
         super().__init__(places)
@@ -106,14 +108,22 @@ class DataParallel(Way):
     def setup(self, run):
         spec = self.places.put(run.spec())
         x_ref, y_ref = run.data_refs()
-        run.gather([self.places.submit(h, host_ops.setup, key, spec, x_ref, y_ref)
-                    for h, key in self._slots()], [f"worker{r}" for r in range(self.workers)])
+        run.gather(
+            [
+                self.places.submit(h, host_ops.setup, key, spec, x_ref, y_ref)
+                for h, key in self._slots()
+            ],
+            [f"worker{r}" for r in range(self.workers)],
+        )
         self._reduce = AllReduce(self.places, self._members(), self.workers, "gradients")
 
     def _grad_job(self, run, step, rank, shard, total):
         """What worker `rank` computes in `step` (DP-SGD adds clipping and noise)."""
-        return {"shard": shard, "scale": len(shard) / total,
-                "noise": replicas.noise_key(run.noise_seed, rank, step)}
+        return {
+            "shard": shard,
+            "scale": len(shard) / total,
+            "noise": replicas.noise_key(run.noise_seed, rank, step),
+        }
 
     def step(self, run, step, index):
         reduce, n = self._reduce, self.workers
@@ -121,12 +131,20 @@ class DataParallel(Way):
         produced = {}
         for h, group in reduce.members.items():
             chunks = []
-            jobs = [{"key": key, "rank": rank, "n": n, "tag": step,
-                     "pending": reduce.parts(rank, chunks),
-                     **self._grad_job(run, step, rank, shards[rank], len(index))}
-                    for rank, key in group]
+            jobs = [
+                {
+                    "key": key,
+                    "rank": rank,
+                    "n": n,
+                    "tag": step,
+                    "pending": reduce.parts(rank, chunks),
+                    **self._grad_job(run, step, rank, shards[rank], len(index)),
+                }
+                for rank, key in group
+            ]
             produced[h] = self.places.submit_multi(
-                h, grad, len(group) * reduce.outputs_per_worker(), jobs, *chunks)
+                h, grad, len(group) * reduce.outputs_per_worker(), jobs, *chunks
+            )
         heads = reduce.run(run.traffic, produced, step)
         return self._loss([heads[rank]["loss"] for rank in range(n)])
 
@@ -142,8 +160,10 @@ class DataParallel(Way):
         ops = []
         for h in members:
             chunks = []
-            jobs = [{"key": key, "rank": rank, "n": self.workers,
-                     "pending": reduce.parts(rank, chunks)} for rank, key in reduce.members[h]]
+            jobs = [
+                {"key": key, "rank": rank, "n": self.workers, "pending": reduce.parts(rank, chunks)}
+                for rank, key in reduce.members[h]
+            ]
             ops.append(self.places.submit_multi(h, flush, 0, jobs, *chunks))
         for h, heads in zip(members, self.places.gather(ops)):
             for (rank, _), head in zip(reduce.members[h], heads):
@@ -162,9 +182,11 @@ class DataParallel(Way):
         if not alive:
             raise RuntimeError(
                 f"{self.name}: every place holding a replica died at step {step}; nothing to "
-                "restore from (use more places than 1, or CheckpointResume)")
-        steps = self.places.gather([self.places.submit(h, host_ops.step_of, key)
-                                    for _, h, key in alive])
+                "restore from (use more places than 1, or CheckpointResume)"
+            )
+        steps = self.places.gather(
+            [self.places.submit(h, host_ops.step_of, key) for _, h, key in alive]
+        )
         best = int(np.argmax(steps))
         done = max(steps)
         _, src_host, src_key = alive[best]
@@ -182,14 +204,16 @@ class DataParallel(Way):
     def finish(self, run):
         self._flush(run.traffic)
         h, key = self._slots()[0]
-        replicas.adopt(run.model, self.places.gather(
-            [self.places.submit(h, host_ops.get_model, key)])[0])
+        replicas.adopt(
+            run.model, self.places.gather([self.places.submit(h, host_ops.get_model, key)])[0]
+        )
 
     def replica_weights(self):
         """Flat weights of every replica (for checking that they are bitwise equal)."""
         self._flush(None)
-        return self.places.gather([self.places.submit(h, host_ops.get_flat, key)
-                                   for h, key in self._slots()])
+        return self.places.gather(
+            [self.places.submit(h, host_ops.get_flat, key) for h, key in self._slots()]
+        )
 
     def textbook_bytes(self, n_params, steps, itemsize=4):
         return steps * ring_bytes(n_params, self.workers, itemsize)

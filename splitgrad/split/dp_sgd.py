@@ -32,8 +32,9 @@ def clipped_gradient(slot, job):
     clipped norm)."""
     index = np.asarray(job["shard"])
     with replicas.rng_scope(replicas.key_state(job["noise"])):
-        total, loss_sum, largest = clipped_sum(slot.model, slot.x[index], slot.y[index],
-                                               job["clip"])
+        total, loss_sum, largest = clipped_sum(
+            slot.model, slot.x[index], slot.y[index], job["clip"]
+        )
     if job["noise_std"]:
         rng = np.random.default_rng(job["noise_seed"])
         total = total + rng.normal(0.0, job["noise_std"], size=total.shape)
@@ -60,16 +61,20 @@ def _plain_mean_loss(model) -> bool:
     standard `compute_loss`, no regularizers, a Loss with reduction "mean" and no class
     weights or ignored rows."""
     loss = getattr(model, "loss", None)
-    return (type(model).compute_loss is Model.compute_loss and isinstance(loss, Loss)
-            and loss.reduction == "mean" and getattr(loss, "weight", None) is None
-            and getattr(loss, "ignore_index", None) is None
-            and not model.regularization_losses())
+    return (
+        type(model).compute_loss is Model.compute_loss
+        and isinstance(loss, Loss)
+        and loss.reduction == "mean"
+        and getattr(loss, "weight", None) is None
+        and getattr(loss, "ignore_index", None) is None
+        and not model.regularization_losses()
+    )
 
 
 def _looped(model, x, y, clip):
     total, loss_sum, largest = None, 0.0, 0.0
     for i in range(len(x)):
-        loss_sum += replicas.backward(model, x[i:i + 1], y[i:i + 1])
+        loss_sum += replicas.backward(model, x[i : i + 1], y[i : i + 1])
         g = replicas.get_flat_grad(model).astype(np.float64)
         norm = float(np.sqrt(np.dot(g, g)))
         if clip is not None:
@@ -114,8 +119,15 @@ class DPSGD(DataParallel):
     equivalent = False
     note = "every example's gradient clipped to C=1 and Gaussian noise sigma*C added"
 
-    def __init__(self, clip: float | None = 1.0, noise_multiplier: float = 1.0, workers: int = 1,
-                 seed: int = 0, places=None, delta: float = 1e-5):
+    def __init__(
+        self,
+        clip: float | None = 1.0,
+        noise_multiplier: float = 1.0,
+        workers: int = 1,
+        seed: int = 0,
+        places=None,
+        delta: float = 1e-5,
+    ):
         super().__init__(workers, places)
         self.delta = check_delta(delta, "DPSGD")
         if clip is not None and not clip > 0:
@@ -130,17 +142,23 @@ class DPSGD(DataParallel):
     @classmethod
     def from_options(cls, n, options, places=None):
         o = cls.with_defaults(options)
-        return cls(o["clip"], o["noise"], workers=n, seed=o["seed"], places=places,
-                   delta=o["delta"])
+        return cls(
+            o["clip"], o["noise"], workers=n, seed=o["seed"], places=places, delta=o["delta"]
+        )
 
     def expectation(self, model):
         return self.equivalent, self.note
 
     def _grad_job(self, run, step, rank, shard, total):
         std = self.noise_multiplier * (self.clip or 0.0)
-        return {**super()._grad_job(run, step, rank, shard, total), "clip": self.clip,
-                "gradient": clipped_gradient, "noise_std": std if rank == 0 else 0.0,
-                "noise_seed": [self.seed, step], "denom": total}
+        return {
+            **super()._grad_job(run, step, rank, shard, total),
+            "clip": self.clip,
+            "gradient": clipped_gradient,
+            "noise_std": std if rank == 0 else 0.0,
+            "noise_seed": [self.seed, step],
+            "denom": total,
+        }
 
     def _loss(self, values):
         largest = max(v[1] for v in values)  # each worker's (loss share, largest clipped norm)
@@ -155,10 +173,20 @@ class DPSGD(DataParallel):
         out = super().report(run)
         rate = run.batch_size / len(run.x)
         # Without clipping a single example can move the sum without bound: no finite ε.
-        eps = (epsilon(rate, self.noise_multiplier, run.step, self.delta)[0]
-               if self.clip is not None else float("inf"))
-        out.update({"noise_multiplier": self.noise_multiplier, "clip": self.clip,
-                    "steps": run.step, "sample_rate": rate,
-                    "max_clipped_norm": float(self._largest),
-                    "epsilon": eps, "delta": self.delta})
+        eps = (
+            epsilon(rate, self.noise_multiplier, run.step, self.delta)[0]
+            if self.clip is not None
+            else float("inf")
+        )
+        out.update(
+            {
+                "noise_multiplier": self.noise_multiplier,
+                "clip": self.clip,
+                "steps": run.step,
+                "sample_rate": rate,
+                "max_clipped_norm": float(self._largest),
+                "epsilon": eps,
+                "delta": self.delta,
+            }
+        )
         return out

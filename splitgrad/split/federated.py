@@ -31,8 +31,10 @@ def partition(y, clients: int, how: str = "iid", alpha: float = 0.5, seed: int =
         raise ValueError(f"partition: unknown scheme {how!r}; expected 'iid' or 'dirichlet'")
     labels = np.asarray(y).reshape(n, -1)
     if labels.shape[1] != 1 or labels.dtype.kind not in "iub":
-        raise ValueError("partition='dirichlet' needs integer class labels, got "
-                         f"{labels.dtype} labels of shape {np.shape(y)}; use partition='iid'")
+        raise ValueError(
+            "partition='dirichlet' needs integer class labels, got "
+            f"{labels.dtype} labels of shape {np.shape(y)}; use partition='iid'"
+        )
     labels = labels[:, 0]
     parts = [[] for _ in range(clients)]
     for c in np.unique(labels):
@@ -78,24 +80,52 @@ class Federated(Way):
     number, cut, crosses = 4, "data ownership", "weights down, deltas + counts up"
     formula = "2P per client/round"
     checks = "1 client 1 step = SGD; K clients = GD on union; FedProx mu 0 = FedAvg; data stays"
-    options: ClassVar[dict] = {"clients": None, "fraction": 1.0, "local_epochs": 1, "local_batch_size": "fit",
-               "mu": 0.0, "partition": "iid", "alpha": 0.5, "dropout": 0.0,
-               "aggregator": "mean", "poisoned": 0, "seed": 0}
-    note = ("one round per epoch: sampled clients train from the global weights with a fresh "
-            "optimizer, the server averages their deltas")
+    options: ClassVar[dict] = {
+        "clients": None,
+        "fraction": 1.0,
+        "local_epochs": 1,
+        "local_batch_size": "fit",
+        "mu": 0.0,
+        "partition": "iid",
+        "alpha": 0.5,
+        "dropout": 0.0,
+        "aggregator": "mean",
+        "poisoned": 0,
+        "seed": 0,
+    }
+    note = (
+        "one round per epoch: sampled clients train from the global weights with a fresh "
+        "optimizer, the server averages their deltas"
+    )
     unit = "round"
 
-    def __init__(self, clients: int = 10, fraction: float = 1.0, local_epochs: int = 1,
-                 local_batch_size: int | str | None = "fit", mu: float = 0.0, partition: str = "iid",
-                 alpha: float = 0.5, dropout: float = 0.0, aggregator: str = "mean",
-                 poisoned: int = 0, trim: float = 0.1, seed: int = 0, places=None):
+    def __init__(
+        self,
+        clients: int = 10,
+        fraction: float = 1.0,
+        local_epochs: int = 1,
+        local_batch_size: int | str | None = "fit",
+        mu: float = 0.0,
+        partition: str = "iid",
+        alpha: float = 0.5,
+        dropout: float = 0.0,
+        aggregator: str = "mean",
+        poisoned: int = 0,
+        trim: float = 0.1,
+        seed: int = 0,
+        places=None,
+    ):
         super().__init__(places)
         if not 0.0 < fraction <= 1.0 or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Federated: fraction must be in (0, 1] and dropout in [0, 1), got "
-                             f"fraction={fraction}, dropout={dropout}")
+            raise ValueError(
+                f"Federated: fraction must be in (0, 1] and dropout in [0, 1), got "
+                f"fraction={fraction}, dropout={dropout}"
+            )
         if aggregator != "mean" and aggregator not in robust.AGGREGATORS:
-            raise ValueError(f"Federated: unknown aggregator {aggregator!r}; expected 'mean' or "
-                             f"one of {sorted(robust.AGGREGATORS)}")
+            raise ValueError(
+                f"Federated: unknown aggregator {aggregator!r}; expected 'mean' or "
+                f"one of {sorted(robust.AGGREGATORS)}"
+            )
         self.clients, self.fraction, self.local_epochs = int(clients), fraction, int(local_epochs)
         self.local_batch_size, self.mu = local_batch_size, float(mu)
         self.partition, self.alpha, self.dropout = partition, alpha, dropout
@@ -119,9 +149,19 @@ class Federated(Way):
         x_ref, y_ref = run.data_refs()
         # Provisioning: in a real federation each client already holds its rows. It is not a
         # message of the training protocol, so it is not counted as traffic.
-        ops = [self.places.submit(self.places.host_of(k), setup_client, f"c{k}", self._spec,
-                                  x_ref, y_ref, self._parts[k])
-               for k in ks if len(self._parts[k])]
+        ops = [
+            self.places.submit(
+                self.places.host_of(k),
+                setup_client,
+                f"c{k}",
+                self._spec,
+                x_ref,
+                y_ref,
+                self._parts[k],
+            )
+            for k in ks
+            if len(self._parts[k])
+        ]
         self.places.gather(ops)
 
     def batches(self, run, epoch):
@@ -135,8 +175,9 @@ class Federated(Way):
         data again; the round is redone from the last completed global weights."""
         for h in hosts:
             self.places.restart(h)
-        self._setup_clients(run, [k for k in range(self.clients)
-                                  if self.places.host_of(k) in hosts])
+        self._setup_clients(
+            run, [k for k in range(self.clients) if self.places.host_of(k) in hosts]
+        )
         return False
 
     def epoch_logs(self, run):
@@ -164,10 +205,19 @@ class Federated(Way):
         ops = []
         for k in active:
             traffic.record("weights", "server", f"client{k}", payload=w)
-            ops.append(self.places.submit(self.places.host_of(k), client_round, f"c{k}",
-                                          w_ref, self.local_epochs, self._local_bs(run),
-                                          self.mu, [self.seed, r, k],
-                                          replicas.noise_key(run.noise_seed, k, r)))
+            ops.append(
+                self.places.submit(
+                    self.places.host_of(k),
+                    client_round,
+                    f"c{k}",
+                    w_ref,
+                    self.local_epochs,
+                    self._local_bs(run),
+                    self.mu,
+                    [self.seed, r, k],
+                    replicas.noise_key(run.noise_seed, k, r),
+                )
+            )
         values = run.gather(ops, [f"client{k}" for k in active])
         deltas, counts, losses = [], [], []
         for k, (delta, n_k, loss) in zip(active, values):
@@ -180,8 +230,14 @@ class Federated(Way):
             losses.append(loss)
         if active:
             replicas.set_flat(model, w + self.aggregate(np.stack(deltas), np.asarray(counts)))
-        self.rounds.append({"round": r, "sampled": chosen, "dropped": dropped,
-                            "poisoned": [k for k in active if k < self.poisoned]})
+        self.rounds.append(
+            {
+                "round": r,
+                "sampled": chosen,
+                "dropped": dropped,
+                "poisoned": [k for k in active if k < self.poisoned],
+            }
+        )
         self._logs = {"clients": float(len(active)), "dropped": float(len(dropped))}
         return float(np.average(losses, weights=counts)) if active else float("nan")
 
@@ -198,9 +254,13 @@ class Federated(Way):
         return active * (2 * n_params * itemsize + 8)
 
     def report(self, run):
-        return {"clients": self.clients, "rounds": self.rounds, "aggregator": self.aggregator,
-                "client_sizes": [len(p) for p in self._parts],
-                "dropped_total": sum(len(r["dropped"]) for r in self.rounds)}
+        return {
+            "clients": self.clients,
+            "rounds": self.rounds,
+            "aggregator": self.aggregator,
+            "client_sizes": [len(p) for p in self._parts],
+            "dropped_total": sum(len(r["dropped"]) for r in self.rounds),
+        }
 
 
 class FedProx(Federated):
@@ -223,6 +283,5 @@ class RobustFederated(Federated):
     options: ClassVar[dict] = {**Federated.options, "aggregator": "median"}
     note = "federated with the coordinate-wise median of the deltas instead of their mean"
 
-    def __init__(self, clients: int = 10, aggregator: str = "median", poisoned: int = 0,
-                 **kwargs):
+    def __init__(self, clients: int = 10, aggregator: str = "median", poisoned: int = 0, **kwargs):
         super().__init__(clients=clients, aggregator=aggregator, poisoned=poisoned, **kwargs)

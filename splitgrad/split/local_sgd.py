@@ -84,30 +84,43 @@ class LocalSGD(Way):
     formula = "2(N-1)/N*P per H steps"
     checks = "H = 1 with SGD = #1; DiLoCo outer lr 1 = local SGD"
     options: ClassVar[dict] = {"H": 4}
-    note = ("replicas take H=4 local optimizer steps on their shards between averagings; = #1 "
-            "only with H=1 and plain SGD")
+    note = (
+        "replicas take H=4 local optimizer steps on their shards between averagings; = #1 "
+        "only with H=1 and plain SGD"
+    )
 
     def __init__(self, workers: int = 2, H: int = 4, places=None):
         super().__init__(places)
         if int(workers) < 1 or int(H) < 1:
-            raise ValueError(f"{type(self).__name__}: workers and H must be >= 1, got "
-                             f"workers={workers}, H={H}")
+            raise ValueError(
+                f"{type(self).__name__}: workers and H must be >= 1, got workers={workers}, H={H}"
+            )
         self.workers, self.H = int(workers), int(H)
         self.outer = None
 
     def setup(self, run):
         spec = self.places.put(run.spec())
         x_ref, y_ref = run.data_refs()
-        run.gather([self.places.submit(h, setup, key, spec, x_ref, y_ref)
-                    for h, key in self._slots()], [f"worker{r}" for r in range(self.workers)])
+        run.gather(
+            [self.places.submit(h, setup, key, spec, x_ref, y_ref) for h, key in self._slots()],
+            [f"worker{r}" for r in range(self.workers)],
+        )
         self._seen = np.zeros(self.workers)
         self._syncs = 0
 
     def step(self, run, step, index):
         shards = np.array_split(index, self.workers)
-        ops = [self.places.submit(h, local_steps, key, [shard] if len(shard) else [], step,
-                                  replicas.noise_key(run.noise_seed, rank, step))
-               for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards))]
+        ops = [
+            self.places.submit(
+                h,
+                local_steps,
+                key,
+                [shard] if len(shard) else [],
+                step,
+                replicas.noise_key(run.noise_seed, rank, step),
+            )
+            for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards))
+        ]
         losses = run.gather(ops, [f"worker{r}" for r in range(self.workers)])
         self._seen += [len(s) for s in shards]
         if (step + 1) % self.H == 0:
@@ -120,17 +133,34 @@ class LocalSGD(Way):
         shares = self._seen / self._seen.sum()
         produced = {}
         for h, group in reduce.members.items():
-            jobs = [{"key": key, "rank": rank, "n": self.workers, "tag": self._syncs,
-                     "share": float(shares[rank])} for rank, key in group]
+            jobs = [
+                {
+                    "key": key,
+                    "rank": rank,
+                    "n": self.workers,
+                    "tag": self._syncs,
+                    "share": float(shares[rank]),
+                }
+                for rank, key in group
+            ]
             produced[h] = self.places.submit_multi(
-                h, load_weights, len(group) * reduce.outputs_per_worker(), jobs)
+                h, load_weights, len(group) * reduce.outputs_per_worker(), jobs
+            )
         reduce.run(run.traffic, produced, self._syncs)
         ops = []
         for h, group in reduce.members.items():
             chunks = []
-            jobs = [{"key": key, "rank": rank, "n": self.workers, "step": step,
-                     "pending": reduce.parts(rank, chunks), "outer": self.outer}
-                    for rank, key in group]
+            jobs = [
+                {
+                    "key": key,
+                    "rank": rank,
+                    "n": self.workers,
+                    "step": step,
+                    "pending": reduce.parts(rank, chunks),
+                    "outer": self.outer,
+                }
+                for rank, key in group
+            ]
             ops.append(self.places.submit_multi(h, set_averaged, 0, jobs, *chunks))
         for (h, group), heads in zip(reduce.members.items(), self.places.gather(ops)):
             for (rank, _), head in zip(group, heads):
@@ -142,8 +172,9 @@ class LocalSGD(Way):
         if self._seen.sum():
             self._average(run, run.step - 1)
         h, key = self._slots()[0]
-        replicas.adopt(run.model, self.places.gather(
-            [self.places.submit(h, host_ops.get_model, key)])[0])
+        replicas.adopt(
+            run.model, self.places.gather([self.places.submit(h, host_ops.get_model, key)])[0]
+        )
 
     def textbook_bytes(self, n_params, steps, itemsize=4):
         return self._syncs * ring_bytes(n_params, self.workers, itemsize)
@@ -159,7 +190,14 @@ class DiLoCo(LocalSGD):
     options: ClassVar[dict] = {"H": 4, "outer_lr": 0.7, "outer_momentum": 0.9}
     note = "local SGD whose averaging is an outer Nesterov step (lr 0.7, momentum 0.9)"
 
-    def __init__(self, workers: int = 2, H: int = 4, outer_lr: float = 0.7,
-                 outer_momentum: float = 0.9, nesterov: bool = True, places=None):
+    def __init__(
+        self,
+        workers: int = 2,
+        H: int = 4,
+        outer_lr: float = 0.7,
+        outer_momentum: float = 0.9,
+        nesterov: bool = True,
+        places=None,
+    ):
         super().__init__(workers, H, places)
         self.outer = (float(outer_lr), float(outer_momentum), bool(nesterov))

@@ -42,21 +42,30 @@ class ParameterServer(Way):
     formula = "2P per worker/push"
     checks = "1 worker = SGD; staleness 0 = #1; each push once; staleness <= s"
     options: ClassVar[dict] = {"staleness": 1}
-    note = ("each push is its own optimizer step on weights up to s=1 clocks old; = #1 only "
-            "with s=0 and plain SGD")
+    note = (
+        "each push is its own optimizer step on weights up to s=1 clocks old; = #1 only "
+        "with s=0 and plain SGD"
+    )
 
     def __init__(self, workers: int = 2, staleness: int = 1, places=None):
         super().__init__(places)
         if int(workers) < 1 or int(staleness) < 0:
-            raise ValueError(f"ParameterServer: need workers >= 1 and staleness >= 0, got "
-                             f"workers={workers}, staleness={staleness}")
+            raise ValueError(
+                f"ParameterServer: need workers >= 1 and staleness >= 0, got "
+                f"workers={workers}, staleness={staleness}"
+            )
         self.workers, self.staleness = int(workers), int(staleness)
 
     def setup(self, run):
         spec = self.places.put(run.spec())
         x_ref, y_ref = run.data_refs()
-        run.gather([self.places.submit(h, host_ops.setup, key, spec, x_ref, y_ref)
-                    for h, key in self._slots()], [f"worker{r}" for r in range(self.workers)])
+        run.gather(
+            [
+                self.places.submit(h, host_ops.setup, key, spec, x_ref, y_ref)
+                for h, key in self._slots()
+            ],
+            [f"worker{r}" for r in range(self.workers)],
+        )
         self._history = {-1: replicas.get_flat(run.model)}  # weights at the end of each clock
         self.pushes = []  # (worker, clock, staleness) in the order the server applied them
 
@@ -71,9 +80,17 @@ class ParameterServer(Way):
             pulled = self._history[clock - 1 - self.delay(rank, clock)]
             traffic.record("weights", "server", f"worker{rank}", payload=pulled)
             # One call per worker and clock: pull, gradient and push together.
-            ops.append(self.places.submit(h, push, key, shard, len(shard) / len(index),
-                                          self.places.put(pulled),
-                                          replicas.noise_key(run.noise_seed, rank, clock)))
+            ops.append(
+                self.places.submit(
+                    h,
+                    push,
+                    key,
+                    shard,
+                    len(shard) / len(index),
+                    self.places.put(pulled),
+                    replicas.noise_key(run.noise_seed, rank, clock),
+                )
+            )
             names.append(f"worker{rank}")
         values = run.gather(ops, names)
         loss = 0.0
@@ -93,8 +110,11 @@ class ParameterServer(Way):
     def report(self, run):
         staleness = [s for _, _, s in self.pushes]
         applied = Counter((w, c) for w, c, _ in self.pushes)
-        return {"workers": self.workers, "staleness_bound": self.staleness,
-                "max_staleness": max(staleness, default=0),
-                "staleness_histogram": dict(Counter(staleness)),
-                "pushes_applied": len(self.pushes),
-                "each_push_once": all(v == 1 for v in applied.values())}
+        return {
+            "workers": self.workers,
+            "staleness_bound": self.staleness,
+            "max_staleness": max(staleness, default=0),
+            "staleness_histogram": dict(Counter(staleness)),
+            "pushes_applied": len(self.pushes),
+            "each_push_once": all(v == 1 for v in applied.values()),
+        }

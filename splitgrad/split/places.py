@@ -97,8 +97,15 @@ class RayPlaces:
 
     name = "ray"
 
-    def __init__(self, n: int = 2, address=None, num_cpus=None, timeout: float = 120.0,
-                 object_store_mb: int = 128, connect_timeout: float = 10.0):
+    def __init__(
+        self,
+        n: int = 2,
+        address=None,
+        num_cpus=None,
+        timeout: float = 120.0,
+        object_store_mb: int = 128,
+        connect_timeout: float = 10.0,
+    ):
         import ray
 
         self._ray = ray
@@ -112,9 +119,14 @@ class RayPlaces:
             if address is None:
                 # The workers import splitgrad from the same source tree as this driver.
                 root = str(Path(__file__).resolve().parents[2])
-                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                         object_store_memory=object_store_mb * 1024 * 1024,
-                         log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    object_store_memory=object_store_mb * 1024 * 1024,
+                    log_to_driver=False,
+                    runtime_env={"env_vars": {"PYTHONPATH": root}},
+                )
             else:
                 ray.init(address=address, log_to_driver=False)
         self._actor_cls = ray.remote(Host)
@@ -161,8 +173,9 @@ class RayPlaces:
             if not dead:
                 raise
             # Let the survivors' queued ops finish (they fail fast on missing inputs).
-            ray.wait([p.value for p in pendings], num_returns=len(pendings),
-                     timeout=min(timeout, 30.0))
+            ray.wait(
+                [p.value for p in pendings], num_returns=len(pendings), timeout=min(timeout, 30.0)
+            )
             raise PlaceFailure(dead, err) from None
 
     def _silence(self, pendings, timeout):
@@ -181,9 +194,11 @@ class RayPlaces:
         # others wait for its outputs.
         hung = sorted({p.host for p in late if has_inputs(p)}) or hosts
         ops = sorted({p.op for p in late if p.op})
-        return (f"RayPlaces: place(s) {hung} did not answer within the time limit of "
-                f"{timeout:g} s (waiting for op(s) {ops} on places {hosts}); a place is hung "
-                "or its machine is gone. Raise RayPlaces(timeout=...) if steps are that slow.")
+        return (
+            f"RayPlaces: place(s) {hung} did not answer within the time limit of "
+            f"{timeout:g} s (waiting for op(s) {ops} on places {hosts}); a place is hung "
+            "or its machine is gone. Raise RayPlaces(timeout=...) if steps are that slow."
+        )
 
     def busy(self, pendings):
         return self._ray.get([p.busy for p in pendings], timeout=self.timeout)
@@ -255,4 +270,3 @@ def make_places(kind="inline", n=1, address=None, **kwargs):
     if kind == "ray":
         return RayPlaces(n, address=address, **kwargs)
     raise ValueError(f"unknown places {kind!r}; expected 'inline' or 'ray'")
-

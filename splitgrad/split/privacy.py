@@ -30,11 +30,17 @@ def rdp_step(q: float, sigma: float, order: int) -> float:
     if sigma <= 0.0:
         return math.inf
     if q == 1.0:
-        return order / (2.0 * sigma ** 2)  # the plain Gaussian mechanism
+        return order / (2.0 * sigma**2)  # the plain Gaussian mechanism
     # log A_α as a log-sum-exp of the binomial terms (the exp factor grows quickly with k).
-    logs = [math.lgamma(order + 1) - math.lgamma(k + 1) - math.lgamma(order - k + 1)
-            + (order - k) * math.log1p(-q) + k * math.log(q) + (k * k - k) / (2.0 * sigma ** 2)
-            for k in range(order + 1)]
+    logs = [
+        math.lgamma(order + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(order - k + 1)
+        + (order - k) * math.log1p(-q)
+        + k * math.log(q)
+        + (k * k - k) / (2.0 * sigma**2)
+        for k in range(order + 1)
+    ]
     top = max(logs)
     log_a = top + math.log(sum(math.exp(v - top) for v in logs))
     return log_a / (order - 1)

@@ -15,8 +15,18 @@ from .local_sgd import DiLoCo, LocalSGD
 from .parameter_server import ParameterServer
 from .resume import CheckpointResume
 
-BUILT_IN = (DataParallel, ParameterServer, LocalSGD, DiLoCo, Federated, FedProx, RobustFederated,
-            DPSGD, GradientAccumulation, CheckpointResume)
+BUILT_IN = (
+    DataParallel,
+    ParameterServer,
+    LocalSGD,
+    DiLoCo,
+    Federated,
+    FedProx,
+    RobustFederated,
+    DPSGD,
+    GradientAccumulation,
+    CheckpointResume,
+)
 
 WAYS: dict = {}  # command-line name → way class, in catalogue order
 
@@ -38,6 +48,8 @@ def make_way(name: str, places: int = 2, options=None, where=None):
     its places `where` (default: inline)."""
     if name not in WAYS:
         known = ", ".join(WAYS)
-        raise ValueError(f"unknown way {name!r}; implemented ways: {known} "
-                         "(`splitgrad ways` lists the whole catalogue)")
+        raise ValueError(
+            f"unknown way {name!r}; implemented ways: {known} "
+            "(`splitgrad ways` lists the whole catalogue)"
+        )
     return WAYS[name].from_options(int(places), dict(options or {}), where)

@@ -65,6 +65,7 @@ def optimizer_step(model, flat_grad):
 
 def proximal(anchor, mu):
     """FedProx's penalty μ/2·‖w − anchor‖², as a `penalty` for `backward`."""
+
     def penalty(model):
         total = None
         for p, a in zip(model.parameters(), split_flat(model, anchor)):
@@ -72,6 +73,7 @@ def proximal(anchor, mu):
             term = (diff * diff).sum() * p.dtype.type(mu / 2.0)
             total = term if total is None else total + term
         return total
+
     return penalty
 
 
@@ -95,7 +97,7 @@ def get_flat(model) -> np.ndarray:
 def split_flat(model, flat):
     out, lo = [], 0
     for p in model.parameters():
-        out.append(np.asarray(flat[lo:lo + p.size]).reshape(p.shape))
+        out.append(np.asarray(flat[lo : lo + p.size]).reshape(p.shape))
         lo += p.size
     return out
 
@@ -106,8 +108,10 @@ def set_flat(model, flat):
 
 
 def get_flat_grad(model) -> np.ndarray:
-    parts = [np.zeros(p.size, p.dtype) if p.grad is None else np.asarray(p.grad).ravel()
-             for p in model.parameters()]
+    parts = [
+        np.zeros(p.size, p.dtype) if p.grad is None else np.asarray(p.grad).ravel()
+        for p in model.parameters()
+    ]
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
@@ -158,11 +162,14 @@ def rng_scope(state):
 # ----- the whole training state (checkpoint/resume, recovery) ----------------------------------
 def export_state(model) -> dict:
     """Weights, optimizer state and every RNG state of a replica (plain arrays and JSON)."""
-    return {"weights": model.get_weights(),
-            "optimizer": copy.deepcopy(_optimizer(model).state_dict()),
-            "rng": copy.deepcopy(sg_random.get_state()),
-            "layer_rngs": {k: copy.deepcopy(g.bit_generator.state)
-                           for k, g in generators(model).items()}}
+    return {
+        "weights": model.get_weights(),
+        "optimizer": copy.deepcopy(_optimizer(model).state_dict()),
+        "rng": copy.deepcopy(sg_random.get_state()),
+        "layer_rngs": {
+            k: copy.deepcopy(g.bit_generator.state) for k, g in generators(model).items()
+        },
+    }
 
 
 def import_state(model, state: dict):
@@ -179,12 +186,17 @@ def pack(model, sample) -> dict:
     """A picklable spec of a compiled model (built from `sample`, one input row): config,
     weights, optimizer state, loss and generator states."""
     opt = _optimizer(model)
-    return {"cls": type(model), "config": model.get_config(), "sample": np.array(sample[:1]),
-            "weights": model.get_weights(), "opt_cls": type(opt),
-            "opt_config": opt.get_config(),
-            "opt_state": opt.state_dict() if getattr(opt, "built", True) else None,
-            "loss": copy.deepcopy(model.loss),
-            "layer_rngs": {k: g.bit_generator.state for k, g in generators(model).items()}}
+    return {
+        "cls": type(model),
+        "config": model.get_config(),
+        "sample": np.array(sample[:1]),
+        "weights": model.get_weights(),
+        "opt_cls": type(opt),
+        "opt_config": opt.get_config(),
+        "opt_state": opt.state_dict() if getattr(opt, "built", True) else None,
+        "loss": copy.deepcopy(model.loss),
+        "layer_rngs": {k: g.bit_generator.state for k, g in generators(model).items()},
+    }
 
 
 def unpack(spec: dict):

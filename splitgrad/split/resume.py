@@ -3,9 +3,9 @@
 The whole state crosses once: weights, optimizer state (moments, step counts, schedule
 position), every RNG state and the data position (global step; the batch order depends only on
 (seed, epoch), data.batch_order). With a `directory` it goes through splitgrad's one checkpoint
-format (splitgrad/checkpoint/: safetensors + JSON under a manifest of checksums, replaced atomically)
-and is read back from there at the new place. 2n steps straight = n steps, save, new process,
-n more (bitwise): `resume(model, x, y, directory)` continues a run saved with
+format (splitgrad/checkpoint/: safetensors + JSON under a manifest of checksums, replaced
+atomically) and is read back from there at the new place. 2n steps straight = n steps, save,
+new process, n more (bitwise): `resume(model, x, y, directory)` continues a run saved with
 `stop_after_save=True`.
 """
 
@@ -58,8 +58,14 @@ class CheckpointResume(Way):
     equivalent = True
     note = "the whole state (weights, optimizer, RNGs, data position) moves: bitwise"
 
-    def __init__(self, move_at: int | None = None, directory=None, places=None,
-                 stop_after_save: bool = False, start_step: int = 0):
+    def __init__(
+        self,
+        move_at: int | None = None,
+        directory=None,
+        places=None,
+        stop_after_save: bool = False,
+        start_step: int = 0,
+    ):
         places = list(places) if isinstance(places, (list, tuple)) else [places or Inline()]
         super().__init__(places[0])
         self.targets = places if len(places) > 1 else places * 2
@@ -83,8 +89,13 @@ class CheckpointResume(Way):
         x_ref, y_ref = run.data_refs()
         # One replica: it continues the driver's random stream (dropout) wherever it runs.
         stream = spec.get("stream") or sg_random.get_state()
-        self.places.gather([self.places.submit(0, host_ops.setup, "run", self.places.put(spec),
-                                               x_ref, y_ref, None, stream)])
+        self.places.gather(
+            [
+                self.places.submit(
+                    0, host_ops.setup, "run", self.places.put(spec), x_ref, y_ref, None, stream
+                )
+            ]
+        )
 
     def batches(self, run, epoch):
         plan = run.source.indices(epoch)
@@ -112,9 +123,14 @@ class CheckpointResume(Way):
             # Through the one checkpoint format: the driver's model takes the state, is saved,
             # and the state the next place gets is what was read back from the files.
             replicas.import_state(run.model, state)
-            position = {"step": run.step, "epoch": epoch, "epochs": run.epochs,
-                        "batch_size": run.batch_size, "shuffle": run.source.shuffle,
-                        "seed": int(run.seed)}
+            position = {
+                "step": run.step,
+                "epoch": epoch,
+                "epochs": run.epochs,
+                "batch_size": run.batch_size,
+                "shuffle": run.source.shuffle,
+                "seed": int(run.seed),
+            }
             checkpoint.save_model(run.model, self.directory, extra={POSITION: position})
             checkpoint.restore(run.model, self.directory)
             state = replicas.export_state(run.model)
@@ -128,8 +144,9 @@ class CheckpointResume(Way):
         self.places.gather([self.places.submit(0, install, "run", state)])
 
     def finish(self, run):
-        replicas.adopt(run.model, self.places.gather(
-            [self.places.submit(0, host_ops.get_model, "run")])[0])
+        replicas.adopt(
+            run.model, self.places.gather([self.places.submit(0, host_ops.get_model, "run")])[0]
+        )
 
     def textbook_bytes(self, n_params, steps, itemsize=4):
         # One move carries the weights plus the optimizer's per-parameter state; the measured
@@ -147,9 +164,20 @@ def resume(model, x, y, directory, places=None, verbose=0, callbacks=None):
     model.build_from_sample(np.asarray(x)[:1])
     position = checkpoint.restore(model, directory).get(POSITION)
     if position is None:
-        raise checkpoint.CheckpointError(f"{directory}: not saved by CheckpointResume (no data position "
-                              "in it); load it with splitgrad.load_model instead")
+        raise checkpoint.CheckpointError(
+            f"{directory}: not saved by CheckpointResume (no data position "
+            "in it); load it with splitgrad.load_model instead"
+        )
     way = CheckpointResume(None, places=places, start_step=position["step"])
-    return model.fit(x, y, batch_size=position["batch_size"], epochs=position["epochs"],
-                     shuffle=position["shuffle"], seed=position["seed"], verbose=verbose,
-                     callbacks=callbacks, way=way, initial_epoch=position["epoch"])
+    return model.fit(
+        x,
+        y,
+        batch_size=position["batch_size"],
+        epochs=position["epochs"],
+        shuffle=position["shuffle"],
+        seed=position["seed"],
+        verbose=verbose,
+        callbacks=callbacks,
+        way=way,
+        initial_epoch=position["epoch"],
+    )

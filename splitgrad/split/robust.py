@@ -17,14 +17,17 @@ def median(updates: np.ndarray, f: int = 0) -> np.ndarray:
 
 
 def trimmed_mean(updates: np.ndarray, f: int = 0, trim: float = 0.1) -> np.ndarray:
-    """Drop the b = max(f, ⌊trim·K⌋) largest and smallest values per coordinate, average the rest."""
+    """Drop the b = max(f, ⌊trim·K⌋) largest and smallest values per coordinate, average the
+    rest."""
     k = len(updates)
     b = max(int(f), int(trim * k))
     if 2 * b >= k:
-        raise ValueError(f"trimmed_mean: cannot trim {b} from each side of {k} updates; "
-                         "use more clients or fewer hostile ones")
+        raise ValueError(
+            f"trimmed_mean: cannot trim {b} from each side of {k} updates; "
+            "use more clients or fewer hostile ones"
+        )
     ordered = np.sort(updates, axis=0)
-    return ordered[b:k - b].mean(axis=0, dtype=np.float64).astype(updates.dtype)
+    return ordered[b : k - b].mean(axis=0, dtype=np.float64).astype(updates.dtype)
 
 
 def krum(updates: np.ndarray, f: int = 0) -> np.ndarray:
