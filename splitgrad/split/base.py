@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ..training import StepFunction
+from . import host as host_ops
 from . import replicas
 from .accounting import Traffic
 from .places import Inline, PlaceFailure
@@ -73,14 +74,26 @@ class Way:
         """The step function `Model.fit` runs: see `Run`."""
         return Run(self, model, source)
 
-    def _slots(self):
+    def slots(self):
         """(place, slot key) of each of `self.workers` replicas, spread over the places."""
         return [(self.places.host_of(r), f"w{r}") for r in range(self.workers)]
 
-    def _members(self):
+    def install_replicas(self, run, op=None):
+        """One replica of the driver's model in each of `self.workers` slots, each with the
+        whole training data (the shards are picked by index); `op` is the place op that
+        installs one (host.setup unless the way keeps more per slot)."""
+        spec = self.places.put(run.spec())
+        x_ref, y_ref = run.data_refs()
+        op = op or host_ops.setup
+        run.gather(
+            [self.places.submit(h, op, key, spec, x_ref, y_ref) for h, key in self.slots()],
+            [f"worker{r}" for r in range(self.workers)],
+        )
+
+    def members(self):
         """{place: [(rank, slot key)]} in rank order (who sits where, for an all-reduce)."""
         out = {}
-        for rank, (h, key) in enumerate(self._slots()):
+        for rank, (h, key) in enumerate(self.slots()):
             out.setdefault(h, []).append((rank, key))
         return out
 

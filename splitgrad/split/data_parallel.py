@@ -106,16 +106,8 @@ class DataParallel(Way):
         return super().expectation(model)
 
     def setup(self, run):
-        spec = self.places.put(run.spec())
-        x_ref, y_ref = run.data_refs()
-        run.gather(
-            [
-                self.places.submit(h, host_ops.setup, key, spec, x_ref, y_ref)
-                for h, key in self._slots()
-            ],
-            [f"worker{r}" for r in range(self.workers)],
-        )
-        self._reduce = AllReduce(self.places, self._members(), self.workers, "gradients")
+        self.install_replicas(run)
+        self._reduce = AllReduce(self.places, self.members(), self.workers, "gradients")
 
     def _grad_job(self, run, step, rank, shard, total):
         """What worker `rank` computes in `step` (DP-SGD adds clipping and noise)."""
@@ -177,7 +169,7 @@ class DataParallel(Way):
         # The last completed step's reduced pieces outlive their places (the object store
         # keeps them), so the survivors can still apply it.
         self._flush(run.traffic, [h for h in range(self.places.n) if h not in hosts])
-        slots = self._slots()
+        slots = self.slots()
         alive = [(r, h, key) for r, (h, key) in enumerate(slots) if h not in hosts]
         if not alive:
             raise RuntimeError(
@@ -203,7 +195,7 @@ class DataParallel(Way):
 
     def finish(self, run):
         self._flush(run.traffic)
-        h, key = self._slots()[0]
+        h, key = self.slots()[0]
         replicas.adopt(
             run.model, self.places.gather([self.places.submit(h, host_ops.get_model, key)])[0]
         )
@@ -212,7 +204,7 @@ class DataParallel(Way):
         """Flat weights of every replica (for checking that they are bitwise equal)."""
         self._flush(None)
         return self.places.gather(
-            [self.places.submit(h, host_ops.get_flat, key) for h, key in self._slots()]
+            [self.places.submit(h, host_ops.get_flat, key) for h, key in self.slots()]
         )
 
     def textbook_bytes(self, n_params, steps, itemsize=4):

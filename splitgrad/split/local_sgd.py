@@ -99,12 +99,7 @@ class LocalSGD(Way):
         self.outer = None
 
     def setup(self, run):
-        spec = self.places.put(run.spec())
-        x_ref, y_ref = run.data_refs()
-        run.gather(
-            [self.places.submit(h, setup, key, spec, x_ref, y_ref) for h, key in self._slots()],
-            [f"worker{r}" for r in range(self.workers)],
-        )
+        self.install_replicas(run, setup)
         self._seen = np.zeros(self.workers)
         self._syncs = 0
 
@@ -119,7 +114,7 @@ class LocalSGD(Way):
                 step,
                 replicas.noise_key(run.noise_seed, rank, step),
             )
-            for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards))
+            for rank, ((h, key), shard) in enumerate(zip(self.slots(), shards))
         ]
         losses = run.gather(ops, [f"worker{r}" for r in range(self.workers)])
         self._seen += [len(s) for s in shards]
@@ -129,7 +124,7 @@ class LocalSGD(Way):
 
     def _average(self, run, step):
         """One all-reduce of the weights, weighted by the samples each replica saw."""
-        reduce = AllReduce(self.places, self._members(), self.workers, "weights")
+        reduce = AllReduce(self.places, self.members(), self.workers, "weights")
         shares = self._seen / self._seen.sum()
         produced = {}
         for h, group in reduce.members.items():
@@ -171,7 +166,7 @@ class LocalSGD(Way):
     def finish(self, run):
         if self._seen.sum():
             self._average(run, run.step - 1)
-        h, key = self._slots()[0]
+        h, key = self.slots()[0]
         replicas.adopt(
             run.model, self.places.gather([self.places.submit(h, host_ops.get_model, key)])[0]
         )

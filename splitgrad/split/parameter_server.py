@@ -15,7 +15,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import host as host_ops
 from . import replicas
 from .base import Way
 
@@ -57,15 +56,7 @@ class ParameterServer(Way):
         self.workers, self.staleness = int(workers), int(staleness)
 
     def setup(self, run):
-        spec = self.places.put(run.spec())
-        x_ref, y_ref = run.data_refs()
-        run.gather(
-            [
-                self.places.submit(h, host_ops.setup, key, spec, x_ref, y_ref)
-                for h, key in self._slots()
-            ],
-            [f"worker{r}" for r in range(self.workers)],
-        )
+        self.install_replicas(run)
         self._history = {-1: replicas.get_flat(run.model)}  # weights at the end of each clock
         self.pushes = []  # (worker, clock, staleness) in the order the server applied them
 
@@ -76,7 +67,7 @@ class ParameterServer(Way):
         model, traffic = run.model, run.traffic
         shards = np.array_split(index, self.workers)
         ops, names = [], []
-        for rank, ((h, key), shard) in enumerate(zip(self._slots(), shards)):
+        for rank, ((h, key), shard) in enumerate(zip(self.slots(), shards)):
             pulled = self._history[clock - 1 - self.delay(rank, clock)]
             traffic.record("weights", "server", f"worker{rank}", payload=pulled)
             # One call per worker and clock: pull, gradient and push together.
