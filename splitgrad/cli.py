@@ -55,7 +55,7 @@ def cmd_train(args):
         overwrite=args.overwrite,
     )
     _print_metrics(result["metrics"])
-    if result.get("traffic") is not None and args.quiet:  # fit printed it when not quiet
+    if result.get("traffic") is not None:  # a split run: what crossed between the places
         from .split.accounting import format_report
 
         print(format_report(result["traffic"]))

@@ -90,16 +90,19 @@ def run(
     except TypeError:
         steps = None  # an unsized source: the bar counts without a total
     history = cbks.History()
-    extra = [cbks.ProgressBar(verbose, steps, epochs)] if verbose else []
-    cb = cbks.CallbackList([history, *extra, *(callbacks or [])], model)
+    progress = [cbks.ProgressBar(verbose, steps, epochs)] if verbose else []
+    cb = cbks.CallbackList([history, *progress, *(callbacks or [])], model)
     model.stop_training = False
     model.history = history
     cb.on_train_begin()
     step.begin(epochs)
     for epoch in range(initial_epoch, epochs):
+        batches = step.batches(source, epoch)
+        if progress and hasattr(batches, "__len__"):  # e.g. one round per epoch (federated)
+            progress[0].steps = len(batches)
         cb.on_epoch_begin(epoch)
         total, count = 0.0, 0
-        for i, batch in enumerate(step.batches(source, epoch)):
+        for i, batch in enumerate(batches):
             cb.on_train_batch_begin(i)
             size, loss = step(batch)
             total, count = total + loss * size, count + size

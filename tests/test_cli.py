@@ -226,3 +226,12 @@ def test_out_fails_before_training_and_overwrite_replaces(tmp_path, capsys, monk
 def test_help_exits_cleanly(capsys):
     assert cli.main(["--help"]) == 0
     assert "train" in capsys.readouterr().out
+
+
+def test_a_split_run_prints_what_crossed_once(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "digits-mlp", "--quick", "--way", "data-parallel", "--places", "2", "--out"]
+    for quiet in ([], ["--quiet"]):
+        assert cli.main([*args, out, *quiet]) == 0
+        printed = capsys.readouterr().out
+        assert printed.count("B crossed") == 1, printed
