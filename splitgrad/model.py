@@ -12,6 +12,7 @@ way of splitting training across places (splitgrad.split), which runs it at its 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -34,6 +35,25 @@ def _check_pair(x, y):
             f"x and y must have the same number of samples, got {len(x)} inputs and "
             f"{len(y)} targets"
         )
+
+
+def _first_inputs(source):
+    """(the source, unchanged in what it will yield, and the inputs of its first batch), to
+    build the model from: a DataLoader and a list are looked into, a generator's first batch
+    is put back in front, a batch source's first epoch is started (RandomWindows draws)."""
+    if isinstance(source, DataLoader):
+        return source, source.dataset.x[:1]
+    if isinstance(source, Iterator):
+        first = next(source, None)
+        if first is None:
+            raise ValueError("fit: the batch source gave no batches")
+        return itertools.chain([first], source), first[0]
+    if isinstance(source, (list, tuple)):
+        return source, source[0][0]
+    first = next(iter(source.batches(0)), None)
+    if first is None:
+        raise ValueError("fit: the batch source gave no batches")
+    return source, first[0]
 
 
 class _Iterated:
@@ -238,12 +258,10 @@ class Model(Layer):
                     "fit: validation_split needs arrays x and y; pass "
                     "validation_data=(x_val, y_val) with a batch source"
                 )
-            source = x if hasattr(x, "batches") else _Iterated(x)
             if not self.built:
-                first = next(iter(source.batches(0)), None)
-                if first is None:
-                    raise ValueError("fit: the batch source gave no batches")
-                self.build_from_sample(check.numeric_array(first[0], "x"))
+                x, sample = _first_inputs(x)
+                self.build_from_sample(check.numeric_array(sample, "x"))
+            source = x if hasattr(x, "batches") else _Iterated(x)
             return source, None
         batch_size = check.positive_int(batch_size, "fit: batch_size")
         x, y = check.numeric_array(x, "x"), check.numeric_array(y, "y")

@@ -490,3 +490,26 @@ def test_fit_trains_on_a_batch_source_and_on_a_dataloader():
 
     with pytest.raises(ValueError, match="generator is used up after one pass"):
         _classifier().fit(one_pass(), epochs=2, verbose=0)
+
+
+def test_building_from_a_batch_source_loses_no_batch():
+    x, y = _blobs(64)
+    seen = []
+
+    class Counting(nn.Sequential):
+        def train_step(self, xb, yb):
+            seen.append(len(xb))
+            return super().train_step(xb, yb)
+
+    def make():
+        sg.seed(0)
+        model = Counting([nn.Dense(3)])
+        model.compile(optimizer="sgd", loss=losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    make().fit((b for b in [(x[:40], y[:40]), (x[40:], y[40:])]), epochs=1, verbose=0)
+    assert seen == [40, 24]
+    seen.clear()
+    loader = sg.data.DataLoader((x, y), batch_size=16)
+    make().fit(loader, epochs=2, verbose=0)
+    assert seen == [16] * 8
