@@ -5,6 +5,7 @@ One local cluster (2 CPUs, no dashboard) and one pair of places serve the whole 
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def places():
             include_dashboard=False,
             log_to_driver=False,
             object_store_memory=100 * 1024 * 1024,
-            runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
+            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
         )
     where = RayPlaces(2, timeout=60)
     yield where
