@@ -86,6 +86,9 @@ def test_fashion_quick_runs_and_shows(recipe, tmp_path, capsys):
     status, _, err = run_cli(capsys, "train", recipe, "--quick", "--quiet", "--out", run)
     assert status == 0, err
     assert 0.2 < metrics_of(run)["accuracy"] <= 1.0  # 1 epoch on 2,000 images: well above 0.1
+    # The recipe's fit options took effect: its learning rate was cosine-decayed.
+    schedule = load_model(run).optimizer.get_config()["learning_rate"]
+    assert schedule["class_name"] == "CosineDecay", schedule
     status, _, err = run_cli(capsys, "show", run)
     assert status == 0, err
     expected = "dense_weights.png" if recipe == "fashion-mlp" else "feature_maps.png"

@@ -5,7 +5,9 @@ A recipe module defines DESCRIPTION, DEFAULTS (epochs, batch_size, learning_rate
 `load_data(quick, seed)` and `build_model(learning_rate, data)`. It may define
 `batches(data, settings)`, a batch source for `Model.fit` when it does not train on the arrays
 data.x_train, data.y_train (the language models draw random text windows; they validate on
-data.x_test, data.y_test), `saved_extra(data)` for JSON to keep with the saved model (e.g. a
+data.x_test, data.y_test), `fit_options(model, data, settings)`, which may set the
+optimizer's schedule and returns extra keyword arguments for `Model.fit` (callbacks),
+`saved_extra(data)` for JSON to keep with the saved model (e.g. a
 vocabulary), and keyword options of `load_data` (e.g. `text=` for `--text FILE`), which are
 saved for `evaluate`. `train(name, ...)` here runs any of them through the same `Model.fit`
 and saves the result.
@@ -126,6 +128,7 @@ def train(
     sg_random.seed(seed)
     data, options = load_recipe_data(name, recipe, quick, seed, data_options)
     model = recipe.build_model(settings["learning_rate"], data)
+    fit_kw = recipe.fit_options(model, data, settings) if hasattr(recipe, "fit_options") else {}
     if hasattr(recipe, "batches"):
         if way is not None:
             raise ValueError(
@@ -139,6 +142,7 @@ def train(
             validation_data=(data.x_test, data.y_test),
             verbose=verbose,
             validation_batch_size=32,
+            **fit_kw,
         )
     else:
         history = model.fit(
@@ -150,6 +154,7 @@ def train(
             seed=seed,
             verbose=verbose,
             way=way,
+            **fit_kw,
         )
     metrics = test_metrics(recipe, model, data)
     extra = {

@@ -38,8 +38,7 @@ def build_model(learning_rate, data):
     return compile_classifier(model, learning_rate)
 
 
-def fit(model, data, settings, verbose=1, way=None):
-    """fashion-mlp's fit (cosine-decayed rate, last 10 % for validation), restoring the weights
-    of the best epoch."""
+def fit_options(model, data, settings):
+    """fashion-mlp's cosine-decayed rate, and the weights of the best epoch restored."""
     stop = callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True)
-    return fashion_mlp.fit(model, data, settings, verbose=verbose, way=way, callbacks=[stop])
+    return {**fashion_mlp.fit_options(model, data, settings), "callbacks": [stop]}
