@@ -30,15 +30,17 @@ def parse_options(items) -> dict:
 def way_from_args(name, places, options=None):
     """The way for `--way NAME --places N`; `options` is a dict or argparse namespace that may
     hold `way_option` (list of KEY=VALUE) and `ray` / `ray_address` (run on Ray actors)."""
-    if options is not None and not isinstance(options, dict):
-        ns = options
-        options = parse_options(getattr(ns, "way_option", None))
-        if getattr(ns, "ray", False) or getattr(ns, "ray_address", None):
-            from .places import RayPlaces
+    if options is None or isinstance(options, dict):
+        return make_way(name, places, options)
+    ns = options
+    options = parse_options(getattr(ns, "way_option", None))
+    way = make_way(name, places, options)  # a bad name or option fails before Ray starts
+    if getattr(ns, "ray", False) or getattr(ns, "ray_address", None):
+        from .places import RayPlaces
 
-            where = RayPlaces(places, address=getattr(ns, "ray_address", None))
-            return make_way(name, places, options, where=where)
-    return make_way(name, places, options)
+        where = RayPlaces(places, address=getattr(ns, "ray_address", None))
+        return make_way(name, places, options, where=where)
+    return way
 
 
 def add_way_options(parser):
