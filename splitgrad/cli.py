@@ -51,7 +51,7 @@ def cmd_train(args):
         quick=args.quick,
         way=way,
         verbose=0 if args.quiet else 1,
-        data_options={"text": args.text},
+        data_options={"text": args.text, "env": args.env},
         overwrite=args.overwrite,
     )
     _print_metrics(result["metrics"])
@@ -90,6 +90,7 @@ def build_parser():
     p.add_argument("--quick", action="store_true", help="a small, fast run (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--text", help="a UTF-8 text file to train on (word-level recipes)")
+    p.add_argument("--env", help="a gymnasium environment id (reinforcement-learning recipes)")
     p.add_argument("--way", help="split training across places (see `splitgrad ways`)")
     p.add_argument(
         "--places",

@@ -226,11 +226,6 @@ class Model(Layer):
         if validation_data is not None:
             validation_data = tuple(validation_data)[:2]
         if way is not None:
-            if not isinstance(source, ArrayBatches):
-                raise ValueError(
-                    "fit: a way of splitting training needs arrays x and y (it "
-                    "ships them to its places once), not a batch source"
-                )
             step = way.step_function(self, source)
         else:
             step = training.LocalStep(self)

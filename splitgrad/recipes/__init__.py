@@ -4,9 +4,12 @@ A recipe module defines DESCRIPTION, DEFAULTS (epochs, batch_size, learning_rate
 (overrides for a fast smoke run), TASK ("binary", "multiclass", "regression", "sequence"),
 `load_data(quick, seed)` and `build_model(learning_rate, data)`. It may define
 `batches(data, settings)`, a batch source for `Model.fit` when it does not train on the arrays
-data.x_train, data.y_train (the language models draw random text windows; they validate on
-data.x_test, data.y_test), `fit_options(model, data, settings)`, which may set the
-optimizer's schedule and returns extra keyword arguments for `Model.fit` (callbacks),
+data.x_train, data.y_train (the language models draw random text windows and validate on
+data.x_test, data.y_test when the data has them), `fit_options(model, data, settings)`, which
+may set the optimizer's schedule and returns extra keyword arguments for `Model.fit`
+(callbacks), `evaluate(model, data)` for test metrics other than the compiled loss and
+metrics on data.x_test (e.g. the mean return of a policy), `attachments(model, data, history)`
+for more files to keep in the run folder ({name: bytes}, e.g. PNG grids of samples),
 `saved_extra(data)` for JSON to keep with the saved model (e.g. a
 vocabulary), and keyword options of `load_data` (e.g. `text=` for `--text FILE`), which are
 saved for `evaluate`. `train(name, ...)` here runs any of them through the same `Model.fit`
@@ -130,18 +133,14 @@ def train(
     model = recipe.build_model(settings["learning_rate"], data)
     fit_kw = recipe.fit_options(model, data, settings) if hasattr(recipe, "fit_options") else {}
     if hasattr(recipe, "batches"):
-        if way is not None:
-            raise ValueError(
-                f"recipe {name!r} trains on random text windows, not a fixed "
-                "dataset, so it cannot be split across places (--way); use a "
-                "recipe such as digits-mlp or fashion-cnn"
-            )
+        held_out = getattr(data, "x_test", None)
         history = model.fit(
             recipe.batches(data, settings),
             epochs=settings["epochs"],
-            validation_data=(data.x_test, data.y_test),
+            validation_data=None if held_out is None else (held_out, data.y_test),
             verbose=verbose,
             validation_batch_size=32,
+            way=way,
             **fit_kw,
         )
     else:
@@ -156,7 +155,7 @@ def train(
             way=way,
             **fit_kw,
         )
-    metrics = test_metrics(recipe, model, data)
+    metrics = recipe_metrics(recipe, model, data)
     extra = {
         "recipe": name,
         "settings": settings,
@@ -174,6 +173,8 @@ def train(
         "metrics.json": json.dumps(metrics, indent=1).encode(),
         "curves.png": curves.getvalue(),
     }
+    if hasattr(recipe, "attachments"):
+        files.update(recipe.attachments(model, data, history))
     save_model(model, out, extra=extra, overwrite=overwrite, attachments=files)
     traffic = getattr(history, "traffic", None)
     return {
@@ -206,4 +207,11 @@ def evaluate(path) -> dict:
         extra.get("seed", 0),
         extra.get("data_options"),
     )
-    return {"recipe": extra["recipe"], "metrics": test_metrics(recipe, model, data)}
+    return {"recipe": extra["recipe"], "metrics": recipe_metrics(recipe, model, data)}
+
+
+def recipe_metrics(recipe, model, data) -> dict:
+    """The recipe's own `evaluate(model, data)` if it has one, else `test_metrics`."""
+    if hasattr(recipe, "evaluate"):
+        return {k: float(v) for k, v in recipe.evaluate(model, data).items()}
+    return test_metrics(recipe, model, data)

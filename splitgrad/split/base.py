@@ -141,6 +141,12 @@ class Run(StepFunction):
     """
 
     def __init__(self, way, model, source):
+        if not hasattr(source, "indices"):
+            raise ValueError(
+                f"way {way.name!r} needs arrays x and y (it ships them to its places once and "
+                "then sends row indices), not a batch source such as random text windows; "
+                "train a recipe with a fixed dataset (digits-mlp, fashion-cnn) with it"
+            )
         self.way, self.model, self.places, self.source = way, model, way.places, source
         self.x, self.y = source.x, source.y
         self.batch_size, self.seed = source.batch_size, source.seed
