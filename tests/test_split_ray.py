@@ -11,14 +11,18 @@ import numpy as np
 import pytest
 from test_split_ways import X, Y, close, fit, flat
 
+import splitgrad as sg
+from splitgrad import nn, optim
 from splitgrad.split import (
     DPSGD,
+    WAYS,
     CheckpointResume,
     DataParallel,
     Federated,
     Inline,
     PlaceUnreachable,
     RayPlaces,
+    make_way,
 )
 
 pytestmark = pytest.mark.ray
@@ -134,3 +138,39 @@ def test_move_a_run_from_inline_to_a_ray_place_mid_training(places):
     model, _ = fit(CheckpointResume(move_at=5, places=[Inline(), places]), opt="adam", batch_size=8)
     assert np.array_equal(flat(model), flat(ref))
     assert X.shape[0] == Y.shape[0]
+
+
+def _mlp():
+    sg.seed(0)
+    model = nn.Sequential([nn.Dense(256, activation="relu"), nn.Dense(10)])  # 203,530 weights
+    model.compile(
+        optimizer=optim.Adam(learning_rate=1e-3),
+        loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(WAYS))
+def test_every_way_gives_bitwise_equal_weights_on_ray_and_inline(places, name):
+    """A Ray place runs its BLAS with the driver's thread count, so products round alike and a
+    float32 MLP of 200k weights under Adam ends bitwise equal on Ray and inline."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 256)
+    weights = []
+    for where in (Inline(), places):
+        model = _mlp()
+        model.fit(
+            x, y, batch_size=64, epochs=1, seed=1, verbose=0, way=make_way(name, 2, where=where)
+        )
+        weights.append(model.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*weights)), name
+
+
+def test_ray_places_run_with_the_drivers_blas_threads_and_say_where(places):
+    from threadpoolctl import threadpool_info
+
+    mine = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    assert places.threads == mine
+    assert all(w["blas_threads"] == mine and w["pid"] for w in places.where.values())
+    assert "BLAS thread(s) each" in places.describe()

@@ -26,6 +26,7 @@ from .federated import partition as partition
 from .local_sgd import DiLoCo as DiLoCo
 from .local_sgd import LocalSGD as LocalSGD
 from .parameter_server import ParameterServer as ParameterServer
+from .places import DataLost as DataLost
 from .places import Inline as Inline
 from .places import PlaceFailure as PlaceFailure
 from .places import PlaceUnreachable as PlaceUnreachable

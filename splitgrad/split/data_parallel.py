@@ -26,6 +26,7 @@ from . import host as host_ops
 from . import replicas
 from .allreduce import AllReduce, assemble, ring_bytes, send
 from .base import Way
+from .places import DataLost
 
 
 # ----- place side ------------------------------------------------------------------------------
@@ -138,6 +139,7 @@ class DataParallel(Way):
                 h, grad, len(group) * reduce.outputs_per_worker(), jobs, *chunks
             )
         heads = reduce.run(run.traffic, produced, step)
+        self._last = (step, index)  # redone by `recover` if its all-reduce is lost
         return self._loss([heads[rank]["loss"] for rank in range(n)])
 
     def _loss(self, values):
@@ -166,9 +168,13 @@ class DataParallel(Way):
         """Restart dead places and bring every replica to the most advanced survivor's state."""
         for h in hosts:
             self.places.restart(h)
-        # The last completed step's reduced pieces outlive their places (the object store
-        # keeps them), so the survivors can still apply it.
-        self._flush(run.traffic, [h for h in range(self.places.n) if h not in hosts])
+        # The last completed step's reduced pieces usually outlive their places (the object
+        # store keeps them), so the survivors can still apply it. When a whole node died, the
+        # pieces it held died with it: then the step is done again below.
+        try:
+            self._flush(run.traffic, [h for h in range(self.places.n) if h not in hosts])
+        except DataLost:
+            self._reduce.pending = None
         slots = self.slots()
         alive = [(r, h, key) for r, (h, key) in enumerate(slots) if h not in hosts]
         if not alive:
@@ -191,6 +197,11 @@ class DataParallel(Way):
             if h in hosts or steps[[a[0] for a in alive].index(r)] < done:
                 ops.append(self.places.submit(h, host_ops.set_model, key, source, done))
         self.places.gather(ops)
+        last = getattr(self, "_last", None)
+        if done < step - 1 and last is not None and last[0] == step - 1:
+            # Nobody took the last step's update and its all-reduced pieces are gone: redo it
+            # (same dropout streams, so the same bits); its traffic crosses, and counts, again.
+            self.step(run, *last)
         return done == step
 
     def finish(self, run):

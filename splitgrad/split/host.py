@@ -19,7 +19,9 @@ accumulation and checkpoint/resume) keeps that stream across ops instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 
 import numpy as np
@@ -46,14 +48,40 @@ class Host:
     """A place's process: `call(op, *args)` runs `op(self, *args)` and times it.
 
     When the first argument names a slot that keeps its own stream, the op runs with that
-    stream as the default generator.
+    stream as the default generator. `threads` sets this process's BLAS thread count: a Ray
+    place runs with the thread count of the driver, whose process is the place on `Inline`,
+    because a product's rounding can depend on how many threads share it (so Ray and Inline
+    give bitwise-equal weights).
     """
 
-    def __init__(self):
+    def __init__(self, threads=None):
         self.slots = {}
+        self._limits = None
+        if threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            # Kept for the life of the place: the limit holds until it is restored.
+            self._limits = threadpool_limits(limits=int(threads), user_api="blas")
 
     def ping(self):
         return os.getpid()
+
+    def where(self) -> dict:
+        """This place's process, machine and (on Ray) node, and its BLAS thread count."""
+        from threadpoolctl import threadpool_info
+
+        blas = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+        node = None
+        with contextlib.suppress(Exception):  # not a Ray worker
+            import ray
+
+            node = ray.get_runtime_context().get_node_id()
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "node": node,
+            "blas_threads": max(blas, default=1),
+        }
 
     def call(self, op, *args):
         start = time.perf_counter()

@@ -20,15 +20,34 @@ from .host import Host
 
 
 class PlaceFailure(RuntimeError):
-    """A place died while running a step; `hosts` lists the dead place indices."""
+    """A place died while running a step; `hosts` lists the dead place indices, `where` what
+    is known of each (its process, machine and Ray node)."""
 
-    def __init__(self, hosts, cause=None):
+    def __init__(self, hosts, cause=None, where=None):
         self.hosts = sorted(hosts)
-        super().__init__(f"place(s) {self.hosts} died during a step: {cause!r}")
+        self.where = where or {}
+        said = "; ".join(
+            f"place {h} on {_describe(self.where[h])}" for h in self.hosts if h in self.where
+        )
+        super().__init__(
+            f"place(s) {self.hosts} died during a step"
+            + (f" ({said})" if said else "")
+            + f": {cause!r}"
+        )
+
+
+def _describe(where: dict) -> str:
+    node = f"node {where['node'][:12]}, " if where.get("node") else ""
+    return f"{node}machine {where.get('host')}, pid {where.get('pid')}"
 
 
 class PlaceUnreachable(RuntimeError):
     """A place (or cluster) did not answer within the time limit."""
+
+
+class DataLost(RuntimeError):
+    """Outputs a place had produced were lost with its node (Ray keeps large objects in the
+    object store of the node that made them), so they cannot be fetched any more."""
 
 
 class Pending:
@@ -93,6 +112,9 @@ class RayPlaces:
 
     Starts a local cluster (no dashboard) unless one is running or `address` names one.
     `timeout` bounds every wait: a place that does not answer raises PlaceUnreachable.
+    The places are spread over the cluster's nodes (Ray's SPREAD strategy). Each runs its BLAS
+    with `threads` threads, by default as many as this driver's, so that a run on Ray gives
+    the same bits as the same run inline.
     """
 
     name = "ray"
@@ -105,6 +127,7 @@ class RayPlaces:
         timeout: float = 120.0,
         object_store_mb: int = 128,
         connect_timeout: float = 10.0,
+        threads=None,
     ):
         import ray
 
@@ -129,22 +152,60 @@ class RayPlaces:
                 )
             else:
                 ray.init(address=address, log_to_driver=False)
+        self.threads = _blas_threads() if threads is None else int(threads)
         self._actor_cls = ray.remote(Host)
-        self._actors = [self._start() for _ in range(self.n)]
+        self.where = {}
+        self._actors = [self._start(h) for h in range(self.n)]
         self._wait_ready(range(self.n))
 
-    def _start(self):
-        return self._actor_cls.options(max_restarts=0).remote()
+    def _nodes(self, avoid=()):
+        """Ids of the cluster's live nodes that have CPUs, without those in `avoid`."""
+        nodes = [
+            n["NodeID"]
+            for n in self._ray.nodes()
+            if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0
+        ]
+        return [n for n in nodes if n not in avoid] or nodes
 
-    def _wait_ready(self, hosts):
-        refs = [self._actors[h].ping.remote() for h in hosts]
-        try:
-            self._ray.get(refs, timeout=self.timeout)
-        except self._ray.exceptions.GetTimeoutError:
-            raise PlaceUnreachable(
-                f"RayPlaces: {len(refs)} place(s) did not start within {self.timeout:.0f} s; "
-                "check that the cluster has free CPUs (ray status) or raise timeout="
-            ) from None
+    def _start(self, host: int, avoid=()):
+        """A new actor for place `host`, on node number `host` of the live nodes (round robin,
+        so places span the cluster's machines), avoiding the nodes in `avoid`."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = self._nodes(avoid)
+        strategy = (
+            NodeAffinitySchedulingStrategy(nodes[host % len(nodes)], soft=True)
+            if nodes
+            else "SPREAD"
+        )
+        return self._actor_cls.options(max_restarts=0, scheduling_strategy=strategy).remote(
+            self.threads
+        )
+
+    def _wait_ready(self, hosts, attempts: int = 3):
+        """Wait for the places' actors to answer; an actor that dies at once (its node was
+        just lost) is started again elsewhere, up to `attempts` times."""
+        ray = self._ray
+        for host in hosts:
+            for attempt in range(attempts):
+                try:
+                    self.where[host] = ray.get(
+                        self._actors[host].where.remote(), timeout=self.timeout
+                    )
+                    break
+                except ray.exceptions.GetTimeoutError:
+                    raise PlaceUnreachable(
+                        f"RayPlaces: place {host} did not start within {self.timeout:.0f} s; "
+                        "check that the cluster has free CPUs (ray status) or raise timeout="
+                    ) from None
+                except ray.exceptions.RayActorError as err:
+                    if attempt == attempts - 1:
+                        raise PlaceUnreachable(
+                            f"RayPlaces: place {host} died {attempts} times while starting "
+                            f"({err}); no node of the cluster can run it"
+                        ) from None
+                    gone = self.where.get(host, {}).get("node")
+                    self._actors[host] = self._start(host, avoid={gone} - {None})
 
     def host_of(self, worker: int) -> int:
         return worker % self.n
@@ -168,6 +229,14 @@ class RayPlaces:
             return ray.get([p.value for p in pendings], timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             raise PlaceUnreachable(self._silence(pendings, timeout)) from None
+        except ray.exceptions.ObjectLostError as err:
+            dead = self.dead_hosts()
+            if dead:  # lost with a place that died: the way may recover the place
+                raise PlaceFailure(dead, err, self.where) from None
+            raise DataLost(
+                f"RayPlaces: an output of a place was lost with its node ({err}); it cannot "
+                "be fetched again"
+            ) from None
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
             dead = self.dead_hosts()
             if not dead:
@@ -176,7 +245,7 @@ class RayPlaces:
             ray.wait(
                 [p.value for p in pendings], num_returns=len(pendings), timeout=min(timeout, 30.0)
             )
-            raise PlaceFailure(dead, err) from None
+            raise PlaceFailure(dead, err, self.where) from None
 
     def _silence(self, pendings, timeout):
         """The message for a wait that timed out: which places did not answer, to what."""
@@ -194,10 +263,13 @@ class RayPlaces:
         # others wait for its outputs.
         hung = sorted({p.host for p in late if has_inputs(p)}) or hosts
         ops = sorted({p.op for p in late if p.op})
+        on = "; ".join(f"place {h} on {_describe(self.where[h])}" for h in hung if h in self.where)
         return (
             f"RayPlaces: place(s) {hung} did not answer within the time limit of "
-            f"{timeout:g} s (waiting for op(s) {ops} on places {hosts}); a place is hung "
-            "or its machine is gone. Raise RayPlaces(timeout=...) if steps are that slow."
+            f"{timeout:g} s (waiting for op(s) {ops} on places {hosts}"
+            + (f"; {on}" if on else "")
+            + "); a place is hung or its machine is gone. Raise RayPlaces(timeout=...) if "
+            "steps are that slow."
         )
 
     def busy(self, pendings):
@@ -231,10 +303,12 @@ class RayPlaces:
         self._actors[host].call.options(num_returns=2).remote(host_ops.stall, seconds)
 
     def restart(self, host: int):
-        """Replace a dead place with a fresh actor; its state must be restored by the way."""
+        """Replace a dead place with a fresh actor, away from the node it died on when another
+        one can take it; its state must be restored by the way."""
         with contextlib.suppress(Exception):  # already gone is fine
             self._ray.kill(self._actors[host], no_restart=True)
-        self._actors[host] = self._start()
+        gone = self.where.get(host, {}).get("node")
+        self._actors[host] = self._start(host, avoid={gone} - {None})
         self._wait_ready([host])
 
     def reset(self):
@@ -246,7 +320,16 @@ class RayPlaces:
         self._actors = []
 
     def describe(self) -> str:
-        return f"ray ({self.n} actors)"
+        nodes = len({w.get("node") for w in self.where.values()})
+        return f"ray ({self.n} actors on {nodes} node(s), {self.threads} BLAS thread(s) each)"
+
+
+def _blas_threads() -> int:
+    """This process's BLAS thread count (the most of any BLAS library loaded)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts, default=1)
 
 
 def _check_reachable(address: str, timeout: float):
