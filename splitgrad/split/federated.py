@@ -10,11 +10,13 @@ given; `local_batch_size=None` means one full-batch step per local epoch.
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 import numpy as np
 
 from ..data import batch_order
+from ..layers.layer import generators
 from . import host as host_ops
 from . import replicas, robust
 from .base import Way
@@ -47,28 +49,44 @@ def partition(y, clients: int, how: str = "iid", alpha: float = 0.5, seed: int =
 
 
 # ----- place side ------------------------------------------------------------------------------
-def setup_client(host, key, spec, x, y, index):
-    """Provision client `key` with its own rows; it keeps the pristine replica spec (fresh
-    optimizer state) to start every round from."""
-    host_ops.setup(host, key, spec, x, y, index)
-    host.slots[key].state["template"] = spec
+# Clients exist only while they are sampled (as in Flower's simulation): a place keeps ONE
+# working replica and the rows of the data, and each client it hosts trains on that replica
+# in turn, from the global weights and a fresh optimizer, on its own rows. Memory grows with
+# the places, not with the clients.
+PLACE = "fed"  # the slot that holds a place's working replica and data
 
 
-def client_round(host, key, weights, epochs, batch_size, mu, seed, noise):
-    """Place op: train a fresh copy of the client model from `weights` on the client's own
-    data (dropout from the stream seeded by `noise`; FedProx adds μ/2·‖w − w_global‖²).
-    Returns (Δ = w_local − w_global, n_k, mean loss); the data itself never leaves."""
-    slot = host.slots[key]
-    model = replicas.unpack(slot.state["template"])
+def setup_place(host, spec, x, y):
+    """Place op: the working replica and the data; remembers the fresh optimizer state and
+    generator states every client starts from."""
+    host_ops.setup(host, PLACE, spec, x, y)
+    slot = host.slots[PLACE]
+    slot.state["fresh"] = {
+        "optimizer": copy.deepcopy(slot.model.optimizer.state_dict()),
+        "generators": {k: g.bit_generator.state for k, g in generators(slot.model).items()},
+    }
+
+
+def client_round(host, index, weights, epochs, batch_size, mu, seed, noise):
+    """Place op: one client's local training. The working replica starts from `weights` with
+    a fresh optimizer and trains on the client's rows `index` (dropout from the stream seeded
+    by `noise`; FedProx adds μ/2·‖w − w_global‖²). Returns (Δ = w_local − w_global, n_k, mean
+    loss); the data itself never leaves."""
+    slot = host.slots[PLACE]
+    model, fresh = slot.model, slot.state["fresh"]
+    model.optimizer.load_state_dict(copy.deepcopy(fresh["optimizer"]))
+    for key, gen in generators(model).items():
+        gen.bit_generator.state = fresh["generators"][key]
     replicas.set_flat(model, weights)
-    n = len(slot.x)
+    x, y = slot.x[index], slot.y[index]
+    n = len(index)
     bs = n if batch_size is None else int(batch_size)
     penalty = replicas.proximal(weights, mu) if mu else None
     losses = []
     with replicas.rng_scope(replicas.key_state(noise)):
         for epoch in range(epochs):
             for idx in batch_order(n, bs, bs < n, seed, epoch):
-                losses.append(replicas.train_step(model, slot.x[idx], slot.y[idx], penalty))
+                losses.append(replicas.train_step(model, x[idx], y[idx], penalty))
     return replicas.get_flat(model) - weights, n, float(np.mean(losses))
 
 
@@ -140,29 +158,19 @@ class Federated(Way):
 
     def setup(self, run):
         self._parts = partition(run.y, self.clients, self.partition, self.alpha, self.seed)
+        self._pool = np.flatnonzero([len(p) for p in self._parts])  # clients that own rows
         self._spec = self.places.put(run.spec())
-        self._setup_clients(run, range(self.clients))
+        self._setup_places(run, range(self.places.n))
         self.rounds = []
         self._logs = {}
 
-    def _setup_clients(self, run, ks):
-        x_ref, y_ref = run.data_refs()
+    def _setup_places(self, run, hosts):
         # Provisioning: in a real federation each client already holds its rows. It is not a
         # message of the training protocol, so it is not counted as traffic.
-        ops = [
-            self.places.submit(
-                self.places.host_of(k),
-                setup_client,
-                f"c{k}",
-                self._spec,
-                x_ref,
-                y_ref,
-                self._parts[k],
-            )
-            for k in ks
-            if len(self._parts[k])
-        ]
-        self.places.gather(ops)
+        x_ref, y_ref = run.data_refs()
+        self.places.gather(
+            [self.places.submit(h, setup_place, self._spec, x_ref, y_ref) for h in hosts]
+        )
 
     def batches(self, run, epoch):
         return [epoch]  # one round per epoch
@@ -175,9 +183,7 @@ class Federated(Way):
         data again; the round is redone from the last completed global weights."""
         for h in hosts:
             self.places.restart(h)
-        self._setup_clients(
-            run, [k for k in range(self.clients) if self.places.host_of(k) in hosts]
-        )
+        self._setup_places(run, hosts)
         return False
 
     def epoch_logs(self, run):
@@ -189,7 +195,7 @@ class Federated(Way):
     def sample(self, r: int):
         """(sampled, dropped) client ids of round r; depends only on (seed, r)."""
         rng = np.random.default_rng([self.seed, r])
-        pool = [k for k in range(self.clients) if len(self._parts[k])]
+        pool = self._pool
         m = max(1, round(self.fraction * len(pool)))
         chosen = sorted(int(k) for k in rng.choice(pool, size=m, replace=False))
         gone = rng.random(m) < self.dropout
@@ -209,7 +215,7 @@ class Federated(Way):
                 self.places.submit(
                     self.places.host_of(k),
                     client_round,
-                    f"c{k}",
+                    self._parts[k],
                     w_ref,
                     self.local_epochs,
                     self._local_bs(run),
