@@ -431,3 +431,73 @@ def test_an_option_a_way_does_not_read_is_an_error():
     for name in WAYS:
         with pytest.raises(ValueError, match="has no option 'bogus'"):
             make_way(name, 2, {"bogus": 1})
+
+
+# ----- server optimizers and client evaluation (federated) ---------------------------------------
+@pytest.mark.parametrize(
+    "neutral, tol",
+    [
+        ({"server_optimizer": "fedavgm", "server_momentum": 0.0}, 0.0),
+        (
+            {
+                "server_optimizer": "fedadam",
+                "server_beta_1": 0.0,
+                "server_beta_2": 1.0,
+                "server_tau": 1.0,
+            },
+            0.0,
+        ),
+        (
+            {
+                "server_optimizer": "fedyogi",
+                "server_beta_1": 0.0,
+                "server_beta_2": 1.0,
+                "server_tau": 1.0,
+            },
+            0.0,
+        ),
+        ({"server_optimizer": "fedadagrad", "server_lr": 1e30, "server_tau": 1e30}, 1e-12),
+    ],
+)
+def test_each_server_optimizer_at_its_neutral_setting_equals_fedavg(neutral, tol):
+    kw = {"clients": 4, "local_batch_size": 6, "seed": 1}
+    ref, _ = fit(Federated(**kw), epochs=3)
+    model, _ = fit(Federated(**kw, **neutral), epochs=3)
+    np.testing.assert_allclose(flat(model), flat(ref), rtol=tol, atol=tol)
+    moving, _ = fit(Federated(**kw, server_optimizer=neutral["server_optimizer"]), epochs=3)
+    assert not np.allclose(flat(moving), flat(ref))  # the real settings do something else
+
+
+def test_server_adam_follows_its_formula():
+    from splitgrad.split.server_optim import ServerOptimizer
+
+    opt = ServerOptimizer("fedadam", lr=0.1, beta_1=0.9, beta_2=0.99, tau=1e-3)
+    w, d1, d2 = np.zeros(2), np.array([1.0, -2.0]), np.array([0.5, 0.5])
+    w1 = opt.step(w, d1)
+    m, v = 0.1 * d1, 0.01 * d1**2
+    np.testing.assert_allclose(w1, 0.1 * m / (np.sqrt(v) + 1e-3))
+    w2 = opt.step(w1, d2)
+    m, v = 0.9 * m + 0.1 * d2, 0.99 * v + 0.01 * d2**2
+    np.testing.assert_allclose(w2, w1 + 0.1 * m / (np.sqrt(v) + 1e-3))
+    with pytest.raises(ValueError, match="server optimizer must be one of"):
+        ServerOptimizer("fedsgd")
+
+
+def test_clients_evaluate_the_global_model_on_their_held_out_rows():
+    model = make_model()
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+    history = model.fit(
+        X,
+        Y,
+        batch_size=6,
+        epochs=2,
+        seed=3,
+        verbose=0,
+        way=Federated(clients=4, client_eval=0.25, seed=1),
+    )
+    h = history.history
+    for key in ("client_val_loss", "client_val_accuracy", "client_val_accuracy_std"):
+        assert len(h[key]) == 2 and all(np.isfinite(h[key])), key
+    assert all(0.0 <= a <= 1.0 for a in h["client_val_accuracy"])
+    # The held-out rows train nobody: each client trains on 75 % of its 12 rows.
+    assert history.traffic["client_sizes"] == [9, 9, 9, 9]

@@ -2,8 +2,11 @@
 
 Each round the server samples a fraction of the K clients (seeded), sends them the global
 weights, and each trains locally on data that never leaves it, returning Δ_k and its sample
-count n_k. The server sets w ← w + Σ n_k Δ_k / Σ n_k (or a robust aggregate, #5). Clients may
-drop out (left out and reported). Clients are logical: many live on one place.
+count n_k. The server sets w ← w + Σ n_k Δ_k / Σ n_k (or a robust aggregate, #5), or takes a
+step of a server optimizer with that update (FedAvgM, FedAdam, FedYogi, FedAdagrad:
+server_optim.py). With `client_eval`, each client keeps that share of its rows and evaluates
+the global weights on them when sampled; the round reports the weighted mean and the spread.
+Clients may drop out (left out and reported). Clients are logical: many live on one place.
 One `fit` epoch = one round. Clients train with fit's batch_size unless `local_batch_size` is
 given; `local_batch_size=None` means one full-batch step per local epoch.
 """
@@ -20,6 +23,7 @@ from ..layers.layer import generators
 from . import host as host_ops
 from . import replicas, robust
 from .base import Way
+from .server_optim import ServerOptimizer
 
 
 def partition(y, clients: int, how: str = "iid", alpha: float = 0.5, seed: int = 0) -> list:
@@ -67,17 +71,24 @@ def setup_place(host, spec, x, y):
     }
 
 
-def client_round(host, index, weights, epochs, batch_size, mu, seed, noise):
+def client_round(host, index, weights, epochs, batch_size, mu, seed, noise, held_out=None):
     """Place op: one client's local training. The working replica starts from `weights` with
     a fresh optimizer and trains on the client's rows `index` (dropout from the stream seeded
-    by `noise`; FedProx adds μ/2·‖w − w_global‖²). Returns (Δ = w_local − w_global, n_k, mean
-    loss); the data itself never leaves."""
+    by `noise`; FedProx adds μ/2·‖w − w_global‖²). With `held_out` rows the client first
+    evaluates the global weights on them. Returns (Δ = w_local − w_global, n_k, mean loss,
+    the evaluation or None); the data itself never leaves."""
     slot = host.slots[PLACE]
     model, fresh = slot.model, slot.state["fresh"]
     model.optimizer.load_state_dict(copy.deepcopy(fresh["optimizer"]))
     for key, gen in generators(model).items():
         gen.bit_generator.state = fresh["generators"][key]
     replicas.set_flat(model, weights)
+    scores = None
+    if held_out is not None and len(held_out):
+        scores = model.evaluate(
+            slot.x[held_out], slot.y[held_out], batch_size=256, return_dict=True
+        )
+        scores["n"] = len(held_out)
     x, y = slot.x[index], slot.y[index]
     n = len(index)
     bs = n if batch_size is None else int(batch_size)
@@ -87,7 +98,7 @@ def client_round(host, index, weights, epochs, batch_size, mu, seed, noise):
         for epoch in range(epochs):
             for idx in batch_order(n, bs, bs < n, seed, epoch):
                 losses.append(replicas.train_step(model, x[idx], y[idx], penalty))
-    return replicas.get_flat(model) - weights, n, float(np.mean(losses))
+    return replicas.get_flat(model) - weights, n, float(np.mean(losses)), scores
 
 
 # ----- driver side -----------------------------------------------------------------------------
@@ -110,6 +121,13 @@ class Federated(Way):
         "aggregator": "mean",
         "poisoned": 0,
         "seed": 0,
+        "server_optimizer": "fedavg",
+        "server_lr": 1.0,
+        "server_momentum": 0.9,
+        "server_beta_1": 0.9,
+        "server_beta_2": 0.99,
+        "server_tau": 1e-3,
+        "client_eval": 0.0,
     }
     note = (
         "one round per epoch: sampled clients train from the global weights with a fresh "
@@ -131,9 +149,25 @@ class Federated(Way):
         poisoned: int = 0,
         trim: float = 0.1,
         seed: int = 0,
+        server_optimizer: str = "fedavg",
+        server_lr: float = 1.0,
+        server_momentum: float = 0.9,
+        server_beta_1: float = 0.9,
+        server_beta_2: float = 0.99,
+        server_tau: float = 1e-3,
+        client_eval: float = 0.0,
         places=None,
     ):
         super().__init__(places)
+        if not 0.0 <= client_eval < 1.0:
+            raise ValueError(
+                f"Federated: client_eval (the share of each client's rows kept "
+                f"for evaluation) must be in [0, 1), got {client_eval!r}"
+            )
+        self.client_eval = float(client_eval)
+        self.server = ServerOptimizer(
+            server_optimizer, server_lr, server_momentum, server_beta_1, server_beta_2, server_tau
+        )
         if not 0.0 < fraction <= 1.0 or not 0.0 <= dropout < 1.0:
             raise ValueError(
                 f"Federated: fraction must be in (0, 1] and dropout in [0, 1), got "
@@ -158,6 +192,14 @@ class Federated(Way):
 
     def setup(self, run):
         self._parts = partition(run.y, self.clients, self.partition, self.alpha, self.seed)
+        self._held_out = [None] * self.clients
+        if self.client_eval:  # each client keeps its last rows (seeded order) for evaluation
+            rng = np.random.default_rng([self.seed, 11])
+            for k, part in enumerate(self._parts):
+                part = rng.permutation(part)
+                keep = len(part) - int(len(part) * self.client_eval)
+                self._parts[k], self._held_out[k] = np.sort(part[:keep]), np.sort(part[keep:])
+        self.server.m = self.server.v = None
         self._pool = np.flatnonzero([len(p) for p in self._parts])  # clients that own rows
         self._spec = self.places.put(run.spec())
         self._setup_places(run, range(self.places.n))
@@ -222,20 +264,25 @@ class Federated(Way):
                     self.mu,
                     [self.seed, r, k],
                     replicas.noise_key(run.noise_seed, k, r),
+                    self._held_out[k],
                 )
             )
         values = run.gather(ops, [f"client{k}" for k in active])
-        deltas, counts, losses = [], [], []
-        for k, (delta, n_k, loss) in zip(active, values):
+        deltas, counts, losses, scores = [], [], [], []
+        for k, (delta, n_k, loss, score) in zip(active, values):
             if k < self.poisoned:
                 delta = robust.hostile_update(delta.size, delta.dtype, [self.seed, r, k, 1])
             traffic.record("weights", f"client{k}", "server", payload=delta)
             traffic.record("counts", f"client{k}", "server", payload=n_k)
+            if score is not None:
+                traffic.record("counts", f"client{k}", "server", payload=score)
+                scores.append(score)
             deltas.append(delta)
             counts.append(n_k)
             losses.append(loss)
         if active:
-            replicas.set_flat(model, w + self.aggregate(np.stack(deltas), np.asarray(counts)))
+            update = self.aggregate(np.stack(deltas), np.asarray(counts))
+            replicas.set_flat(model, self.server.step(w, update))
         self.rounds.append(
             {
                 "round": r,
@@ -244,7 +291,11 @@ class Federated(Way):
                 "poisoned": [k for k in active if k < self.poisoned],
             }
         )
-        self._logs = {"clients": float(len(active)), "dropped": float(len(dropped))}
+        self._logs = {
+            "clients": float(len(active)),
+            "dropped": float(len(dropped)),
+            **_client_scores(scores),
+        }
         return float(np.average(losses, weights=counts)) if active else float("nan")
 
     def aggregate(self, deltas: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -267,6 +318,21 @@ class Federated(Way):
             "client_sizes": [len(p) for p in self._parts],
             "dropped_total": sum(len(r["dropped"]) for r in self.rounds),
         }
+
+
+def _client_scores(scores) -> dict:
+    """The clients' evaluations of the global weights: weighted mean (by their held-out rows)
+    and spread (standard deviation across clients) of each quantity."""
+    if not scores:
+        return {}
+    n = np.array([s["n"] for s in scores], dtype=np.float64)
+    out = {}
+    for key in scores[0]:
+        if key != "n":
+            values = np.array([s[key] for s in scores])
+            out[f"client_val_{key}"] = float(np.average(values, weights=n))
+            out[f"client_val_{key}_std"] = float(values.std())
+    return out
 
 
 class FedProx(Federated):

@@ -17,6 +17,7 @@ import copy
 
 import numpy as np
 
+from .. import metrics as metrics_mod
 from .. import random as sg_random
 from ..layers.layer import generators
 from ..tensor import Tensor
@@ -195,6 +196,7 @@ def pack(model, sample) -> dict:
         "opt_config": opt.get_config(),
         "opt_state": opt.state_dict() if getattr(opt, "built", True) else None,
         "loss": copy.deepcopy(model.loss),
+        "metrics": [metrics_mod.to_spec(m) for m in getattr(model, "metric_specs", [])],
         "layer_rngs": {k: g.bit_generator.state for k, g in generators(model).items()},
     }
 
@@ -213,6 +215,8 @@ def unpack(spec: dict):
     if spec["opt_state"] is not None:
         opt.load_state_dict(copy.deepcopy(spec["opt_state"]))
     twin.optimizer, twin.loss = opt, copy.deepcopy(spec["loss"])
+    twin.metric_specs = list(spec.get("metrics", []))
+    twin.metrics = metrics_mod.get_list(twin.metric_specs, twin.loss)
     for key, gen in generators(twin).items():
         gen.bit_generator.state = copy.deepcopy(spec["layer_rngs"][key])
     return twin
