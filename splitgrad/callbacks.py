@@ -75,10 +75,10 @@ def _format_logs(logs):
 
 class ProgressBar(Callback):
     """A tqdm bar per epoch with the running loss and metrics (verbose=1), or one line per
-    epoch (verbose=2)."""
+    epoch (verbose=2). `label` names the epoch ("Round" for federated learning)."""
 
-    def __init__(self, verbose=1, steps=None, epochs=None):
-        self.verbose, self.steps, self.epochs = verbose, steps, epochs
+    def __init__(self, verbose=1, steps=None, epochs=None, label="Epoch"):
+        self.verbose, self.steps, self.epochs, self.label = verbose, steps, epochs, label
         self.bar = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -87,7 +87,7 @@ class ProgressBar(Callback):
 
             self.bar = tqdm(
                 total=self.steps,
-                desc=f"Epoch {epoch + 1}/{self.epochs}",
+                desc=f"{self.label} {epoch + 1}/{self.epochs}",
                 unit="batch",
                 leave=True,
                 dynamic_ncols=True,
@@ -106,7 +106,7 @@ class ProgressBar(Callback):
             self.bar.close()
             self.bar = None
         elif self.verbose == 2:
-            print(f"Epoch {epoch + 1}/{self.epochs} - {text}", flush=True)
+            print(f"{self.label} {epoch + 1}/{self.epochs} - {text}", flush=True)
 
 
 def _monitor_mode(monitor, mode):

@@ -27,7 +27,8 @@ def cmd_list(args):
 
 
 def _print_metrics(metrics):
-    print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in numbers.items()))
 
 
 def cmd_train(args):

@@ -17,9 +17,13 @@ def _pyplot():
 def plot_history(history: dict, path, title="training"):
     """One panel per quantity (loss, accuracy, ...), training and validation curves together.
 
-    `path` is a file name or a binary file object (PNG either way); returns it."""
+    `path` is a file name or a binary file object (PNG either way); returns it. Quantities
+    that never change (e.g. the clients taking part in every federated round) get no panel,
+    unless nothing else is left to show."""
     plt = _pyplot()
     names = [k for k in history if not k.startswith("val_")]
+    changing = [k for k in names if len(set(history[k])) > 1 or f"val_{k}" in history]
+    names = changing or names
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
         epochs = range(1, len(history[name]) + 1)

@@ -27,9 +27,12 @@ class StepFunction:
     `begin(epochs)` before the first epoch; `batches(source, epoch)` is what one epoch feeds to
     `__call__` (by default the source's batches); `__call__(batch) -> (examples, loss)`;
     `logs()` the running values to show besides the loss (e.g. accuracy so far this epoch);
+    `label` what one epoch is called in the progress output ("Round" for federated learning);
     `end_epoch(epoch)` returns extra logs for the epoch (called before validation, so a way
     brings its weights home first); `end(history)` after the last epoch.
     """
+
+    label = "Epoch"
 
     def begin(self, epochs):
         pass
@@ -90,7 +93,7 @@ def run(
     except TypeError:
         steps = None  # an unsized source: the bar counts without a total
     history = cbks.History()
-    progress = [cbks.ProgressBar(verbose, steps, epochs)] if verbose else []
+    progress = [cbks.ProgressBar(verbose, steps, epochs, step.label)] if verbose else []
     cb = cbks.CallbackList([history, *progress, *(callbacks or [])], model)
     model.stop_training = False
     model.history = history

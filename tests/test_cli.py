@@ -235,3 +235,14 @@ def test_a_split_run_prints_what_crossed_once(tmp_path, capsys):
         assert cli.main([*args, out, *quiet]) == 0
         printed = capsys.readouterr().out
         assert printed.count("B crossed") == 1, printed
+
+
+def test_a_split_run_keeps_its_traffic_in_metrics_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "digits-mlp", "--quick", "--quiet", "--way", "dp-sgd", "--out", str(out)]
+    assert cli.main(args) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    split = saved["split"]
+    assert split["way"] == "dp-sgd" and split["total_bytes"] == split["textbook_bytes"] > 0
+    assert split["epsilon"] > 0 and split["delta"] == 1e-5 and split["steps"] > 0
+    assert "accuracy" in saved and "ε" in capsys.readouterr().out

@@ -168,15 +168,19 @@ def train(
         extra.update(recipe.saved_extra(data))
     curves = io.BytesIO()
     plot_history(history.history, curves, title=name)
+    traffic = getattr(history, "traffic", None)
+    if traffic is not None:  # a split run: what crossed, its formula, recoveries, privacy
+        from ..split.accounting import summary
+
+        metrics = {**metrics, "split": summary(traffic)}
     files = {
         "history.json": json.dumps(history.history, indent=1).encode(),
-        "metrics.json": json.dumps(metrics, indent=1).encode(),
+        "metrics.json": json.dumps(metrics, indent=1, default=float).encode(),
         "curves.png": curves.getvalue(),
     }
     if hasattr(recipe, "attachments"):
         files.update(recipe.attachments(model, data, history))
     save_model(model, out, extra=extra, overwrite=overwrite, attachments=files)
-    traffic = getattr(history, "traffic", None)
     return {
         "recipe": name,
         "out": str(out),

@@ -106,4 +106,30 @@ def format_report(r: dict) -> str:
             f"; privacy spent ε = {r['epsilon']:.3g} at δ = {r['delta']:g} (σ "
             f"{r['noise_multiplier']:g}, q {r['sample_rate']:.3g}, {r['steps']} steps)"
         )
+    for event in r.get("recoveries", []):  # places that died and were brought back
+        unit = "round" if "round" in event else "step"
+        line += f"; place(s) {event['places']} died at {unit} {event[unit]} and were restored"
     return line
+
+
+def summary(r: dict) -> dict:
+    """What a run folder's metrics.json keeps of a `Traffic.report()`: the figures people
+    compare (bytes against the formula, messages, steps, wall time, recoveries, privacy)."""
+    keep = (
+        "way",
+        "total_bytes",
+        "textbook_bytes",
+        "bytes",
+        "messages",
+        "steps",
+        "wall_s",
+        "recoveries",
+        "epsilon",
+        "delta",
+        "noise_multiplier",
+        "sample_rate",
+        "workers",
+        "clients",
+        "dropped_total",
+    )
+    return {k: r[k] for k in keep if k in r}

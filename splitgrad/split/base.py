@@ -148,6 +148,7 @@ class Run(StepFunction):
                 "train a recipe with a fixed dataset (digits-mlp, fashion-cnn) with it"
             )
         self.way, self.model, self.places, self.source = way, model, way.places, source
+        self.label = way.unit.capitalize() if way.unit != "step" else "Epoch"
         self.x, self.y = source.x, source.y
         self.batch_size, self.seed = source.batch_size, source.seed
         self.traffic = Traffic(way.name, keep_payloads=way.keep_payloads)
