@@ -501,3 +501,46 @@ def test_clients_evaluate_the_global_model_on_their_held_out_rows():
     assert all(0.0 <= a <= 1.0 for a in h["client_val_accuracy"])
     # The held-out rows train nobody: each client trains on 75 % of its 12 rows.
     assert history.traffic["client_sizes"] == [9, 9, 9, 9]
+
+
+def test_compare_to_the_same_budget_counts_steps_and_rounds(tmp_path):
+    def build(quick, seed):
+        class Data:
+            x_train, y_train, x_test, y_test = X, Y, X, Y
+
+        model = make_model(dropout=0.0)
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+        return model, Data
+
+    rows = compare(
+        build,
+        places=2,
+        out=tmp_path,
+        batch_size=16,
+        verbose=False,
+        ways=["data-parallel", "federated"],
+        budget_steps=4,
+    )
+    assert [(r["steps"], r["unit"]) for r in rows] == [(4, "step"), (4, "step"), (4, "round")]
+    assert "4 optimizer steps each" in (tmp_path / "compare.md").read_text()
+    rows = compare(
+        build,
+        places=2,
+        out=tmp_path,
+        batch_size=16,
+        verbose=False,
+        ways=["data-parallel"],
+        target_accuracy=0.5,
+        max_epochs=30,
+    )
+    assert all(r["reached"] for r in rows) and all(r["epochs"] < 30 for r in rows)
+    assert "| steps |" in (tmp_path / "compare.md").read_text()
+
+
+def test_ray_places_default_to_one_actor_per_core():
+    import os
+
+    from splitgrad.split.places import actors_for
+
+    cores = os.cpu_count() or 1
+    assert actors_for(10) == min(10, cores) and actors_for(1) == 1

@@ -36,9 +36,10 @@ def way_from_args(name, places, options=None):
     options = parse_options(getattr(ns, "way_option", None))
     way = make_way(name, places, options)  # a bad name or option fails before Ray starts
     if getattr(ns, "ray", False) or getattr(ns, "ray_address", None):
-        from .places import RayPlaces
+        from .places import RayPlaces, actors_for
 
-        where = RayPlaces(places, address=getattr(ns, "ray_address", None))
+        actors = getattr(ns, "ray_actors", None) or actors_for(places)
+        where = RayPlaces(actors, address=getattr(ns, "ray_address", None))
         return make_way(name, places, options, where=where)
     return way
 
@@ -53,10 +54,24 @@ def add_way_options(parser):
     )
     parser.add_argument("--ray", action="store_true", help="run the places as Ray actors")
     parser.add_argument("--ray-address", help="join this Ray cluster instead of a local one")
+    parser.add_argument(
+        "--ray-actors",
+        type=int,
+        metavar="N",
+        help="Ray actors to host the places (default: one per core, at most one per place)",
+    )
 
 
 def cmd_ways(args):
     print_ways()
+
+
+def parse_budget(text):
+    """`steps=N` → N (for --budget)."""
+    key, _, value = str(text).partition("=")
+    if key != "steps" or not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--budget expects steps=N with N a positive integer, got {text!r}")
+    return int(value)
 
 
 def cmd_compare(args):
@@ -68,6 +83,8 @@ def cmd_compare(args):
         out=args.out,
         ray=args.ray,
         ways=args.ways.split(",") if args.ways else None,
+        budget_steps=parse_budget(args.budget) if args.budget else None,
+        target_accuracy=args.target_accuracy,
     )
 
 
@@ -83,4 +100,16 @@ def add_cli(subparsers):
     p.add_argument("--out", default="runs/compare", help="folder for compare.md and .png")
     p.add_argument("--ray", action="store_true", help="run the places as Ray actors")
     p.add_argument("--ways", help="comma-separated subset of ways")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--budget",
+        metavar="steps=N",
+        help="train every run for N optimizer steps (N rounds if federated)",
+    )
+    budget.add_argument(
+        "--target-accuracy",
+        type=float,
+        metavar="A",
+        help="train every run until its test accuracy reaches A",
+    )
     p.set_defaults(func=cmd_compare)

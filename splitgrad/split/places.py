@@ -12,6 +12,7 @@ is shared by accident. No scheduler or RPC layer of our own: Ray does the transp
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 
@@ -322,6 +323,12 @@ class RayPlaces:
     def describe(self) -> str:
         nodes = len({w.get("node") for w in self.where.values()})
         return f"ray ({self.n} actors on {nodes} node(s), {self.threads} BLAS thread(s) each)"
+
+
+def actors_for(places: int) -> int:
+    """How many Ray actors host `places` logical places by default: one per core of this
+    machine, at most one per place (many logical workers or clients share an actor)."""
+    return max(1, min(int(places), os.cpu_count() or 1))
 
 
 def _blas_threads() -> int:
