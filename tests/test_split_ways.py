@@ -262,7 +262,9 @@ def test_poisoned_federated_run_survives_with_median_not_with_mean():
 # ----- #6 DP-SGD --------------------------------------------------------------------------------
 def test_dp_sgd_without_noise_or_clipping_is_sgd():
     ref, _ = fit(batch_size=16)
-    model, history = fit(DPSGD(clip=None, noise_multiplier=0.0, workers=2), batch_size=16)
+    # fit's own batches (the default draws Poisson samples, which a plain run does not).
+    way = DPSGD(clip=None, noise_multiplier=0.0, workers=2, sampling="shuffle")
+    model, history = fit(way, batch_size=16)
     close(model, ref)
     assert history.traffic["noise_multiplier"] == 0.0 and history.traffic["steps"] == 6
     assert history.traffic["epsilon"] == math.inf  # no clipping and no noise: no privacy
@@ -273,7 +275,9 @@ def test_dp_sgd_clips_every_example_and_reports_the_budget_inputs():
     t = history.traffic
     assert 0 < t["max_clipped_norm"] <= 0.05
     assert t["noise_multiplier"] == 1.1 and t["sample_rate"] == 16 / 48 and t["steps"] == 6
-    assert t["delta"] == 1e-5 and t["epsilon"] == privacy.epsilon(16 / 48, 1.1, 6, 1e-5)[0]
+    assert t["delta"] == 1e-5 and t["sampling"] == "poisson"
+    assert t["epsilon"] == privacy.epsilon(16 / 48, 1.1, 6, 1e-5, "tight")[0]
+    assert t["epsilon_classic"] == privacy.epsilon(16 / 48, 1.1, 6, 1e-5)[0] > t["epsilon"]
     assert 0 < t["epsilon"] < math.inf
 
 
@@ -544,3 +548,36 @@ def test_ray_places_default_to_one_actor_per_core():
 
     cores = os.cpu_count() or 1
     assert actors_for(10) == min(10, cores) and actors_for(1) == 1
+
+
+def test_dp_sgd_draws_poisson_batches():
+    import types
+
+    way = DPSGD(clip=0.5, noise_multiplier=0.0, seed=4)
+    run = types.SimpleNamespace(x=X, batch_size=16, source=[0, 1, 2])  # 3 batches an epoch
+    epochs = [way.batches(run, e) for e in range(300)]
+    sizes = [len(b) for batches in epochs for b in batches]
+    assert all(len(batches) == 3 for batches in epochs) and len(set(sizes)) > 5
+    assert abs(np.mean(sizes) - 16) < 0.5  # each row joins with probability 16/48
+    assert all(np.array_equal(a, b) for a, b in zip(epochs[7], way.batches(run, 7)))
+    _, history = fit(way, batch_size=16, epochs=3)
+    assert history.traffic["steps"] == 9 and history.traffic["sampling"] == "poisson"
+
+
+def test_dp_sgd_finds_the_noise_for_a_target_epsilon():
+    way = DPSGD(clip=1.0, target_epsilon=2.0, delta=1e-5)
+    _, history = fit(way, batch_size=16, epochs=2)
+    t = history.traffic
+    assert t["epsilon"] <= 2.0 and t["epsilon"] > 1.9  # the smallest σ that stays within it
+    sigma = privacy.noise_for(2.0, 16 / 48, 6, 1e-5)
+    assert t["noise_multiplier"] == sigma
+
+
+def test_tight_conversion_follows_balle_et_al():
+    q, sigma, steps, delta = 0.01, 1.0, 1000, 1e-5
+    tight, order = privacy.epsilon(q, sigma, steps, delta, "tight")
+    rdp = steps * privacy.rdp_step(q, sigma, order)
+    by_hand = (
+        rdp + math.log((order - 1) / order) - (math.log(delta) + math.log(order)) / (order - 1)
+    )
+    assert tight == pytest.approx(by_hand) and tight < privacy.epsilon(q, sigma, steps, delta)[0]

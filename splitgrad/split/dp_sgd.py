@@ -3,7 +3,10 @@
 Each example's gradient is clipped to L2 norm ≤ C, the clipped gradients are summed, Gaussian
 noise N(0, (σC)²) is added once per step (by worker 0), and the sum is divided by the batch
 size B; the workers then all-reduce and step as in #1. σ = 0 with no clipping = plain SGD.
-The report includes the privacy spent, ε for the chosen δ, by Rényi-DP accounting (privacy.py).
+Batches are drawn by Poisson sampling (each example with probability B/n), as the privacy
+analysis assumes; `sampling="shuffle"` uses fit's batches instead. `target_epsilon` sets σ
+for the planned run. The report includes the privacy spent, ε for the chosen δ, by Rényi-DP
+accounting with both conversions (privacy.py).
 
 Per-example gradients come from one batched pass when every trainable weight of the model sits
 in a layer that offers the per-example hook (layers/per_example.py: Dense does) and the loss is
@@ -21,7 +24,7 @@ from ..losses import Loss
 from ..model import Model
 from . import replicas
 from .data_parallel import DataParallel
-from .privacy import check_delta, epsilon
+from .privacy import check_delta, epsilon, noise_for
 
 EPS = 1e-6  # Opacus' factor: the clipped norm is strictly below C
 
@@ -115,7 +118,14 @@ class DPSGD(DataParallel):
     number, cut, crosses = 6, "trust", "as #1, clipped and noised"
     formula = "as #1"
     checks = "sigma 0 and no clipping = SGD; clipped norms <= C"
-    options: ClassVar[dict] = {"clip": 1.0, "noise": 1.0, "seed": 0, "delta": 1e-5}
+    options: ClassVar[dict] = {
+        "clip": 1.0,
+        "noise": 1.0,
+        "seed": 0,
+        "delta": 1e-5,
+        "sampling": "poisson",
+        "target_epsilon": None,
+    }
     equivalent = False
     note = "every example's gradient clipped to C=1 and Gaussian noise sigma*C added"
 
@@ -127,9 +137,16 @@ class DPSGD(DataParallel):
         seed: int = 0,
         places=None,
         delta: float = 1e-5,
+        sampling: str = "poisson",
+        target_epsilon: float | None = None,
     ):
         super().__init__(workers, places)
         self.delta = check_delta(delta, "DPSGD")
+        if sampling not in ("poisson", "shuffle"):
+            raise ValueError(f"DPSGD: sampling must be 'poisson' or 'shuffle', got {sampling!r}")
+        if target_epsilon is not None and clip is None:
+            raise ValueError("DPSGD: a target ε needs a clipping bound C")
+        self.sampling, self.target_epsilon = sampling, target_epsilon
         if clip is not None and not clip > 0:
             raise ValueError(f"DPSGD: clip must be positive or None, got {clip!r}")
         if noise_multiplier < 0:
@@ -143,21 +160,44 @@ class DPSGD(DataParallel):
     def from_options(cls, n, options, places=None):
         o = cls.with_defaults(options)
         return cls(
-            o["clip"], o["noise"], workers=n, seed=o["seed"], places=places, delta=o["delta"]
+            o["clip"],
+            o["noise"],
+            workers=n,
+            seed=o["seed"],
+            places=places,
+            delta=o["delta"],
+            sampling=o["sampling"],
+            target_epsilon=o["target_epsilon"],
         )
 
     def expectation(self, model):
         return self.equivalent, self.note
 
+    def batches(self, run, epoch):
+        """Poisson sampling (what the accountant assumes): each of the n examples joins each
+        batch with probability q = B/n, independently, so batch sizes vary around B; as many
+        batches per epoch as shuffling would make. "shuffle": the batches of `fit`."""
+        if self.sampling == "shuffle":
+            return run.source.indices(epoch)
+        n, q = len(run.x), run.batch_size / len(run.x)
+        rng = np.random.default_rng([self.seed, 0x5A3E, epoch])
+        return [np.flatnonzero(rng.random(n) < q) for _ in range(len(run.source))]
+
+    def examples(self, batch):
+        return max(len(batch), 1)  # an empty Poisson batch still took a (noise-only) step
+
     def _grad_job(self, run, step, rank, shard, total):
         std = self.noise_multiplier * (self.clip or 0.0)
+        # With Poisson sampling the sum is divided by the EXPECTED batch size B (a
+        # data-independent constant, as the privacy analysis needs), not by the one drawn.
+        denom = run.batch_size if self.sampling == "poisson" else total
         return {
             **super()._grad_job(run, step, rank, shard, total),
             "clip": self.clip,
             "gradient": clipped_gradient,
             "noise_std": std if rank == 0 else 0.0,
             "noise_seed": [self.seed, step],
-            "denom": total,
+            "denom": denom,
         }
 
     def _loss(self, values):
@@ -167,17 +207,25 @@ class DPSGD(DataParallel):
 
     def setup(self, run):
         self._largest = 0.0
+        if self.target_epsilon is not None:  # σ for the planned run: epochs × batches each
+            steps = run.epochs * len(run.source)
+            self.noise_multiplier = noise_for(
+                self.target_epsilon, run.batch_size / len(run.x), steps, self.delta
+            )
         super().setup(run)
 
     def report(self, run):
         out = super().report(run)
         rate = run.batch_size / len(run.x)
         # Without clipping a single example can move the sum without bound: no finite ε.
-        eps = (
-            epsilon(rate, self.noise_multiplier, run.step, self.delta)[0]
-            if self.clip is not None
-            else float("inf")
-        )
+        spent = {
+            conversion: (
+                epsilon(rate, self.noise_multiplier, run.step, self.delta, conversion)[0]
+                if self.clip is not None
+                else float("inf")
+            )
+            for conversion in ("tight", "classic")
+        }
         out.update(
             {
                 "noise_multiplier": self.noise_multiplier,
@@ -185,8 +233,10 @@ class DPSGD(DataParallel):
                 "steps": run.step,
                 "sample_rate": rate,
                 "max_clipped_norm": float(self._largest),
-                "epsilon": eps,
+                "epsilon": spent["tight"],
+                "epsilon_classic": spent["classic"],
                 "delta": self.delta,
+                "sampling": self.sampling,
             }
         )
         return out
