@@ -23,6 +23,7 @@ from splitgrad.split import (
     CheckpointResume,
     DataParallel,
     DiLoCo,
+    DPFedAvg,
     Federated,
     FedProx,
     GradientAccumulation,
@@ -581,3 +582,29 @@ def test_tight_conversion_follows_balle_et_al():
         rdp + math.log((order - 1) / order) - (math.log(delta) + math.log(order)) / (order - 1)
     )
     assert tight == pytest.approx(by_hand) and tight < privacy.epsilon(q, sigma, steps, delta)[0]
+
+
+# ----- user-level DP for federated averaging --------------------------------------------------
+def test_dp_fedavg_without_noise_or_clipping_is_fedavg():
+    kw = {"clients": 4, "local_batch_size": 6, "seed": 1}  # 12 rows each: equal weights
+    ref, _ = fit(Federated(**kw), epochs=3)
+    model, history = fit(DPFedAvg(**kw, dp_clip=None, dp_noise=0.0, dp_quantile=None), epochs=3)
+    close(model, ref, tol=1e-12)
+    assert history.traffic["user_epsilon"] == math.inf  # no clipping: no privacy
+
+
+def test_dp_fedavg_clips_updates_adapts_the_bound_and_reports_epsilon():
+    from splitgrad.split.user_dp import UserLevelDP
+
+    dp = UserLevelDP(clip=1.0, noise=0.0, expected_clients=2)
+    update = dp.aggregate(np.array([[3.0, 4.0], [0.3, 0.4]]), 0)
+    np.testing.assert_allclose(update, [(0.6 + 0.3) / 2, (0.8 + 0.4) / 2])
+    adaptive = UserLevelDP(
+        clip=1.0, noise=0.0, expected_clients=4, target_quantile=0.5, bit_noise=0.0
+    )
+    adaptive.aggregate(np.array([[0.1, 0.0]] * 4), 0)  # every norm below C: C shrinks
+    assert adaptive.clip == pytest.approx(math.exp(-0.2 * (1.0 - 0.5)))
+    _, history = fit(DPFedAvg(clients=4, local_batch_size=6, fraction=0.5), epochs=3)
+    t = history.traffic
+    assert 0 < t["user_epsilon"] < math.inf and len(t["clip_bounds"]) == 3
+    assert len(set(t["clip_bounds"])) == 3  # the bound moved every round

@@ -19,6 +19,7 @@ from .catalogue import print_ways as print_ways
 from .compare import compare as compare
 from .data_parallel import DataParallel as DataParallel
 from .dp_sgd import DPSGD as DPSGD
+from .federated import DPFedAvg as DPFedAvg
 from .federated import Federated as Federated
 from .federated import FedProx as FedProx
 from .federated import RobustFederated as RobustFederated

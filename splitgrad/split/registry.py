@@ -10,7 +10,7 @@ from __future__ import annotations
 from .accumulation import GradientAccumulation
 from .data_parallel import DataParallel
 from .dp_sgd import DPSGD
-from .federated import Federated, FedProx, RobustFederated
+from .federated import DPFedAvg, Federated, FedProx, RobustFederated
 from .local_sgd import DiLoCo, LocalSGD
 from .parameter_server import ParameterServer
 from .resume import CheckpointResume
@@ -24,6 +24,7 @@ BUILT_IN = (
     FedProx,
     RobustFederated,
     DPSGD,
+    DPFedAvg,
     GradientAccumulation,
     CheckpointResume,
 )
