@@ -608,3 +608,47 @@ def test_dp_fedavg_clips_updates_adapts_the_bound_and_reports_epsilon():
     t = history.traffic
     assert 0 < t["user_epsilon"] < math.inf and len(t["clip_bounds"]) == 3
     assert len(set(t["clip_bounds"])) == 3  # the bound moved every round
+
+
+# ----- secure aggregation -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "drop",
+    [{}, {"keys": [1]}, {"shares": [2]}, {"masked": [3]}, {"keys": [0], "shares": [4]}],
+)
+def test_secure_aggregation_sum_is_exact_when_clients_drop_at_each_phase(drop):
+    from splitgrad.split.secure_agg import SecureAggregation, decode, encode
+
+    rng = np.random.default_rng(5)
+    inputs = {k: rng.normal(size=7) * 3 for k in range(6)}
+    protocol = SecureAggregation(range(6), 7, threshold=3, seed=1)
+    total, senders, messages = protocol.run(inputs, drop_after=drop)
+    # Clients dropped before sending their masked vector are out of the sum; the rest in.
+    gone = set(drop.get("keys", [])) | set(drop.get("shares", []))
+    assert senders == set(range(6)) - gone
+    expected = sum(encode(inputs[k]) for k in senders)  # the exact fixed-point sum
+    assert np.array_equal(total, decode(expected))
+    np.testing.assert_allclose(total, sum(inputs[k] for k in senders), atol=1e-8)
+    for phase, sender, payload in messages:  # no message is, or is close to, one input
+        if phase == "masked":
+            assert np.abs(decode(payload) - inputs[sender]).min() > 1.0
+
+
+def test_secure_aggregation_needs_enough_survivors():
+    from splitgrad.split.secure_agg import SecureAggregation
+
+    protocol = SecureAggregation(range(4), 3, threshold=3, seed=0)
+    with pytest.raises(RuntimeError, match="fewer than the threshold 3"):
+        protocol.run({k: np.ones(3) for k in range(4)}, drop_after={"masked": [0, 1]})
+
+
+def test_federated_round_with_secure_aggregation_keeps_the_aggregate_and_hides_updates():
+    kw = {"clients": 4, "local_batch_size": 6, "seed": 1}
+    ref, _ = fit(Federated(**kw), epochs=2)
+    way = Federated(**kw, secure_aggregation=True)
+    way.keep_payloads = True
+    model, history = fit(way, epochs=2)
+    close(model, ref, tol=1e-7)  # the same mean, up to the 2⁻³² fixed point
+    t = history.traffic
+    assert t["bytes"]["keys"] > 0 and t["messages"]["keys"] > 0  # the protocol's extra cost
+    masked = [p for kind, _, dst, p in history.traffic_log.payloads if dst == "server"]
+    assert masked and all(p.dtype == np.uint64 for p in masked)  # only masked vectors arrive

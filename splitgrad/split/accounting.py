@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-KINDS = ("weights", "gradients", "activations", "labels", "state", "counts")
+KINDS = ("weights", "gradients", "activations", "labels", "state", "counts", "keys")
 
 
 def nbytes(payload) -> int:

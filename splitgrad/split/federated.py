@@ -23,6 +23,7 @@ from ..layers.layer import generators
 from . import host as host_ops
 from . import replicas, robust
 from .base import Way
+from .secure_agg import SecureAggregation
 from .server_optim import ServerOptimizer
 from .user_dp import UserLevelDP
 
@@ -134,6 +135,8 @@ class Federated(Way):
         "dp_quantile": None,
         "dp_clip_lr": 0.2,
         "dp_delta": 1e-5,
+        "secure_aggregation": False,
+        "secagg_threshold": None,
     }
     note = (
         "one round per epoch: sampled clients train from the global weights with a fresh "
@@ -168,6 +171,8 @@ class Federated(Way):
         dp_quantile: float | None = None,
         dp_clip_lr: float = 0.2,
         dp_delta: float = 1e-5,
+        secure_aggregation: bool = False,
+        secagg_threshold: int | None = None,
         places=None,
     ):
         super().__init__(places)
@@ -177,6 +182,13 @@ class Federated(Way):
                 f"for evaluation) must be in [0, 1), got {client_eval!r}"
             )
         self.client_eval = float(client_eval)
+        self.secure_aggregation, self.secagg_threshold = bool(secure_aggregation), secagg_threshold
+        if self.secure_aggregation and (aggregator != "mean" or dp_clip is not None or dp_noise):
+            raise ValueError(
+                "Federated: secure aggregation gives the server only the sum of the updates, "
+                "so it works with aggregator='mean' and without server-side DP clipping; drop "
+                "one of the two options"
+            )
         # User-level DP (user_dp.py): on when a clip bound or noise is given.
         self.dp = {
             "clip": dp_clip,
@@ -299,15 +311,19 @@ class Federated(Way):
         for k, (delta, n_k, loss, score) in zip(active, values):
             if k < self.poisoned:
                 delta = robust.hostile_update(delta.size, delta.dtype, [self.seed, r, k, 1])
-            traffic.record("weights", f"client{k}", "server", payload=delta)
-            traffic.record("counts", f"client{k}", "server", payload=n_k)
+            if not self.secure_aggregation:  # else only masked sums cross (below)
+                traffic.record("weights", f"client{k}", "server", payload=delta)
+                traffic.record("counts", f"client{k}", "server", payload=n_k)
             if score is not None:
                 traffic.record("counts", f"client{k}", "server", payload=score)
                 scores.append(score)
             deltas.append(delta)
             counts.append(n_k)
             losses.append(loss)
-        if active:
+        if active and self.secure_aggregation:
+            update = self._secure_mean(run, r, active, deltas, counts)
+            replicas.set_flat(model, self.server.step(w, update))
+        elif active:
             if self._dp is not None:  # clipped, noised, divided by the expected client count
                 update = self._dp.aggregate(np.stack(deltas), r)
             else:
@@ -327,6 +343,25 @@ class Federated(Way):
             **_client_scores(scores),
         }
         return float(np.average(losses, weights=counts)) if active else float("nan")
+
+    def _secure_mean(self, run, r, active, deltas, counts):
+        """Σ n_k Δ_k / Σ n_k through secure aggregation (secure_agg.py): every client sends
+        its masked [n_k·Δ_k, n_k]; the server only ever holds masked vectors and their sum."""
+        protocol = SecureAggregation(
+            active, deltas[0].size + 1, self.secagg_threshold, seed=[self.seed, 0x5EC, r]
+        )
+        inputs = {
+            k: np.append(n_k * d.astype(np.float64), n_k)
+            for k, d, n_k in zip(active, deltas, counts)
+        }
+        total, _, messages = protocol.run(inputs)
+        for phase, sender, payload in messages:
+            kind = "weights" if phase == "masked" else "keys"
+            size = payload.nbytes if phase == "masked" else (192 if phase == "keys" else 32)
+            run.traffic.record(kind, f"client{sender}", "server", size=size)
+            if self.keep_payloads and phase == "masked":
+                run.traffic.payloads.append((kind, f"client{sender}", "server", payload))
+        return (total[:-1] / total[-1]).astype(deltas[0].dtype)
 
     def aggregate(self, deltas: np.ndarray, counts: np.ndarray) -> np.ndarray:
         if self.aggregator == "mean":
