@@ -174,3 +174,40 @@ def test_ray_places_run_with_the_drivers_blas_threads_and_say_where(places):
     assert places.threads == mine
     assert all(w["blas_threads"] == mine and w["pid"] for w in places.where.values())
     assert "BLAS thread(s) each" in places.describe()
+
+
+def test_a_place_that_cannot_come_back_is_retired_and_the_run_goes_on(places, monkeypatch):
+    """Elastic: 3 workers on 2 places; place 1 dies and cannot be restarted, so its worker
+    moves to place 0; the run ends with the one-place weights and place 0 holds every
+    worker's replica and data."""
+
+    own = RayPlaces(2, timeout=60)
+    try:
+        ref, _ = fit(DataParallel(3, places=Inline()), opt="adam", batch_size=8)
+
+        def cannot(host):
+            raise PlaceUnreachable(f"place {host}: its machine is gone (test)")
+
+        monkeypatch.setattr(own, "restart", cannot)
+        killer = KillAt(own, at=2)
+        model, history = fit(
+            DataParallel(3, places=own), opt="adam", batch_size=8, callbacks=[killer]
+        )
+        assert np.array_equal(flat(model), flat(ref))
+        assert history.traffic["elastic"][0]["place"] == 1 and own.live() == [0]
+        # A lambda travels by value (a test module is not importable on the places).
+        rows = lambda host, key: len(host.slots[key].x)
+        held = own.gather([own.submit(0, rows, key) for key in ("w0", "w1", "w2")])
+        assert held == [len(X)] * 3  # each worker's replica holds the data it shards
+    finally:
+        own.close()
+
+
+def test_a_place_dead_before_fit_is_replaced(places):
+    own = RayPlaces(2, timeout=60)
+    try:
+        own.kill(1)
+        _, history = fit(DataParallel(2, places=own), batch_size=8)
+        assert history.traffic["elastic"][0]["event"] == "replaced before the run"
+    finally:
+        own.close()

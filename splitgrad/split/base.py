@@ -182,6 +182,9 @@ class Run(StepFunction):
     # ----- the step function --------------------------------------------------------------
     def begin(self, epochs):
         self.epochs = epochs
+        # A place that died before the run is replaced (or retired) now, not mid-step.
+        for event in self.places.ensure_alive():
+            self.traffic.extra.setdefault("elastic", []).append({**event, self.way.unit: 0})
         self.places.reset()
         self.way.setup(self)
 

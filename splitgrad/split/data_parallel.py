@@ -26,7 +26,7 @@ from . import host as host_ops
 from . import replicas
 from .allreduce import AllReduce, assemble, ring_bytes, send
 from .base import Way
-from .places import DataLost
+from .places import DataLost, PlaceUnreachable
 
 
 # ----- place side ------------------------------------------------------------------------------
@@ -165,18 +165,37 @@ class DataParallel(Way):
         reduce.pending = None
 
     def recover(self, run, hosts, step):
-        """Restart dead places and bring every replica to the most advanced survivor's state."""
+        """Restart dead places (a place that cannot come back is retired and its workers move
+        to the others: elastic) and bring every replica to the most advanced survivor's state."""
+        before = self.slots()
         for h in hosts:
-            self.places.restart(h)
+            try:
+                self.places.restart(h)
+            except PlaceUnreachable as err:
+                self.places.retire(h)
+                event = {
+                    "place": h,
+                    "event": f"retired ({err})",
+                    "step": step,
+                    "places_left": len(self.places.live()),
+                }
+                run.traffic.extra.setdefault("elastic", []).append(event)
+                print(
+                    f"{self.name}: place {h} cannot come back; continuing on "
+                    f"{len(self.places.live())} place(s)",
+                    flush=True,
+                )
         # The last completed step's reduced pieces usually outlive their places (the object
         # store keeps them), so the survivors can still apply it. When a whole node died, the
         # pieces it held died with it: then the step is done again below.
         try:
-            self._flush(run.traffic, [h for h in range(self.places.n) if h not in hosts])
+            self._flush(run.traffic, [h for h in self._reduce.members if h not in hosts])
         except DataLost:
             self._reduce.pending = None
-        slots = self.slots()
-        alive = [(r, h, key) for r, (h, key) in enumerate(slots) if h not in hosts]
+        slots = self.slots()  # where each worker lives now (moved workers get a new slot)
+        moved = {r for r, (old, new) in enumerate(zip(before, slots)) if old != new}
+        self._reduce = AllReduce(self.places, self.members(), self.workers, "gradients")
+        alive = [(r, h, key) for r, (h, key) in enumerate(before) if h not in hosts]
         if not alive:
             raise RuntimeError(
                 f"{self.name}: every place holding a replica died at step {step}; nothing to "
@@ -192,9 +211,9 @@ class DataParallel(Way):
         x_ref, y_ref = run.data_refs()
         ops = []
         for r, (h, key) in enumerate(slots):
-            if h in hosts:
+            if h in hosts or r in moved:
                 ops.append(self.places.submit(h, host_ops.setup, key, source, x_ref, y_ref))
-            if h in hosts or steps[[a[0] for a in alive].index(r)] < done:
+            if h in hosts or r in moved or steps[[a[0] for a in alive].index(r)] < done:
                 ops.append(self.places.submit(h, host_ops.set_model, key, source, done))
         self.places.gather(ops)
         last = getattr(self, "_last", None)

@@ -77,6 +77,12 @@ class Inline:
     def host_of(self, worker: int) -> int:
         return 0
 
+    def live(self) -> list:
+        return [0]
+
+    def ensure_alive(self) -> list:
+        return []
+
     def submit(self, host: int, op, *args) -> Pending:
         value, busy = self._host.call(op, *args)
         return Pending(host, value, busy)
@@ -156,16 +162,17 @@ class RayPlaces:
         self.threads = _blas_threads() if threads is None else int(threads)
         self._actor_cls = ray.remote(Host)
         self.where = {}
+        self.retired = set()
         self._actors = [self._start(h) for h in range(self.n)]
         self._wait_ready(range(self.n))
 
     def _nodes(self, avoid=()):
         """Ids of the cluster's live nodes that have CPUs, without those in `avoid`."""
-        nodes = [
+        nodes = sorted(  # sorted: ray.nodes() need not list them in the same order each time
             n["NodeID"]
             for n in self._ray.nodes()
             if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0
-        ]
+        )
         return [n for n in nodes if n not in avoid] or nodes
 
     def _start(self, host: int, avoid=()):
@@ -179,9 +186,11 @@ class RayPlaces:
             if nodes
             else "SPREAD"
         )
-        return self._actor_cls.options(max_restarts=0, scheduling_strategy=strategy).remote(
-            self.threads
-        )
+        # num_cpus=0: a place is not a CPU reservation (its BLAS threads are set explicitly),
+        # so more places than cores still start, and a replacement never waits for a CPU.
+        return self._actor_cls.options(
+            max_restarts=0, scheduling_strategy=strategy, num_cpus=0
+        ).remote(self.threads)
 
     def _wait_ready(self, hosts, attempts: int = 3):
         """Wait for the places' actors to answer; an actor that dies at once (its node was
@@ -209,7 +218,39 @@ class RayPlaces:
                     self._actors[host] = self._start(host, avoid={gone} - {None})
 
     def host_of(self, worker: int) -> int:
-        return worker % self.n
+        """The place that hosts logical worker `worker`: round robin over the live places (a
+        retired place's workers move to the others)."""
+        live = self.live()
+        return live[worker % len(live)]
+
+    def live(self) -> list:
+        """Indices of the places still in service."""
+        return [h for h in range(self.n) if h not in self.retired]
+
+    def retire(self, host: int):
+        """Take a place that cannot come back out of service: its workers move to the others
+        (`host_of`); the ways re-shard and rebuild what they need."""
+        if len(self.live()) <= 1:
+            raise PlaceUnreachable(
+                f"RayPlaces: place {host} cannot come back and it is the last "
+                "one; nothing is left to run on"
+            )
+        with contextlib.suppress(Exception):
+            self._ray.kill(self._actors[host], no_restart=True)
+        self.retired.add(host)
+
+    def ensure_alive(self) -> list:
+        """Before a run: places that died since they started are started again; one that
+        cannot be is retired. Returns the events, e.g. {"place": 1, "event": "replaced"}."""
+        events = []
+        for h in self.dead_hosts():
+            try:
+                self.restart(h)
+                events.append({"place": h, "event": "replaced before the run"})
+            except PlaceUnreachable as err:
+                self.retire(h)
+                events.append({"place": h, "event": f"retired before the run ({err})"})
+        return events
 
     def submit(self, host: int, op, *args) -> Pending:
         value, busy = self._actors[host].call.options(num_returns=2).remote(op, *args)
@@ -279,7 +320,7 @@ class RayPlaces:
     def dead_hosts(self):
         """Places that do not answer a ping in time (pinged all at once: one time limit)."""
         wait = min(self.timeout, 30.0)
-        pings = {h: actor.ping.remote() for h, actor in enumerate(self._actors)}
+        pings = {h: self._actors[h].ping.remote() for h in self.live()}
         dead = []
         for h, ref in pings.items():
             try:
@@ -313,7 +354,7 @@ class RayPlaces:
         self._wait_ready([host])
 
     def reset(self):
-        self.gather([self.submit(h, host_ops.reset) for h in range(self.n)])
+        self.gather([self.submit(h, host_ops.reset) for h in self.live()])
 
     def close(self):
         for actor in self._actors:
