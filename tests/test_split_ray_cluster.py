@@ -31,6 +31,10 @@ SCRIPT = textwrap.dedent(f"""
     nodes = [cluster.add_node(num_cpus=2) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
+    for _ in range(100):  # until both nodes report their CPUs, so the places can spread
+        if sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")) == 2:
+            break
+        time.sleep(0.1)
     places = RayPlaces(2, timeout=60)
     before = {{h: w["node"] for h, w in places.where.items()}}
     victim = before[1]

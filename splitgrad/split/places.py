@@ -181,8 +181,10 @@ class RayPlaces:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = self._nodes(avoid)
+        # Hard affinity: a soft one may fall back to a busier node while the chosen one is
+        # still coming up. A node that dies first fails the start, and `_wait_ready` retries.
         strategy = (
-            NodeAffinitySchedulingStrategy(nodes[host % len(nodes)], soft=True)
+            NodeAffinitySchedulingStrategy(nodes[host % len(nodes)], soft=False)
             if nodes
             else "SPREAD"
         )
