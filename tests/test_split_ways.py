@@ -652,3 +652,30 @@ def test_federated_round_with_secure_aggregation_keeps_the_aggregate_and_hides_u
     assert t["bytes"]["keys"] > 0 and t["messages"]["keys"] > 0  # the protocol's extra cost
     masked = [p for kind, _, dst, p in history.traffic_log.payloads if dst == "server"]
     assert masked and all(p.dtype == np.uint64 for p in masked)  # only masked vectors arrive
+
+
+def test_per_example_gradients_of_a_cnn_in_one_batched_pass_equal_the_loop():
+    """Conv2D offers the per-example hook too (its receptive fields are the linear site), so
+    DP-SGD needs no loop for a CNN; both the built-per-example and the Gram path are used."""
+    sg.seed(0)
+    model = nn.Sequential(
+        [
+            nn.Conv2D(4, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(3, 2, padding="same"),
+            nn.Flatten(),
+            nn.Dense(3),
+        ],
+        dtype="float64",
+    )
+    model.compile(
+        optimizer=optim.SGD(), loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 9, 9, 2)), rng.integers(0, 3, 8)
+    model.build_from_sample(x)
+    for clip in (None, 0.3):
+        loop = dp_sgd._looped(model, x, y, clip)
+        batched = dp_sgd._batched(model, x, y, clip)
+        np.testing.assert_allclose(batched[0], loop[0], rtol=1e-10, atol=1e-12)
+        assert batched[2] == pytest.approx(loop[2], rel=1e-12)

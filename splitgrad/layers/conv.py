@@ -13,6 +13,7 @@ from .. import ops
 from .._kernels.workspace import Workspace
 from ..ops import conv as conv_ops
 from ..ops.conv import conv_geometry, pair
+from . import per_example
 from .core import KernelLayer
 from .layer import Layer, register
 
@@ -139,6 +140,19 @@ class Conv2D(_ConvBase):
     def call(self, x):
         check_nhwc(self, x.shape, self.kernel.shape[2])
         _, pads = self._geometry(x.shape)
+        if per_example.recording_now():  # DP-SGD: the receptive fields are a linear site
+            y = conv_ops.conv2d(
+                x,
+                self.kernel,
+                self.bias,
+                stride=self.strides,
+                dilation=self.dilation_rate,
+                pads=pads,
+            )
+            fields = conv_ops.patches(
+                x.data, self.kernel_size, self.strides, self.dilation_rate, pads
+            )
+            return self.activation(per_example.linear_site(fields, y, self.kernel, self.bias))
         fused = self.activation_name == "relu"
         y = conv_ops.conv2d(
             x,

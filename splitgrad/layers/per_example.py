@@ -11,10 +11,13 @@ so ‖∂ℓ_i/∂W‖² = ‖a_i‖²·‖δ_i‖² for 2-D inputs, and Σ_{t,s
 product aᵀ(c ⊙ δ). δ is read off a zero "probe" added to the pre-activation: its gradient is
 exactly ∂loss/∂pre.
 
-The hook: a layer calls `linear_site(x, pre, kernel, bias)` on its pre-activation (Dense does)
-and uses what it returns. Outside `recording()` that is `pre` itself; inside, `pre` plus a probe
-that the `Recorder` keeps. A layer that does not call it is simply not covered, and
-`Recorder.covers(params)` tells the caller to fall back to the per-example loop.
+The hook: a layer calls `linear_site(x, pre, kernel, bias)` on its pre-activation (Dense does,
+and Conv2D with its receptive fields as x, positions = output pixels) and uses what it
+returns. With many positions (a convolution) each example's gradient aᵢᵀδᵢ is built instead of
+the Gram matrices when that is cheaper (in·out ≤ positions·(in + out)). Outside `recording()`
+the hook returns `pre` itself; inside, `pre` plus a probe that the `Recorder` keeps. A layer
+that does not call it is simply not covered, and `Recorder.covers(params)` tells the caller to
+fall back to the per-example loop.
 """
 
 from __future__ import annotations
@@ -29,13 +32,21 @@ from ..tensor import Tensor
 _local = threading.local()
 
 
-def linear_site(x: Tensor, pre: Tensor, kernel, bias) -> Tensor:
-    """`pre` = x·kernel + bias, with a probe added while per-example gradients are recorded."""
+def recording_now() -> bool:
+    """True inside `recording()`: a layer with a fused fast path (Conv2D) then takes the plain
+    path that exposes its pre-activation and inputs."""
+    return getattr(_local, "recorder", None) is not None
+
+
+def linear_site(x, pre: Tensor, kernel, bias) -> Tensor:
+    """`pre` = x·kernel + bias (x: a Tensor or array of shape (n, ..., in), kernel read as an
+    (in, out) matrix), with a probe added while per-example gradients are recorded. A
+    convolution passes its receptive fields as x: (n, positions, kh·kw·in)."""
     recorder = getattr(_local, "recorder", None)
     if recorder is None:
         return pre
     probe = Tensor(np.zeros(pre.shape, pre.dtype), requires_grad=True)
-    recorder.sites.append((x.data, probe, kernel, bias))
+    recorder.sites.append((x.data if isinstance(x, Tensor) else x, probe, kernel, bias))
     return pre + probe
 
 
@@ -73,22 +84,28 @@ class Recorder:
             a64 = a.reshape(n, -1, a.shape[-1]).astype(np.float64)
             d64 = probe.grad.reshape(n, -1, probe.shape[-1]).astype(np.float64) / scale
             parts.append((a64, d64, kernel, bias))
-            if a64.shape[1] == 1:  # one position per example: the outer product's norm factorises
-                s = np.einsum("bti,bti->b", a64, a64) * np.einsum("bto,bto->b", d64, d64)
-            else:
-                gram_a = np.einsum("bti,bsi->bts", a64, a64)
-                gram_d = np.einsum("bto,bso->bts", d64, d64)
-                s = np.einsum("bts,bts->b", gram_a, gram_d)
+            positions, k, o = a64.shape[1], a64.shape[2], d64.shape[2]
+            if positions == 1:  # one position per example: the outer product's norm factorises
+                s = (a64 * a64).sum(axis=(1, 2)) * (d64 * d64).sum(axis=(1, 2))
+            elif k * o <= positions * (k + o):  # cheaper to build each example's gradient
+                per = np.matmul(a64.transpose(0, 2, 1), d64)  # (n, in, out), batched GEMM
+                s = (per * per).sum(axis=(1, 2))
+            else:  # the ghost norm: Σ_{t,s} (a_t·a_s)(δ_t·δ_s) from two Gram matrices
+                gram_a = np.matmul(a64, a64.transpose(0, 2, 1))
+                gram_d = np.matmul(d64, d64.transpose(0, 2, 1))
+                s = (gram_a * gram_d).sum(axis=(1, 2))
             if bias is not None:
                 db = d64.sum(axis=1)
-                s = s + np.einsum("bo,bo->b", db, db)
+                s = s + (db * db).sum(axis=1)
             sq = s if sq is None else sq + s
 
         def weighted(c):
             out = {}
             for a64, d64, kernel, bias in parts:
                 w = d64 * c[:, None, None]
-                out[id(kernel)] = out.get(id(kernel), 0) + np.einsum("bti,bto->io", a64, w)
+                k, o = a64.shape[2], w.shape[2]
+                grad = a64.reshape(-1, k).T @ w.reshape(-1, o)  # Σ_i c_i a_iᵀδ_i: one GEMM
+                out[id(kernel)] = out.get(id(kernel), 0) + grad
                 if bias is not None:
                     out[id(bias)] = out.get(id(bias), 0) + w.sum(axis=(0, 1))
             return out

@@ -414,3 +414,14 @@ def max_pool2d(x, pool, stride, pads, out_hw, ws=None) -> Tensor:
 def avg_pool2d(x, pool, stride, pads, out_hw, ws=None) -> Tensor:
     """NHWC average pooling over the unpadded pixels of each window."""
     return AvgPool2DFn.apply(x, pool=pool, stride=stride, pads=pads, out_hw=out_hw, ws=ws)
+
+
+def patches(x: np.ndarray, kernel_hw, stride, dilation, pads) -> np.ndarray:
+    """The receptive fields of an NHWC image batch: (N, Ho·Wo, kh·kw·C), in the row order of a
+    (kh, kw, C, O) kernel read as a (kh·kw·C, O) matrix (for per-example gradients)."""
+    n, h, w, _ = x.shape
+    kh, kw = kernel_hw
+    ho = (h + sum(pads[0]) - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + sum(pads[1]) - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    cols = _im2col(x, (kh, kw), stride, dilation, pads, (ho, wo), None)
+    return cols.reshape(n, ho * wo, -1)
