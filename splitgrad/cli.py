@@ -116,9 +116,10 @@ def build_parser():
 def _extensions():
     """Sub-command groups defined next to the features they drive."""
     from .generate import add_cli as add_generate
+    from .rl.play import add_cli as add_play
     from .show import add_cli as add_show
 
-    out = [add_generate, add_show]
+    out = [add_generate, add_show, add_play]
     try:
         from .split.cli import add_cli
     except ImportError:

@@ -31,6 +31,7 @@ from ._folder import check_target as check_target
 from ._load import load_model as load_model
 from ._load import load_weights as load_weights
 from ._load import restore as restore
+from ._load import saved_extra as saved_extra
 from ._manifest import CONFIG as CONFIG
 from ._manifest import MANIFEST as MANIFEST
 from ._manifest import OPTIMIZER as OPTIMIZER

@@ -166,6 +166,12 @@ def load_model(path, compile: bool = True, restore_rng: bool = True, verify: boo
     return model
 
 
+def saved_extra(path, verify: bool = True) -> dict:
+    """The `extra` dict a model was saved with (e.g. which recipe made it), read and verified
+    without building the model."""
+    return read_contents(path, verify, need_config=True).config.get("extra", {})
+
+
 def restore(model, path, verify: bool = True) -> dict:
     """Load a checkpoint's weights, optimizer state, default generator state and layer
     generator states INTO `model` (built; compiled if the checkpoint was), after checking

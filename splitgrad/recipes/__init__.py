@@ -34,6 +34,8 @@ RECIPES = {
     "fashion-cnn": "splitgrad.recipes.fashion_cnn",
     "irish-lstm": "splitgrad.recipes.irish_lstm",
     "next-word": "splitgrad.recipes.next_word",
+    "cartpole-pg": "splitgrad.recipes.cartpole_pg",
+    "cartpole-dqn": "splitgrad.recipes.cartpole_dqn",
 }
 
 
@@ -170,9 +172,7 @@ def train(
     plot_history(history.history, curves, title=name)
     traffic = getattr(history, "traffic", None)
     if traffic is not None:  # a split run: what crossed, its formula, recoveries, privacy
-        from ..split.accounting import summary
-
-        metrics = {**metrics, "split": summary(traffic)}
+        metrics = {**metrics, "split": _split_summary(traffic)}
     files = {
         "history.json": json.dumps(history.history, indent=1).encode(),
         "metrics.json": json.dumps(metrics, indent=1, default=float).encode(),
@@ -194,16 +194,16 @@ def train(
 
 def evaluate(path) -> dict:
     """Reload a saved recipe run and recompute its test metrics."""
-    from ..checkpoint import CheckpointError, load_model
+    from ..checkpoint import CheckpointError, load_model, saved_extra
 
-    model = load_model(path)
-    extra = getattr(model, "saved_extra", {})
+    extra = saved_extra(path)
     if "recipe" not in extra:
         raise CheckpointError(
             f"{path}: this model was not saved by `splitgrad train`, so its "
             "test data is unknown; evaluate it from Python instead"
         )
-    recipe = get(extra["recipe"])
+    recipe = get(extra["recipe"])  # imported first: it registers the model classes it uses
+    model = load_model(path)
     data, _ = load_recipe_data(
         extra["recipe"],
         recipe,
@@ -212,6 +212,18 @@ def evaluate(path) -> dict:
         extra.get("data_options"),
     )
     return {"recipe": extra["recipe"], "metrics": recipe_metrics(recipe, model, data)}
+
+
+def _split_summary(report: dict) -> dict:
+    """What metrics.json keeps of a split run's traffic report: its numbers and names, the
+    per-kind tallies, and the recoveries and elastic events (not per-round details)."""
+
+    def small(v):
+        return isinstance(v, (int, float, str)) or (
+            isinstance(v, dict) and all(isinstance(x, (int, float)) for x in v.values())
+        )
+
+    return {k: v for k, v in report.items() if small(v) or k in ("recoveries", "elastic")}
 
 
 def recipe_metrics(recipe, model, data) -> dict:

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-KINDS = ("weights", "gradients", "activations", "labels", "state", "counts", "keys")
+KINDS = ("weights", "gradients", "activations", "labels", "state", "counts", "keys", "trajectories")
 
 
 def nbytes(payload) -> int:
@@ -110,26 +110,3 @@ def format_report(r: dict) -> str:
         unit = "round" if "round" in event else "step"
         line += f"; place(s) {event['places']} died at {unit} {event[unit]} and were restored"
     return line
-
-
-def summary(r: dict) -> dict:
-    """What a run folder's metrics.json keeps of a `Traffic.report()`: the figures people
-    compare (bytes against the formula, messages, steps, wall time, recoveries, privacy)."""
-    keep = (
-        "way",
-        "total_bytes",
-        "textbook_bytes",
-        "bytes",
-        "messages",
-        "steps",
-        "wall_s",
-        "recoveries",
-        "epsilon",
-        "delta",
-        "noise_multiplier",
-        "sample_rate",
-        "workers",
-        "clients",
-        "dropped_total",
-    )
-    return {k: r[k] for k in keep if k in r}

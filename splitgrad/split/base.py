@@ -44,6 +44,7 @@ class Way:
     keep_payloads = False  # keep every message's payload in the traffic log (for tests)
     max_recoveries = 3
     unit = "step"  # what one call of `step` is, in reports ("round" for federated learning)
+    trains_on = "arrays"  # "experience": a way for agents acting in an environment (acting.py)
 
     def __init__(self, places=None):
         self.places = places if places is not None else Inline()

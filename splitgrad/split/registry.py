@@ -8,6 +8,7 @@ package (a way of your own, e.g. in a course notebook).
 from __future__ import annotations
 
 from .accumulation import GradientAccumulation
+from .acting import Acting
 from .data_parallel import DataParallel
 from .dp_sgd import DPSGD
 from .federated import DPFedAvg, Federated, FedProx, RobustFederated
@@ -27,6 +28,7 @@ BUILT_IN = (
     DPFedAvg,
     GradientAccumulation,
     CheckpointResume,
+    Acting,
 )
 
 WAYS: dict = {}  # command-line name → way class, in catalogue order
