@@ -18,14 +18,19 @@ from .base import Way as Way
 from .catalogue import print_ways as print_ways
 from .compare import compare as compare
 from .data_parallel import DataParallel as DataParallel
+from .distillation import Distillation as Distillation
 from .dp_sgd import DPSGD as DPSGD
 from .federated import DPFedAvg as DPFedAvg
 from .federated import Federated as Federated
 from .federated import FedProx as FedProx
 from .federated import RobustFederated as RobustFederated
 from .federated import partition as partition
+from .local_learning import LocalLearning as LocalLearning
+from .local_learning import SyntheticGradients as SyntheticGradients
 from .local_sgd import DiLoCo as DiLoCo
 from .local_sgd import LocalSGD as LocalSGD
+from .offload import Offload as Offload
+from .offload import OffloadDelayed as OffloadDelayed
 from .parameter_server import ParameterServer as ParameterServer
 from .places import DataLost as DataLost
 from .places import Inline as Inline
@@ -37,3 +42,6 @@ from .registry import make_way as make_way
 from .registry import register as register
 from .resume import CheckpointResume as CheckpointResume
 from .resume import resume as resume
+from .split_learning import SplitLearning as SplitLearning
+from .split_learning import USplitLearning as USplitLearning
+from .zero import Zero as Zero

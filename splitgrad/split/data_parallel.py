@@ -102,7 +102,7 @@ class DataParallel(Way):
         self._reduce = None
 
     def expectation(self, model):
-        if _has_dropout(model):
+        if replicas.has_dropout(model):
             return False, self.dropout_note
         return super().expectation(model)
 
@@ -243,15 +243,3 @@ class DataParallel(Way):
     def report(self, run):
         per = 2 * (self.workers - 1) / self.workers * run.n_params * run.itemsize
         return {"workers": self.workers, "textbook_bytes_per_worker_step": per}
-
-
-def _has_dropout(model) -> bool:
-    """True when a layer of `model` draws random numbers in training (`Layer.stochastic`:
-    Dropout), so its masks depend on the place."""
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if layer.stochastic():
-            return True
-        stack.extend(child for _, child in layer.sublayers())
-    return False

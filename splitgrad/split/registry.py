@@ -10,11 +10,16 @@ from __future__ import annotations
 from .accumulation import GradientAccumulation
 from .acting import Acting
 from .data_parallel import DataParallel
+from .distillation import Distillation
 from .dp_sgd import DPSGD
 from .federated import DPFedAvg, Federated, FedProx, RobustFederated
+from .local_learning import LocalLearning, SyntheticGradients
 from .local_sgd import DiLoCo, LocalSGD
+from .offload import Offload, OffloadDelayed
 from .parameter_server import ParameterServer
 from .resume import CheckpointResume
+from .split_learning import SplitLearning, USplitLearning
+from .zero import Zero
 
 BUILT_IN = (
     DataParallel,
@@ -26,8 +31,16 @@ BUILT_IN = (
     RobustFederated,
     DPSGD,
     DPFedAvg,
+    Zero,
+    Offload,
+    OffloadDelayed,
+    SplitLearning,
+    USplitLearning,
+    LocalLearning,
+    SyntheticGradients,
     GradientAccumulation,
     CheckpointResume,
+    Distillation,
     Acting,
 )
 

@@ -78,6 +78,18 @@ def proximal(anchor, mu):
     return penalty
 
 
+def has_dropout(model) -> bool:
+    """True when a layer of `model` draws random numbers in training (`Layer.stochastic`:
+    Dropout), so a replica's masks depend on the stream it draws from."""
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if layer.stochastic():
+            return True
+        stack.extend(child for _, child in layer.sublayers())
+    return False
+
+
 # ----- flat vectors of the trainable parameters ------------------------------------------------
 def flat_dtype(model) -> np.dtype:
     params = model.parameters()
