@@ -115,11 +115,12 @@ def build_parser():
 
 def _extensions():
     """Sub-command groups defined next to the features they drive."""
+    from .attacks import add_cli as add_attack
     from .generate import add_cli as add_generate
     from .rl.play import add_cli as add_play
     from .show import add_cli as add_show
 
-    out = [add_generate, add_show, add_play]
+    out = [add_generate, add_show, add_play, add_attack]
     try:
         from .split.cli import add_cli
     except ImportError:
