@@ -97,6 +97,42 @@ def load_recipe_data(name, recipe, quick, seed, options=None):
     return recipe.load_data(quick=quick, seed=seed, **options), options
 
 
+def fit_recipe(
+    recipe, model, data, settings, seed, verbose=0, way=None, callbacks=(), options=True
+):
+    """`Model.fit` on a recipe's data, the one way every command trains a recipe: its batch
+    source (or x_train with the last 10 % for validation), its settings and seed, its
+    `fit_options` (schedule, callbacks) unless `options=False`, plus `callbacks`."""
+    fit_kw = (
+        recipe.fit_options(model, data, settings)
+        if options and hasattr(recipe, "fit_options")
+        else {}
+    )
+    fit_kw["callbacks"] = [*fit_kw.get("callbacks", []), *callbacks]
+    if hasattr(recipe, "batches"):
+        held_out = getattr(data, "x_test", None)
+        return model.fit(
+            recipe.batches(data, settings),
+            epochs=settings["epochs"],
+            validation_data=None if held_out is None else (held_out, data.y_test),
+            verbose=verbose,
+            validation_batch_size=32,
+            way=way,
+            **fit_kw,
+        )
+    return model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
+        validation_split=0.1,
+        seed=seed,
+        verbose=verbose,
+        way=way,
+        **fit_kw,
+    )
+
+
 def out_folder(name, out=None) -> Path:
     """Where `train` saves recipe `name`: `out`, or runs/NAME."""
     return Path(out or f"runs/{name}")
@@ -133,30 +169,7 @@ def train(
     sg_random.seed(seed)
     data, options = load_recipe_data(name, recipe, quick, seed, data_options)
     model = recipe.build_model(settings["learning_rate"], data)
-    fit_kw = recipe.fit_options(model, data, settings) if hasattr(recipe, "fit_options") else {}
-    if hasattr(recipe, "batches"):
-        held_out = getattr(data, "x_test", None)
-        history = model.fit(
-            recipe.batches(data, settings),
-            epochs=settings["epochs"],
-            validation_data=None if held_out is None else (held_out, data.y_test),
-            verbose=verbose,
-            validation_batch_size=32,
-            way=way,
-            **fit_kw,
-        )
-    else:
-        history = model.fit(
-            data.x_train,
-            data.y_train,
-            batch_size=settings["batch_size"],
-            epochs=settings["epochs"],
-            validation_split=0.1,
-            seed=seed,
-            verbose=verbose,
-            way=way,
-            **fit_kw,
-        )
+    history = fit_recipe(recipe, model, data, settings, seed, verbose=verbose, way=way)
     metrics = recipe_metrics(recipe, model, data)
     extra = {
         "recipe": name,
