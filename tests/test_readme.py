@@ -1,5 +1,6 @@
 """The README's set-up commands are the ones CI runs."""
 
+import os
 import re
 from pathlib import Path
 
@@ -35,27 +36,31 @@ def _run_readme_blocks(namespace):
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
 
 
-@pytest.fixture
-def readme(tmp_path, monkeypatch):
-    """The namespace of the README's Python blocks, run as written in a scratch folder; the
-    example way they register is unregistered afterwards."""
+@pytest.fixture(scope="module")
+def readme(tmp_path_factory):
+    """The namespace of the README's Python blocks, run once, as written, in a scratch folder
+    (kept in `namespace["_folder"]`); the example way they register is unregistered after."""
     from splitgrad.split import WAYS
 
-    monkeypatch.chdir(tmp_path)
-    namespace = {}
+    folder = tmp_path_factory.mktemp("readme")
+    here = os.getcwd()
+    os.chdir(folder)
+    namespace = {"_folder": folder}
     before = dict(WAYS)
     try:
         _run_readme_blocks(namespace)
         yield namespace
     finally:
+        os.chdir(here)
         WAYS.clear()
         WAYS.update(before)
 
 
-def test_the_readme_tour_runs(readme, tmp_path):
+def test_the_readme_tour_runs(readme):
     """Every Python block of the README runs as written."""
-    assert (tmp_path / "runs" / "my-model").is_dir()
-    assert sg.load_model(tmp_path / "runs" / "my-model").count_params() > 0
+    folder = readme["_folder"]
+    assert (folder / "runs" / "my-model").is_dir()
+    assert sg.load_model(folder / "runs" / "my-model").count_params() > 0
 
 
 def test_the_readme_example_way_trains_like_one_place_and_is_in_the_catalogue(readme, capsys):

@@ -339,8 +339,15 @@ class RayPlaces:
         return self._ray.get([a.ping.remote() for a in self._actors], timeout=self.timeout)
 
     def kill(self, host: int):
-        """Kill a place's process (to test recovery)."""
-        self._ray.kill(self._actors[host], no_restart=True)
+        """Kill a place's process (to test recovery); returns once it is gone, so the next
+        step is the one that finds it dead."""
+        ray = self._ray
+        ray.kill(self._actors[host], no_restart=True)
+        for _ in range(100):
+            try:
+                ray.get(self._actors[host].ping.remote(), timeout=5)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                return
 
     def stall(self, host: int, seconds: float):
         """Keep a place busy for `seconds` (to test that a hung place surfaces as an error)."""
