@@ -1,7 +1,12 @@
-"""The benchmark workloads W1–W6 of docs/benchmarks.md, built in splitgrad and in PyTorch.
+"""The benchmark workloads W1–W6 of docs/benchmarks.md, built in splitgrad and in PyTorch,
+and W8, a VAE of W4's sizes.
 
 Each builder returns a `step()` function that runs one training step (or one inference pass
 for W6) on a fixed synthetic batch made with numpy.random.default_rng(0).
+
+W8: encoder 784-512 ReLU → μ and log σ² (Dense 32 each) → z = μ + σ·ε → decoder 32-512 ReLU →
+784 logits; loss Σ BCE-with-logits / batch + KL (the ELBO); ε is drawn every step (splitgrad's
+generator, torch.randn_like). MACs/sample 784·512 + 2·512·32 + 32·512 + 512·784 = 851,968.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ WORKLOADS = {
     "W4": (128, "autoencoder 784-512-32-512-784, MSE", 641.7e6),
     "W5": (32, "MLP 30-16-1 ReLU, BCE with logits", 95232.0),
     "W6": (256, "W2 CNN inference", 1347.1e6),
+    "W8": (128, "VAE 784-512-(2x32)-512-784, BCE sum + KL", 654.3e6),
 }
 
 
@@ -34,7 +40,7 @@ def make_data(workload):
     if workload in ("W3", "W3b"):
         x = rng.integers(0, 83, (batch, 100))
         return x, rng.integers(0, 83, (batch, 100))
-    if workload == "W4":
+    if workload in ("W4", "W8"):
         x = rng.random((batch, 784)).astype(np.float32)
         return x, x
     if workload == "W5":
@@ -51,6 +57,8 @@ def splitgrad_step(workload):
     from splitgrad import nn
 
     x, y = make_data(workload)
+    if workload == "W8":
+        return _splitgrad_vae(x)
     ce = sg.losses.SparseCategoricalCrossentropy(from_logits=True)
     if workload == "W1":
         layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"), nn.Dense(10)]
@@ -100,6 +108,21 @@ def splitgrad_step(workload):
     return step
 
 
+def _splitgrad_vae(x):
+    import splitgrad as sg
+    from splitgrad.generative import VAE
+
+    model = VAE(latent_dim=32, kind="dense", hidden=(512,))
+    model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3))
+    model.build_from_sample(x)
+    model.train()
+
+    def step():
+        model.train_step(x, x)
+
+    return step
+
+
 # ----- PyTorch ---------------------------------------------------------------------------
 def torch_step(workload):
     import torch
@@ -111,6 +134,8 @@ def torch_step(workload):
         x_np = x_np.transpose(0, 3, 1, 2).copy()  # torch prefers NCHW
     x = torch.from_numpy(x_np)
     y = torch.from_numpy(y_np)
+    if workload == "W8":
+        return _torch_vae(x)
     ce = nn.CrossEntropyLoss()
     if workload == "W1":
         model = nn.Sequential(
@@ -177,6 +202,55 @@ def torch_step(workload):
         opt.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
+        opt.step()
+
+    return step
+
+
+def torch_vae_module(latent=32, hidden=512, features=784):
+    """W8's VAE in PyTorch: forward(x) → (decoder logits, μ, log σ²)."""
+    import torch
+    from torch import nn
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(features, hidden), nn.ReLU())
+            self.z_mean = nn.Linear(hidden, latent)
+            self.z_log_var = nn.Linear(hidden, latent)
+            self.decoder = nn.Sequential(
+                nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, features)
+            )
+
+        def forward(self, x):
+            h = self.encoder(x)
+            mu, log_var = self.z_mean(h), self.z_log_var(h)
+            z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+            return self.decoder(z), mu, log_var
+
+    return VAE()
+
+
+def torch_vae_loss(logits, x, mu, log_var):
+    """Σ BCE-with-logits / batch + KL(q ‖ N(0, I)) per example: the negative ELBO."""
+    import torch
+    from torch.nn import functional as F
+
+    rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+    kl = 0.5 * torch.sum(torch.exp(log_var) + mu * mu - 1.0 - log_var) / len(x)
+    return rec + kl
+
+
+def _torch_vae(x):
+    import torch
+
+    model = torch_vae_module()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        logits, mu, log_var = model(x)
+        torch_vae_loss(logits, x, mu, log_var).backward()
         opt.step()
 
     return step

@@ -1,7 +1,8 @@
 """Built-in recipes: one small readable module per recipe (data + model + training settings).
 
 A recipe module defines DESCRIPTION, DEFAULTS (epochs, batch_size, learning_rate), QUICK
-(overrides for a fast smoke run), TASK ("binary", "multiclass", "regression", "sequence"),
+(overrides for a fast smoke run), TASK ("binary", "multiclass", "regression", "sequence",
+"generative", "reinforcement"),
 `load_data(quick, seed)` and `build_model(learning_rate, data)`. It may define
 `batches(data, settings)`, a batch source for `Model.fit` when it does not train on the arrays
 data.x_train, data.y_train (the language models draw random text windows and validate on
@@ -34,6 +35,9 @@ RECIPES = {
     "fashion-cnn": "splitgrad.recipes.fashion_cnn",
     "irish-lstm": "splitgrad.recipes.irish_lstm",
     "next-word": "splitgrad.recipes.next_word",
+    "autoencoder": "splitgrad.recipes.autoencoder",
+    "vae": "splitgrad.recipes.vae",
+    "gan": "splitgrad.recipes.gan",
     "cartpole-pg": "splitgrad.recipes.cartpole_pg",
     "cartpole-dqn": "splitgrad.recipes.cartpole_dqn",
 }
