@@ -52,13 +52,12 @@ def make_data(workload):
 
 
 # ----- splitgrad -------------------------------------------------------------------------
-def splitgrad_step(workload):
+def splitgrad_model(workload):
+    """The workload's compiled, built splitgrad model (W1–W6) and its fixed batch (x, y)."""
     import splitgrad as sg
     from splitgrad import nn
 
     x, y = make_data(workload)
-    if workload == "W8":
-        return _splitgrad_vae(x)
     ce = sg.losses.SparseCategoricalCrossentropy(from_logits=True)
     if workload == "W1":
         layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"), nn.Dense(10)]
@@ -92,6 +91,15 @@ def splitgrad_step(workload):
     model = nn.Sequential(layers)
     model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3), loss=loss)
     model.build_from_sample(x)
+    return model, x, y
+
+
+def splitgrad_step(workload):
+    import splitgrad as sg
+
+    if workload == "W8":
+        return _splitgrad_vae(make_data(workload)[0])
+    model, x, y = splitgrad_model(workload)
     if workload == "W6":
         model.eval()
 
