@@ -7,12 +7,16 @@ on every leaf that has `requires_grad=True`.
 
 The sort is iterative (an explicit stack, no recursion), so a graph tens of thousands of nodes
 deep, such as an unrolled RNN, works.
+
+`activation_meter()` measures the bytes of live activations that graph nodes hold (peak and
+current); it costs nothing while off (see `ActivationMeter`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 
 import numpy as np
 
@@ -424,6 +428,113 @@ def _topological_order(root: Tensor) -> list:
 def tensor(data, requires_grad=False, dtype=None) -> Tensor:
     """Shorthand for `Tensor(data, ...)` that always copies the data."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, _copy=True)
+
+
+# ----- the engine's own memory accounting --------------------------------------------------
+class ActivationMeter:
+    """Bytes of live activations: the distinct array buffers that graph nodes hold.
+
+    A node (the context of an op recorded while the meter is on) holds the arrays it keeps for
+    its backward and its non-leaf inputs; the leaves' own data (weights, the input batch) are
+    not activations and are left out. A buffer counts once however many nodes (or views) hold
+    it, from the first node that holds it until the last one is freed. `live` is the current
+    total, `peak` the highest seen, `nodes` how many nodes were recorded.
+    """
+
+    def __init__(self):
+        self.live = self.peak = self.nodes = 0
+        self._held = {}  # id(root buffer) -> [bytes, nodes holding it]
+        # Re-entrant: a garbage collection inside `_track` may run `_release` in this thread.
+        self._lock = threading.RLock()
+
+    def _track(self, ctx):
+        bufs = _buffers_held(ctx)
+        with self._lock:
+            self.nodes += 1
+            for key, size in bufs.items():
+                entry = self._held.get(key)
+                if entry is None:
+                    self._held[key] = [size, 1]
+                    self.live += size
+                else:
+                    entry[1] += 1
+            self.peak = max(self.peak, self.live)
+        weakref.finalize(ctx, self._release, tuple(bufs))
+
+    def _release(self, keys):
+        with self._lock:
+            for key in keys:
+                entry = self._held[key]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._held[key]
+                    self.live -= entry[0]
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array that owns the memory a view looks into."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _buffers_held(ctx) -> dict:
+    """{id(root buffer): bytes} of what a graph node keeps alive, leaves' data excluded."""
+    leaves = {id(_root(p.data)) for p in ctx.parents if p is not None and p._ctx is None}
+    out = {}
+
+    def add(a):
+        if isinstance(a, np.ndarray):
+            root = _root(a)
+            if id(root) not in leaves:
+                out[id(root)] = root.nbytes
+
+    for p in ctx.parents:
+        if p is not None and p._ctx is not None:
+            add(p.data)
+    for key, value in vars(ctx).items():
+        if key in ("parents", "needs"):
+            continue
+        if isinstance(value, (tuple, list)):
+            for item in value:
+                add(item)
+        else:
+            add(value)
+    return out
+
+
+_meters: list = []  # the meters switched on, innermost last
+_plain_apply = Function.__dict__["apply"]
+
+
+def _metered_apply(cls, *inputs, **kwargs):
+    out = _plain_apply.__func__(cls, *inputs, **kwargs)
+    if out._ctx is not None:
+        for meter in _meters:
+            meter._track(out._ctx)
+    return out
+
+
+@contextlib.contextmanager
+def activation_meter():
+    """`with activation_meter() as m:` counts the live activation bytes of every graph node
+    recorded inside the block (in any thread); `m.peak` is the peak.
+
+    Function.apply is the hottest path of the library, so the meter costs nothing while off:
+    switching it on swaps in a counting `apply`, and the plain one comes back when the last
+    meter is switched off. Nodes recorded inside stay counted until they are freed, also
+    after the block, so a meter opened later starts from zero.
+    """
+    meter = ActivationMeter()
+    _meters.append(meter)
+    if len(_meters) == 1:
+        Function.apply = classmethod(_metered_apply)
+    try:
+        yield meter
+    finally:
+        _meters.remove(meter)
+        if not _meters:
+            Function.apply = _plain_apply
 
 
 # ops.py imports this module, so this import must come last (it is used only inside methods).

@@ -17,6 +17,7 @@ no other module defines a Function).
 | normalization.py | BatchNormFn |
 | recurrent.py | SimpleRNNSeq, LSTMSeq, GRUSeq (a whole sequence per call, BPTT inside) |
 | embedding.py | EmbeddingLookup |
+| checkpointing.py | RecomputeFn (a block re-run on backward: activation checkpointing) |
 | losses.py | SquaredError, AbsoluteError, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, |
 |  | SoftmaxCrossEntropy, NegativeLogLikelihood (fused with their reduction) |
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Tensor
-from . import conv, embedding, losses, normalization, recurrent
+from . import checkpointing, conv, embedding, losses, normalization, recurrent
 from .activations import (
     ELU,
     GELU,
@@ -114,6 +115,7 @@ PRIMITIVES = {
         recurrent.LSTMSeq,
         recurrent.GRUSeq,
         embedding.EmbeddingLookup,
+        checkpointing.RecomputeFn,
         losses.SquaredError,
         losses.AbsoluteError,
         losses.BinaryCrossEntropy,

@@ -32,11 +32,13 @@ from .local_sgd import LocalSGD as LocalSGD
 from .offload import Offload as Offload
 from .offload import OffloadDelayed as OffloadDelayed
 from .parameter_server import ParameterServer as ParameterServer
+from .pipeline import Pipeline as Pipeline
 from .places import DataLost as DataLost
 from .places import Inline as Inline
 from .places import PlaceFailure as PlaceFailure
 from .places import PlaceUnreachable as PlaceUnreachable
 from .places import RayPlaces as RayPlaces
+from .recompute import ActivationCheckpointing as ActivationCheckpointing
 from .registry import WAYS as WAYS
 from .registry import make_way as make_way
 from .registry import register as register
@@ -44,4 +46,6 @@ from .resume import CheckpointResume as CheckpointResume
 from .resume import resume as resume
 from .split_learning import SplitLearning as SplitLearning
 from .split_learning import USplitLearning as USplitLearning
+from .tensor_parallel import TensorParallel as TensorParallel
+from .tensor_shards import MegatronPair as MegatronPair
 from .zero import Zero as Zero

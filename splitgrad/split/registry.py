@@ -17,8 +17,11 @@ from .local_learning import LocalLearning, SyntheticGradients
 from .local_sgd import DiLoCo, LocalSGD
 from .offload import Offload, OffloadDelayed
 from .parameter_server import ParameterServer
+from .pipeline import Pipeline
+from .recompute import ActivationCheckpointing
 from .resume import CheckpointResume
 from .split_learning import SplitLearning, USplitLearning
+from .tensor_parallel import TensorParallel
 from .zero import Zero
 
 BUILT_IN = (
@@ -31,6 +34,8 @@ BUILT_IN = (
     RobustFederated,
     DPSGD,
     DPFedAvg,
+    Pipeline,
+    TensorParallel,
     Zero,
     Offload,
     OffloadDelayed,
@@ -40,6 +45,7 @@ BUILT_IN = (
     SyntheticGradients,
     GradientAccumulation,
     CheckpointResume,
+    ActivationCheckpointing,
     Distillation,
     Acting,
 )
