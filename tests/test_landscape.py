@@ -4,9 +4,6 @@ against `model.evaluate`, Inline against Ray places, and `splitgrad landscape` e
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -267,27 +264,6 @@ def test_landscape_command_mistakes_are_one_line(tmp_path, landscape_cli, capsys
 
 
 # ----- Ray --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_places():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=100 * 1024 * 1024,
-            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
-        )
-    from splitgrad.split import RayPlaces
-
-    where = RayPlaces(2, timeout=60)
-    yield where
-    where.close()
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.ray

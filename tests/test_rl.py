@@ -9,8 +9,6 @@ single-process run (inline and on Ray). Full-size CartPole runs are `slow`.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -533,29 +531,6 @@ def test_acting_needs_experience_and_is_a_way_on_the_command_line(
     assert "acting" in capsys.readouterr().out
     with pytest.raises(ValueError, match="has no option 'bogus'"):
         WAYS["acting"].from_options(2, {"bogus": 1})
-
-
-@pytest.fixture(scope="module")
-def ray_places():
-    ray = pytest.importorskip("ray")
-    from splitgrad.split import RayPlaces
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=100 * 1024 * 1024,
-            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
-        )
-    where = RayPlaces(2, timeout=60)
-    yield where
-    where.close()
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.ray

@@ -1,15 +1,12 @@
 """The ways that cut the optimizer, the data owner's model and the backward pass, on Ray
 actors: the same weights as Inline, bit for bit, and the bytes at each cut as the formula."""
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from test_split_model_ways import IMAGES, LABELS, cnn, train
 from test_split_ways import flat
 
-from splitgrad.split import Inline, PlaceFailure, RayPlaces
+from splitgrad.split import Inline, PlaceFailure
 from splitgrad.split.distillation import Distillation
 from splitgrad.split.local_learning import LocalLearning, SyntheticGradients
 from splitgrad.split.offload import Offload, OffloadDelayed
@@ -22,24 +19,8 @@ CNN = {"make": cnn, "x": IMAGES, "y": LABELS, "batch_size": 16}
 
 
 @pytest.fixture(scope="module")
-def places():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=100 * 1024 * 1024,
-            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
-        )
-    where = RayPlaces(2, timeout=60)
-    yield where
-    where.close()
-    if started:
-        ray.shutdown()
+def places(ray_places):
+    return ray_places
 
 
 @pytest.mark.parametrize("way", [SplitLearning, USplitLearning])

@@ -3,9 +3,7 @@
 One local cluster (2 CPUs, no dashboard) and one pair of places serve the whole module.
 """
 
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,24 +27,8 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def places():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=100 * 1024 * 1024,
-            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
-        )
-    where = RayPlaces(2, timeout=60)
-    yield where
-    where.close()
-    if started:
-        ray.shutdown()
+def places(ray_places):
+    return ray_places
 
 
 class KillAt:
