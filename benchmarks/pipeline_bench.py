@@ -33,6 +33,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from workloads import splitgrad_layers
 
 import splitgrad as sg
 from splitgrad import nn
@@ -44,20 +47,7 @@ def build(workload, seed=0):
     """W2 (a CNN, its second convolution most of the work) or W4 (an autoencoder whose two
     halves cost the same: a pipeline's best case)."""
     sg.seed(seed)
-    if workload == "W2":
-        layers = [
-            nn.Conv2D(32, 3, activation="relu"),
-            nn.MaxPool2D(2),
-            nn.Conv2D(64, 3, activation="relu"),
-            nn.MaxPool2D(2),
-            nn.Flatten(),
-            nn.Dense(128, activation="relu"),
-            nn.Dense(10),
-        ]
-        loss = sg.losses.SparseCategoricalCrossentropy(from_logits=True)
-    else:
-        sizes = [(512, "relu"), (32, "relu"), (512, "relu"), (784, "sigmoid")]
-        layers, loss = [nn.Dense(u, activation=a) for u, a in sizes], "mse"
+    layers, loss = splitgrad_layers(workload)
     model = nn.Sequential(layers)
     model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3), loss=loss)
     return model

@@ -30,6 +30,9 @@ from threadpoolctl import threadpool_info
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from workloads import splitgrad_layers
 
 import splitgrad as sg
 from splitgrad import nn
@@ -38,22 +41,11 @@ from splitgrad.tensor import activation_meter
 
 
 def build():
+    """The W2 CNN, compiled (Adam 1e-3, cross-entropy on logits)."""
     sg.seed(0)
-    model = nn.Sequential(
-        [
-            nn.Conv2D(32, 3, activation="relu"),
-            nn.MaxPool2D(2),
-            nn.Conv2D(64, 3, activation="relu"),
-            nn.MaxPool2D(2),
-            nn.Flatten(),
-            nn.Dense(128, activation="relu"),
-            nn.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=sg.optim.Adam(learning_rate=1e-3),
-        loss=sg.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    layers, loss = splitgrad_layers("W2")
+    model = nn.Sequential(layers)
+    model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3), loss=loss)
     return model
 
 

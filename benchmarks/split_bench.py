@@ -24,29 +24,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from workloads import WORKLOADS
+from workloads import WORKLOADS, splitgrad_layers
 
 import splitgrad as sg
 from splitgrad import nn
-from splitgrad.split import DataParallel, Federated, Inline, RayPlaces, per_example
+from splitgrad.split import DataParallel, Federated, Inline, RayPlaces, dp_sgd
 
 
 def build(workload, seed=0):
     sg.seed(seed)
-    if workload == "W1":
-        layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"), nn.Dense(10)]
-    elif workload == "W2":
-        layers = [
-            nn.Conv2D(32, 3, activation="relu"),
-            nn.MaxPool2D(2),
-            nn.Conv2D(64, 3, activation="relu"),
-            nn.MaxPool2D(2),
-            nn.Flatten(),
-            nn.Dense(128, activation="relu"),
-            nn.Dense(10),
-        ]
-    else:  # W5: tiny, so a step is almost all overhead
+    if workload == "W5":  # tiny, so a step is almost all overhead; two logits, as W1 and W2
         layers = [nn.Dense(16, activation="relu"), nn.Dense(2)]
+    else:
+        layers, _ = splitgrad_layers(workload)
     model = nn.Sequential(layers)
     model.compile(
         optimizer=sg.optim.Adam(learning_rate=1e-3),
@@ -157,8 +147,8 @@ def bench_dp_sgd(repeats=5):
     times = {}
     with threadpool_limits(1):
         for name, fn in (
-            ("per-example loop", per_example._looped),
-            ("one batched pass", per_example._batched),
+            ("per-example loop", dp_sgd._looped),
+            ("one batched pass", dp_sgd._batched),
         ):
             fn(model, x, y, 1.0)
             start = time.perf_counter()

@@ -52,12 +52,11 @@ def make_data(workload):
 
 
 # ----- splitgrad -------------------------------------------------------------------------
-def splitgrad_model(workload):
-    """The workload's compiled, built splitgrad model (W1–W6) and its fixed batch (x, y)."""
+def splitgrad_layers(workload):
+    """The layers of the workload's splitgrad model (W1–W6) and its loss."""
     import splitgrad as sg
     from splitgrad import nn
 
-    x, y = make_data(workload)
     ce = sg.losses.SparseCategoricalCrossentropy(from_logits=True)
     if workload == "W1":
         layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"), nn.Dense(10)]
@@ -88,6 +87,16 @@ def splitgrad_model(workload):
     else:
         layers = [nn.Dense(16, activation="relu"), nn.Dense(1)]
         loss = sg.losses.BinaryCrossentropy(from_logits=True)
+    return layers, loss
+
+
+def splitgrad_model(workload):
+    """The workload's compiled, built splitgrad model (W1–W6) and its fixed batch (x, y)."""
+    import splitgrad as sg
+    from splitgrad import nn
+
+    x, y = make_data(workload)
+    layers, loss = splitgrad_layers(workload)
     model = nn.Sequential(layers)
     model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3), loss=loss)
     model.build_from_sample(x)

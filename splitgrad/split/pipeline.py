@@ -321,12 +321,16 @@ class Pipeline(Way):
                     )
                     args = () if s == 0 else (pending[r, s - 1, "F", j].outs[0],)
                     outs = 0 if s == n_stages - 1 else 1
-                    pending[r, s, kind, j] = self.places.submit_multi(h, forward, outs, job, *args)
+                    pending[r, s, kind, j] = self.places.submit_multi(
+                        h, forward, outs, job, *args, direct=True
+                    )
                 else:
                     job.update(final=finals[s] == ("B", j), penalty=r == 0, norm=bool(self._clip))
                     args = () if s == n_stages - 1 else (pending[r, s + 1, "B", j].outs[0],)
                     outs = 1 if s > 0 else 0
-                    pending[r, s, kind, j] = self.places.submit_multi(h, backward, outs, job, *args)
+                    pending[r, s, kind, j] = self.places.submit_multi(
+                        h, backward, outs, job, *args, direct=True
+                    )
             self._rows += len(shard)
         keys = list(pending)
         # One wait per step: the previous step's updates (queued before this step's ops at each

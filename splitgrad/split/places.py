@@ -8,10 +8,13 @@ Many logical workers or clients live on one place (`host_of(worker)`), each in i
 Arrays cross between places as Ray objects; on `Inline` they are copied instead, so nothing
 is shared by accident. No scheduler or RPC layer of our own: Ray does the transport.
 
-On Ray an op's outputs stay at the place that made them (`Handoff`): the driver holds only
-their ids, and the place that takes one as an argument fetches it from its maker. (Outputs
-returned the ordinary way would be owned by the driver, and Ray keeps objects under 100 KB
-inline in their owner's memory, so small activations would pass through the driver.)
+Ray keeps an output under 100 KB inline in its owner's memory, and the owner of an op's
+outputs is the driver that submitted it, so small outputs pass through the driver's process on
+their way to the next place (larger ones go from object store to object store). With
+`submit_multi(..., direct=True)` (the pipeline's activations) the outputs stay at the place
+that made them (`Handoff`): the driver holds only their ids, and the place that takes one as
+an argument fetches it from its maker. That costs a round trip per output (about 1-3 ms here),
+so the other ways keep Ray's default.
 """
 
 from __future__ import annotations
@@ -67,12 +70,16 @@ class Handoff:
 
 
 class _RayHost(Host):
-    """A Ray place: outputs become `Handoff`s, `Handoff` arguments are fetched first."""
+    """A Ray place: `Handoff` arguments are fetched first; `call_direct`'s outputs become
+    `Handoff`s."""
 
     def call(self, op, *args):
         return super().call(op, *_received(args))
 
     def call_multi(self, op, *args):
+        return super().call_multi(op, *_received(args))
+
+    def call_direct(self, op, *args):
         import ray
 
         head, busy, *outs = super().call_multi(op, *_received(args))
@@ -129,7 +136,7 @@ class Inline:
         value, busy = self._host.call(op, *args)
         return Pending(host, value, busy)
 
-    def submit_multi(self, host: int, op, n_outs: int, *args) -> Pending:
+    def submit_multi(self, host: int, op, n_outs: int, *args, direct=False) -> Pending:
         value, busy, *outs = self._host.call_multi(op, *args)
         return Pending(host, value, busy, outs)
 
@@ -300,8 +307,10 @@ class RayPlaces:
         value, busy = self._actors[host].call.options(num_returns=2).remote(op, *args)
         return Pending(host, value, busy, op=op.__name__, deps=self._deps(args))
 
-    def submit_multi(self, host: int, op, n_outs: int, *args) -> Pending:
-        refs = self._actors[host].call_multi.options(num_returns=2 + n_outs).remote(op, *args)
+    def submit_multi(self, host: int, op, n_outs: int, *args, direct=False) -> Pending:
+        """`direct=True`: the outputs stay at this place until another place fetches them."""
+        call = self._actors[host].call_direct if direct else self._actors[host].call_multi
+        refs = call.options(num_returns=2 + n_outs).remote(op, *args)
         return Pending(host, refs[0], refs[1], refs[2:], op=op.__name__, deps=self._deps(args))
 
     def _deps(self, args):
