@@ -117,12 +117,21 @@ def _extensions():
     """Sub-command groups defined next to the features they drive."""
     from .attacks import add_cli as add_attack
     from .generate import add_cli as add_generate
+    from .interop.export_cli import add_cli as add_export
     from .landscape import add_cli as add_landscape
     from .optimizer_study import add_cli as add_optimizer_study
     from .rl.play import add_cli as add_play
     from .show import add_cli as add_show
 
-    out = [add_generate, add_show, add_play, add_attack, add_landscape, add_optimizer_study]
+    out = [
+        add_generate,
+        add_show,
+        add_play,
+        add_attack,
+        add_landscape,
+        add_optimizer_study,
+        add_export,
+    ]
     try:
         from .split.cli import add_cli
     except ImportError:

@@ -14,6 +14,7 @@ module per way (its driver side and its place ops together), registry.py (the li
 
 from .accounting import Traffic as Traffic
 from .accumulation import GradientAccumulation as GradientAccumulation
+from .base import NotApplicable as NotApplicable
 from .base import Way as Way
 from .catalogue import print_ways as print_ways
 from .compare import compare as compare

@@ -31,6 +31,11 @@ from .accounting import Traffic
 from .places import Inline, PlaceFailure
 
 
+class NotApplicable(ValueError):
+    """This way cannot train this model (tensor parallel needs a pair of layers it can shard,
+    for instance); `compare` lists it as not applicable and goes on with the other ways."""
+
+
 class Way:
     """Base of every way; `model.fit(x, y, way=...)` trains with it."""
 
@@ -188,16 +193,31 @@ class Run(StepFunction):
             self.traffic.extra.setdefault("elastic", []).append({**event, self.way.unit: 0})
         self.places.reset()
         self.way.setup(self)
+        self._rate = _plain_rate(self.model)  # the rate the replicas were built with
 
     def batches(self, source, epoch):
         return self.way.batches(self, epoch)
 
     def __call__(self, batch):
+        self._follow_learning_rate()
         loss = self._guarded(batch)
         if loss is None:  # the way took no step (CheckpointResume stopping after its save)
             return 0, 0.0
         self.step += 1
         return self.way.examples(batch), loss
+
+    def _follow_learning_rate(self):
+        """A callback (LearningRateScheduler, ReduceLROnPlateau) sets the learning rate of the
+        driver's model between steps; the places' optimizers must take it too. A schedule
+        needs nothing: every optimizer evaluates it at its own step count."""
+        rate = _plain_rate(self.model)
+        if rate is None or rate == self._rate:
+            return
+        hosts = self.places.live()
+        self.places.gather([self.places.submit(h, host_ops.set_learning_rate, rate) for h in hosts])
+        for h in hosts:
+            self.traffic.record("state", "driver", f"place{h}", size=8)
+        self._rate = rate
 
     def _guarded(self, batch):
         way = self.way
@@ -227,3 +247,11 @@ class Run(StepFunction):
         traffic.stop()
         history.traffic = traffic.report()
         history.traffic_log = traffic
+
+
+def _plain_rate(model):
+    """The learning rate of the driver's optimizer when it is a plain number (not a schedule)."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or callable(getattr(opt, "_lr", None)):
+        return None
+    return float(opt.learning_rate)

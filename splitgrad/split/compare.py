@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import NotApplicable
 from .registry import WAYS, make_way
 
 SINGLE_NOTE = "the reference run"
@@ -79,7 +80,7 @@ def compare(
         where = RayPlaces(actors_for(places))
     # The ways that train on a dataset (not the acting way, which needs an environment).
     names = ways or [n for n, c in WAYS.items() if c.trains_on == "arrays"]
-    rows = []
+    rows, skipped = [], []
     baseline = None
     for name in [None, *names]:
         model, data = build(quick, seed)
@@ -91,18 +92,24 @@ def compare(
         else:
             run_epochs = max_epochs if target_accuracy else epochs
         start = time.perf_counter()
-        history = model.fit(
-            data.x_train,
-            data.y_train,
-            batch_size=batch_size,
-            epochs=run_epochs,
-            seed=seed,
-            verbose=0,
-            way=way,
-            shuffle=True,
-            callbacks=[budget],
-            validation_data=(data.x_test, data.y_test) if target_accuracy else None,
-        )
+        try:
+            history = model.fit(
+                data.x_train,
+                data.y_train,
+                batch_size=batch_size,
+                epochs=run_epochs,
+                seed=seed,
+                verbose=0,
+                way=way,
+                shuffle=True,
+                callbacks=[budget],
+                validation_data=(data.x_test, data.y_test) if target_accuracy else None,
+            )
+        except NotApplicable as reason:
+            skipped.append((name, str(reason)))
+            if verbose:
+                print(f"{name:<18} not applicable to this model: {reason}", flush=True)
+            continue
         wall = time.perf_counter() - start
         scores = model.evaluate(data.x_test, data.y_test, batch_size=256, return_dict=True)
         weights = model.get_weights()
@@ -135,7 +142,12 @@ def compare(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = _title(recipe, places, ray, budget_steps, target_accuracy, epochs, steps_per_epoch)
-    (out / "compare.md").write_text(markdown(rows, title))
+    text = markdown(rows, title)
+    if skipped:
+        text += "\nNot applicable to this model:\n\n" + "".join(
+            f"- {name}: {reason}\n" for name, reason in skipped
+        )
+    (out / "compare.md").write_text(text)
     plot(rows, out / "compare.png", title)
     if verbose:
         print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from ..optim.base import Optimizer
 from . import replicas
 
 
@@ -121,6 +122,33 @@ def setup(host, key, spec, x, y, index=None, stream=None):
     slot.stream = stream
     host.slots[key] = slot
     return len(x)
+
+
+def set_learning_rate(host, rate):
+    """Give every optimizer held at this place the learning rate `rate` (a callback such as
+    ReduceLROnPlateau changed the driver's between steps). Returns how many it set."""
+    found = {}
+    _optimizers(list(host.slots.values()), found, depth=4)
+    for opt in found.values():
+        opt.learning_rate = rate
+    return len(found)
+
+
+def _optimizers(obj, found, depth):
+    """Collect the optimizers in `obj` (a slot, a model, a way's state) into `found` by id."""
+    if depth < 0 or obj is None:
+        return
+    if isinstance(obj, Optimizer):
+        found[id(obj)] = obj
+    elif isinstance(obj, Slot):
+        _optimizers([obj.model, obj.state], found, depth - 1)
+    elif isinstance(obj, dict):
+        _optimizers(list(obj.values()), found, depth - 1)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            _optimizers(item, found, depth - 1)
+    elif isinstance(getattr(obj, "optimizer", None), Optimizer):  # a model
+        found[id(obj.optimizer)] = obj.optimizer
 
 
 def get_model(host, key):

@@ -40,7 +40,7 @@ from ..layers.layer import generators
 from ..tensor import Tensor
 from . import blocks, replicas
 from .allreduce import AllReduce, assemble, ring_bytes, send
-from .base import Way
+from .base import NotApplicable, Way
 from .host import Slot
 from .tensor_shards import MegatronPair, bias_parameter, find_pairs, layer_spec, rebuild
 
@@ -226,7 +226,7 @@ class TensorParallel(Way):
         layers = blocks.layers_of(model)
         found = find_pairs(layers, n)
         if not found:
-            raise ValueError(
+            raise NotApplicable(
                 f"tensor-parallel shards consecutive layer pairs: a Dense or Conv2D with at "
                 f"least {n} outputs (split by outputs), then only pooling, elementwise "
                 f"Activation or Flatten layers, then a Dense or Conv2D (split by inputs); "
