@@ -16,6 +16,10 @@ from . import optim as optim
 from . import schedules as schedules
 from . import split as split
 from .checkpoint import load_model as load_model
+from .layers.input_layer import Input as Input
+from .layers.layer import register as register
+from .model import Model as Model
+from .model import Sequential as Sequential
 from .model import clone_model as clone_model
 from .random import seed as seed
 from .tensor import Tensor as Tensor

@@ -141,7 +141,7 @@ def example_losses(model, x, y, batch_size: int = 256) -> np.ndarray:
     try:
         with no_grad():
             for i in range(0, len(x), batch_size):
-                values = per_row(model(x[i : i + batch_size]), y[i : i + batch_size]).data
+                values = per_row(y[i : i + batch_size], model(x[i : i + batch_size])).data
                 out.append(values.reshape(len(values), -1).mean(axis=1))
     finally:
         model.train(was)

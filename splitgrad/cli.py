@@ -54,6 +54,7 @@ def cmd_train(args):
         verbose=0 if args.quiet else 1,
         data_options={"text": args.text, "env": args.env},
         overwrite=args.overwrite,
+        tensorboard=args.tensorboard,
     )
     _print_metrics(result["metrics"])
     if result.get("traffic") is not None:  # a split run: what crossed between the places
@@ -92,6 +93,12 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--text", help="a UTF-8 text file to train on (word-level recipes)")
     p.add_argument("--env", help="a gymnasium environment id (reinforcement-learning recipes)")
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write TensorBoard event files (scalars, histograms, graph) to DIR "
+        "(needs splitgrad[tensorboard])",
+    )
     p.add_argument("--way", help="split training across places (see `splitgrad ways`)")
     p.add_argument(
         "--places",

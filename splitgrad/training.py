@@ -94,7 +94,9 @@ def run(
         steps = None  # an unsized source: the bar counts without a total
     history = cbks.History()
     progress = [cbks.ProgressBar(verbose, steps, epochs, step.label)] if verbose else []
-    cb = cbks.CallbackList([history, *progress, *(callbacks or [])], model)
+    # History and the progress output last, as in Keras: they see what callbacks add to the
+    # logs (ReduceLROnPlateau's learning_rate).
+    cb = cbks.CallbackList([*(callbacks or []), history, *progress], model)
     model.stop_training = False
     model.history = history
     cb.on_train_begin()

@@ -354,3 +354,42 @@ def test_progress_output(capsys):
     model.fit(x, y, epochs=1, verbose=0, seed=0)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_model_checkpoint_weights_only_batch_frequency_and_threshold(tmp_path):
+    x, y = _data()
+    model = _model()
+    weights = cbks.ModelCheckpoint(
+        tmp_path / "w-{epoch}-{batch}", save_weights_only=True, save_freq=2
+    )
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, seed=0, callbacks=[weights])
+    # 3 batches an epoch: the 2nd, 4th and 6th batch of the run save.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w-1-2", "w-2-1", "w-2-3"]
+    twin = _model()
+    twin.build_from_sample(x)
+    twin.load_weights(tmp_path / "w-2-3")
+    for ours, loaded in zip(model.get_weights(), twin.get_weights()):
+        assert np.array_equal(ours, loaded)
+    # A threshold no epoch beats: nothing is saved.
+    script = Script([1.0, 0.9])
+    strict = cbks.ModelCheckpoint(
+        tmp_path / "best", save_best_only=True, initial_value_threshold=0.5
+    )
+    model.fit(x, y, epochs=2, verbose=0, seed=0, callbacks=[script, strict])
+    assert not (tmp_path / "best").exists() and strict.best == 0.5
+    with pytest.raises(ValueError, match="save_freq must be 'epoch' or a positive"):
+        cbks.ModelCheckpoint(tmp_path / "x", save_freq="batch")
+
+
+def test_lambda_callback_takes_keras_hook_names():
+    x, y = _data()
+    model = _model()
+    batches = []
+    cb = cbks.LambdaCallback(
+        on_batch_end=lambda batch, logs: batches.append(batch),  # Keras's older name
+        on_test_begin=lambda logs=None: None,  # accepted; evaluate calls no callbacks
+    )
+    model.fit(x, y, batch_size=48, epochs=2, verbose=0, seed=0, callbacks=[cb])
+    assert batches == [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="unknown hook 'on_epoch_finish'.*on_epoch_end"):
+        cbks.LambdaCallback(on_epoch_finish=print)

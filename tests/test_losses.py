@@ -54,12 +54,12 @@ def test_mse_mae_match_torch(shape, seed, reduction):
     rng = np.random.default_rng(seed)
     x, y = rng.normal(size=shape), rng.normal(size=shape)
     _compare(
-        lambda t: losses.mse(t, y, reduction=reduction),
+        lambda t: losses.mse(y, t, reduction=reduction),
         lambda t: F.mse_loss(t, torch.as_tensor(y), reduction=reduction),
         x,
     )
     _compare(
-        lambda t: losses.MAE(reduction=reduction)(t, y),
+        lambda t: losses.MAE(reduction=reduction)(y, t),
         lambda t: F.l1_loss(t, torch.as_tensor(y), reduction=reduction),
         x,
     )
@@ -72,7 +72,7 @@ def test_bce_probabilities_match_torch(shape, seed, reduction):
     x.reshape(-1)[:2] = [0.0, 1.0]  # exact 0 and 1 hit PyTorch's −100 clamp and 1e-12 floor
     y = rng.uniform(size=shape)
     _compare(
-        lambda t: losses.BinaryCrossentropy(reduction=reduction)(t, y),
+        lambda t: losses.BinaryCrossentropy(reduction=reduction)(y, t),
         lambda t: F.binary_cross_entropy(t, torch.as_tensor(y), reduction=reduction),
         x,
     )
@@ -92,7 +92,7 @@ def test_bce_with_logits_matches_torch(shape, seed, reduction, use_pw):
     pw = rng.uniform(0.2, 3, size=shape[-1]) if use_pw else None
     _compare(
         lambda t: losses.binary_crossentropy(
-            t, y, from_logits=True, pos_weight=pw, reduction=reduction
+            y, t, from_logits=True, pos_weight=pw, reduction=reduction
         ),
         lambda t: F.binary_cross_entropy_with_logits(
             t,
@@ -128,7 +128,7 @@ def test_sparse_categorical_matches_torch(shape, seed, reduction, weighted, smoo
         reduction=reduction,
     )
     _compare(
-        lambda t: loss(t, y),
+        lambda t: loss(y, t),
         lambda t: F.cross_entropy(
             _classes_to_axis1(t),
             torch.as_tensor(y),
@@ -155,7 +155,7 @@ def test_categorical_matches_torch(shape, seed, reduction, weighted, smoothing):
     w = rng.uniform(0.1, 2, size=c) if weighted else None
     _compare(
         lambda a: losses.categorical_crossentropy(
-            a, t, from_logits=True, weight=w, label_smoothing=smoothing, reduction=reduction
+            t, a, from_logits=True, weight=w, label_smoothing=smoothing, reduction=reduction
         ),
         lambda a: F.cross_entropy(
             _classes_to_axis1(a),
@@ -183,7 +183,7 @@ def test_activation_output_uses_its_logits(kind):
         ref = F.binary_cross_entropy_with_logits(torch.as_tensor(z), torch.as_tensor(y))
         act = ops.sigmoid
     t = Tensor(z.copy(), requires_grad=True)
-    out = ours(act(t), y)
+    out = ours(y, act(t))
     out.backward()
     tz = to_torch(z)
     ref_fn = F.cross_entropy if kind == "softmax" else F.binary_cross_entropy_with_logits
@@ -197,9 +197,9 @@ def test_probability_inputs_without_logits():
     p = rng.dirichlet(np.ones(5), size=7)
     y = rng.integers(0, 5, size=7)
     ref = lambda t: F.nll_loss(torch.log(t), torch.as_tensor(y))
-    _compare(lambda t: losses.sparse_categorical_crossentropy(t, y), ref, p)
+    _compare(lambda t: losses.sparse_categorical_crossentropy(y, t), ref, p)
     onehot = np.eye(5)[y]
-    _compare(lambda t: losses.CategoricalCrossentropy()(t, onehot), ref, p)
+    _compare(lambda t: losses.CategoricalCrossentropy()(onehot, t), ref, p)
 
 
 def _fd_check(fn, x, rtol=1e-6, atol=1e-8):
@@ -241,10 +241,10 @@ def test_label_smoothing_binary_and_shapes():
     y = np.array([0, 1, 1])  # (N,) targets against (N, 1) predictions are accepted
     ys = y * 0.8 + 0.1
     want = -np.mean(ys * np.log(x[:, 0]) + (1 - ys) * np.log(1 - x[:, 0]))
-    got = losses.BinaryCrossentropy(label_smoothing=0.2)(Tensor(x), y)
+    got = losses.BinaryCrossentropy(label_smoothing=0.2)(y, Tensor(x))
     assert got.data == pytest.approx(want, rel=1e-12)
     seq = losses.sparse_categorical_crossentropy(
-        Tensor(np.zeros((2, 3, 4))), np.zeros((2, 3, 1)), from_logits=True
+        np.zeros((2, 3, 1)), Tensor(np.zeros((2, 3, 4))), from_logits=True
     )
     assert seq.data == pytest.approx(np.log(4))
 
@@ -253,37 +253,37 @@ def test_label_smoothing_binary_and_shapes():
     "call, match",
     [
         (
-            lambda: losses.binary_crossentropy(Tensor(np.array([0.5, 1.5])), [0, 1]),
+            lambda: losses.binary_crossentropy([0, 1], Tensor(np.array([0.5, 1.5]))),
             r"probabilities in \[0, 1\].*from_logits=True",
         ),
         (
-            lambda: losses.sparse_categorical_crossentropy(Tensor(np.array([[2.0, -1.0]])), [0]),
+            lambda: losses.sparse_categorical_crossentropy([0], Tensor(np.array([[2.0, -1.0]]))),
             r"probabilities in \[0, 1\].*from_logits=True",
         ),
         (
-            lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((3, 4))), np.eye(4)[:3]),
+            lambda: losses.sparse_categorical_crossentropy(np.eye(4)[:3], Tensor(np.zeros((3, 4)))),
             "labels look one-hot: use categorical_crossentropy",
         ),
         (
-            lambda: losses.categorical_crossentropy(Tensor(np.zeros((3, 4))), [0, 1, 2]),
+            lambda: losses.categorical_crossentropy([0, 1, 2], Tensor(np.zeros((3, 4)))),
             "integer class ids: use sparse_categorical_crossentropy",
         ),
         (
-            lambda: losses.mse(Tensor(np.zeros((3, 4))), [0, 1, 2]),
+            lambda: losses.mse([0, 1, 2], Tensor(np.zeros((3, 4)))),
             r"expected \(3, 4\).*use sparse_categorical_crossentropy",
         ),
-        (lambda: losses.mse(Tensor(np.zeros((3, 2))), np.zeros((2, 3))), r"shape \(2, 3\)"),
+        (lambda: losses.mse(np.zeros((2, 3)), Tensor(np.zeros((3, 2)))), r"shape \(2, 3\)"),
         (
-            lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3))), [0, 3]),
+            lambda: losses.sparse_categorical_crossentropy([0, 3], Tensor(np.zeros((2, 3)))),
             "class id 3 is out of range for 3 classes",
         ),
         (
-            lambda: losses.sparse_categorical_crossentropy(Tensor(np.zeros((2, 3))), [0.5, 1]),
+            lambda: losses.sparse_categorical_crossentropy([0.5, 1], Tensor(np.zeros((2, 3)))),
             "integer class ids",
         ),
         (
             lambda: losses.sparse_categorical_crossentropy(
-                Tensor(np.zeros((2, 3))), [0, 1], weight=[1, 2]
+                [0, 1], Tensor(np.zeros((2, 3))), weight=[1, 2]
             ),
             r"shape \(3,\)",
         ),
@@ -318,13 +318,13 @@ def test_registry_and_configs():
     back = losses.get(json.loads(json.dumps(losses.serialize(loss))))
     assert back.get_config() == loss.get_config()
     z, y = np.array([[0.3, -1.0], [2.0, 0.5]]), np.array([1, -1])
-    assert back(Tensor(z), y).data == loss(Tensor(z), y).data
+    assert back(y, Tensor(z)).data == loss(y, Tensor(z)).data
     assert losses.get(loss) is loss and losses.get(losses.MSE).reduction == "mean"
     assert losses.get(losses.mse) is losses.mse  # plain callables pass through
 
 
 def test_all_rows_ignored_gives_nan_and_zero_grad():
     z = Tensor(np.zeros((2, 3)), requires_grad=True)
-    out = losses.sparse_categorical_crossentropy(z, [-1, -1], from_logits=True, ignore_index=-1)
+    out = losses.sparse_categorical_crossentropy([-1, -1], z, from_logits=True, ignore_index=-1)
     out.backward()
     assert np.isnan(out.data) and not z.grad.any()

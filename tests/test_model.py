@@ -91,7 +91,7 @@ def test_sequential_mlp_loss_and_all_gradients_match_torch():
         torch.nn.ReLU(),
         _torch_linear(denses[2]),
     )
-    loss = losses.sparse_categorical_crossentropy(model(x), y, from_logits=True)
+    loss = losses.sparse_categorical_crossentropy(y, model(x), from_logits=True)
     loss.backward()
     ref_loss = torch.nn.functional.cross_entropy(ref(to_torch(x, False)), torch.from_numpy(y))
     ref_loss.backward()
@@ -119,8 +119,8 @@ def test_softmax_output_with_sparse_ce_uses_the_logits_and_trains():
     logits_model(x[:1])
     logits_model.set_weights(model.get_weights())
     probs = model(x)
-    loss = model.loss(probs, y)
-    ref = losses.sparse_categorical_crossentropy(logits_model(x), y, from_logits=True)
+    loss = model.loss(y, probs)
+    ref = losses.sparse_categorical_crossentropy(y, logits_model(x), from_logits=True)
     assert_close(loss.data, ref.data, rtol=1e-12, what="loss from the logits")
     assert_close(probs.data.sum(-1), np.ones(len(x)), what="softmax rows sum to 1")
 
@@ -309,7 +309,7 @@ def test_evaluate_returns_loss_then_metrics_and_predict_shape():
     assert list(as_dict) == ["loss", "accuracy", "sparse_categorical_accuracy"]
     logits = model.predict(x, batch_size=7)
     assert logits.shape == (50, 3)
-    ref = losses.sparse_categorical_crossentropy(Tensor(logits), y, from_logits=True)
+    ref = losses.sparse_categorical_crossentropy(y, Tensor(logits), from_logits=True)
     assert result[0] == pytest.approx(float(ref.data), rel=1e-5)
     assert result[1] == pytest.approx(np.mean(logits.argmax(-1) == y))
     assert result[1] == result[2]

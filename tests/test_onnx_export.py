@@ -250,9 +250,10 @@ def test_export_writes_a_file_that_onnx_checks(tmp_path):
     path = ox.export_onnx(model, tmp_path / "m.onnx", sample=rand(2, 4))
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     assert ox.compare_with_runtime(model, path, rand(9, 4)) < 1e-6
-    if hasattr(model, "export"):  # Model.export, once the lead adds it to model.py
-        model.export(tmp_path / "m2.onnx")
-        assert (tmp_path / "m2.onnx").read_bytes() == path.read_bytes()
+    assert model.export(tmp_path / "m2.onnx") == tmp_path / "m2.onnx"  # Keras 3's spelling
+    assert (tmp_path / "m2.onnx").read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="format 'tf_saved_model' is not supported"):
+        model.export(tmp_path / "m3", format="tf_saved_model")
 
 
 # ----- functional models -------------------------------------------------------------------

@@ -356,3 +356,25 @@ def test_pytorch_loading_errors_say_what_to_do(tmp_path):
     built.save_weights(tmp_path / "own")
     with pytest.raises(ValueError, match=r"splitgrad's own weight names.*load_weights"):
         load_torch_state_dict(built, tmp_path / "own" / "weights.safetensors")
+
+
+def test_model_load_weights_picks_the_reader_from_the_file_name(tmp_path):
+    """`model.load_weights` reads a .safetensors file as PyTorch's, a folder as splitgrad's."""
+    from safetensors.numpy import save_file
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    path = tmp_path / "net.safetensors"
+    save_file({k: v.detach().numpy() for k, v in net.state_dict().items()}, str(path))
+    model = nn.Sequential([nn.Dense(4, activation="relu"), nn.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    model.predict(x[:1])
+    report = model.load_weights(path)
+    assert not report.missing_keys and not report.unexpected_keys
+    with torch.no_grad():
+        assert np.allclose(model.predict(x), net(torch.from_numpy(x)).numpy(), atol=1e-6)
+    model.save_weights(tmp_path / "ours")
+    twin = nn.Sequential([nn.Dense(4, activation="relu"), nn.Dense(2)])
+    twin.predict(x[:1])
+    assert twin.load_weights(tmp_path / "ours") is None
+    assert np.array_equal(twin.predict(x), model.predict(x))

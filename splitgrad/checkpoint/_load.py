@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import random as sg_random
-from ..layers.layer import WeightBudget, layer_class
+from ..layers.layer import UnknownClassError, WeightBudget, layer_class
 from . import _folder, _manifest
 from ._files import DAMAGED, CheckpointError, decode_tensors, parse_json, read_file
 from ._manifest import CONFIG, LEGACY_SUMS, MANIFEST, OPTIMIZER, WEIGHTS
@@ -122,21 +122,37 @@ def _checked_config(data: bytes, source) -> dict:
                 f"(found {type(config.get(key)).__name__}). {DAMAGED}"
             )
     shape = config["input_shape"]
+    # A model with several inputs (functional) saves one shape per input; None marks a
+    # free axis (a sequence length), which only a model that rebuilds itself may have.
+    several = bool(shape) and all(isinstance(s, list) for s in shape)
+    for one in shape if several and len(shape) <= MAX_INPUTS else [shape]:
+        _check_shape(one, source)
+    return config
+
+
+MAX_INPUTS = 64
+
+
+def _check_shape(shape, source):
     if not (
-        2 <= len(shape) <= MAX_INPUT_NDIM + 1
-        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape[1:])
+        isinstance(shape, list)
+        and 2 <= len(shape) <= MAX_INPUT_NDIM + 1
+        and all(
+            s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 1)
+            for s in shape[1:]
+        )
     ):
         raise CheckpointError(
             f"{source}: input_shape {str(shape)[:80]} must be a batch size "
             f"then 1 to {MAX_INPUT_NDIM} sizes ≥ 1. {DAMAGED}"
         )
-    if math.prod(shape[1:]) > MAX_SAMPLE_ELEMENTS:
+    values = math.prod(s for s in shape[1:] if s is not None)
+    if values > MAX_SAMPLE_ELEMENTS:
         raise CheckpointError(
-            f"{source}: input_shape {shape} claims {math.prod(shape[1:])} "
+            f"{source}: input_shape {shape} claims {values} "
             f"values per sample, more than the {MAX_SAMPLE_ELEMENTS} "
             f"accepted from a file. {DAMAGED}"
         )
-    return config
 
 
 # ----- whole models ----------------------------------------------------------------------
@@ -231,7 +247,7 @@ def _rebuild(config: dict, comp, contents: Contents):
     rng_before = sg_random.get_state()
     try:
         with WeightBudget(budget):
-            model = layer_class(config["class"]).from_config(config["config"])
+            model = _from_config(config, source)
             if not callable(getattr(model, "build_from_sample", None)):  # not a Model
                 raise CheckpointError(
                     f"{source}: class {config['class']!r} is a layer, not a model. {DAMAGED}"
@@ -246,14 +262,24 @@ def _rebuild(config: dict, comp, contents: Contents):
                     raise CheckpointError(f"{source}: 'compile' must be an object. {DAMAGED}")
                 opt_cfg = dict(comp["optimizer"])
                 opt = type(optim.get(str(opt_cfg.pop("class")))).from_config(opt_cfg)
-                loss_cls = type(losses.get(str(comp["loss"]["class"])))
-                model.compile(
-                    optimizer=opt,
-                    loss=loss_cls.from_config(comp["loss"]["config"]),
-                    metrics=list(comp["metrics"]),
-                )
-            sample = np.zeros([1] + config["input_shape"][1:], dtype=model.dtype)
+                loss, weights = _saved_loss(comp["loss"], losses)
+                # Layers frozen after compile were in the optimizer when it saved its state:
+                # thawed while it is built, they take their places in it again.
+                flags = _thaw(model, comp.get("optimizer_weights"))
+                # Only a model with several outputs has weights (subclasses may not take them).
+                extra = {} if weights is None else {"loss_weights": weights}
+                model.compile(optimizer=opt, loss=loss, metrics=comp["metrics"], **extra)
+            shape = config["input_shape"]
+            if model.built:  # a functional model builds itself from its config
+                sample = None
+            elif shape and all(isinstance(s, list) for s in shape):
+                sample = [np.zeros(_probe(s), dtype=model.dtype) for s in shape]
+            else:
+                sample = np.zeros(_probe(shape), dtype=model.dtype)
             model.build_from_sample(sample)
+            if comp is not None:
+                for layer, trainable in flags:  # parents first: each ends with its own flag
+                    layer.trainable = trainable
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - the safety net: any failure is the file's fault
@@ -265,6 +291,54 @@ def _rebuild(config: dict, comp, contents: Contents):
     finally:
         sg_random.set_state(rng_before)
     return model
+
+
+def _from_config(config, source):
+    """The model its config describes. A class of the user's that does not rebuild from
+    the config it saved is explained as that, not as a damaged file."""
+    try:
+        cls = layer_class(config["class"])
+    except UnknownClassError as exc:  # the user's class, not imported or not registered
+        raise CheckpointError(f"{source}: cannot rebuild the model: {exc}") from None
+    try:
+        return cls.from_config(config["config"])
+    except (TypeError, ValueError) as exc:
+        if cls.__module__.split(".")[0] == "splitgrad":
+            raise
+        raise CheckpointError(
+            f"{source}: {cls.__name__}.from_config could not rebuild the model from the config "
+            f"its get_config saved ({type(exc).__name__}: {str(exc)[:300]}). Make get_config "
+            "return the arguments __init__ takes (or leave get_config out: splitgrad then "
+            "saves the arguments the model was made with)"
+        ) from None
+
+
+def _thaw(model, names) -> list:
+    """Unfreeze the frozen layers that own weights the saved optimizer trains (`names`, the
+    dotted paths it was built for); returns every layer's (layer, trainable) to restore."""
+    flags = [(layer, layer.trainable) for _, layer in model.named_modules()]
+    if names is None:  # saved before this was recorded: the optimizer had the trainable ones
+        return flags
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"'optimizer_weights' must be a list of weight names. {DAMAGED}")
+    for path, layer in model.named_modules():
+        if not layer.trainable and any(n.startswith(path + ".") or not path for n in names):
+            layer.trainable = True
+    return flags
+
+
+def _saved_loss(spec, losses):
+    """(the loss, loss_weights) a compile setting describes: one loss, or one per output of a
+    model with several (saved as {"outputs": [...], "weights": [...]})."""
+
+    def one(item):
+        return type(losses.get(str(item["class"]))).from_config(item["config"])
+
+    if spec["class"] != "MultiOutputLoss":
+        return one(spec), None
+    config = spec["config"]
+    outputs = [None if item is None else one(item) for item in config["outputs"]]
+    return outputs, [float(w) for w in config["weights"]]
 
 
 def _load_optimizer(model, config, contents: Contents, verify: bool) -> None:
@@ -290,3 +364,9 @@ def _load_optimizer(model, config, contents: Contents, verify: bool) -> None:
             f"{folder / CONFIG}: the optimizer state does not fit the model "
             f"({type(exc).__name__}: {str(exc)[:300]})"
         ) from None
+
+
+def _probe(shape) -> list:
+    """The shape of the one-row batch that builds a model: a free axis (None, e.g. a sequence
+    of any length) gets length 1."""
+    return [1] + [1 if d is None else d for d in shape[1:]]

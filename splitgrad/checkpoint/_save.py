@@ -50,7 +50,7 @@ def save_model(
             "version": MODEL_VERSION,
             "class": type(model).__name__,
             "config": model.get_config(),
-            "input_shape": list(model.input_shape),
+            "input_shape": _shape_list(model.input_shape),
             "extra": extra or {},
         },
     )
@@ -61,7 +61,8 @@ def save_model(
         config["compile"] = {
             "optimizer": model.optimizer.get_config() | {"class": type(model.optimizer).__name__},
             "loss": {"class": type(model.loss).__name__, "config": model.loss.get_config()},
-            "metrics": [metrics.to_spec(m) for m in model.metric_specs],
+            "metrics": _metric_specs(model.metric_specs),
+            "optimizer_weights": _optimizer_weights(model),
         }
         state = model.optimizer.state_dict()
         config["optimizer_state"] = {k: v for k, v in state.items() if k != "state"}
@@ -136,6 +137,34 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(
-        f"cannot store {type(obj).__name__} in a checkpoint config; `extra` must "
-        "hold JSON values (dicts, lists, text, numbers)"
+        f"cannot store {type(obj).__name__} in a checkpoint config; `extra`, and the "
+        "get_config() of every layer and model, must hold JSON values (dicts, lists, text, "
+        "numbers): give a custom class a get_config returning its constructor's arguments"
     )
+
+
+def _optimizer_weights(model) -> list:
+    """The dotted names of the weights the optimizer trains, in its order (a layer frozen
+    after compile is still among them)."""
+    first = {}
+    for key, p in model.named_weights().items():
+        first.setdefault(id(p), key)
+    return [first[id(p)] for p in model.optimizer_parameters() if id(p) in first]
+
+
+def _metric_specs(specs):
+    """The compiled metrics as JSON: a list, or per output (a dict, or a list of lists)."""
+    if isinstance(specs, dict):
+        return {k: _metric_specs(v) for k, v in specs.items()}
+    if isinstance(specs, (list, tuple)):
+        return [_metric_specs(m) for m in specs]
+    return metrics.to_spec(specs)
+
+
+def _shape_list(shape):
+    """The input shape as JSON: a list, or a list of lists for several inputs."""
+    if isinstance(shape, dict):
+        shape = list(shape.values())
+    if isinstance(shape, list) and shape and isinstance(shape[0], (list, tuple)):
+        return [list(s) for s in shape]
+    return list(shape)

@@ -91,7 +91,7 @@ class Autoencoder(GenerativeModel):
     def compute_loss(self, x, y):
         y_pred = self(x)
         check_targets(self, y, y_pred.shape)
-        loss = self.loss(y_pred, y)
+        loss = self.loss(y, y_pred)
         for penalty in self.regularization_losses():
             loss = loss + penalty
         self._last_pred = y_pred

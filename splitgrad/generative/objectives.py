@@ -60,8 +60,8 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, label_smoothing
     and generated ones fake. s = 0 is the plain GAN loss."""
     real = np.full(real_logits.shape, 1.0 - label_smoothing, dtype=real_logits.dtype)
     fake = np.zeros(fake_logits.shape, dtype=fake_logits.dtype)
-    return binary_crossentropy(real_logits, real, from_logits=True) + binary_crossentropy(
-        fake_logits, fake, from_logits=True
+    return binary_crossentropy(real, real_logits, from_logits=True) + binary_crossentropy(
+        fake, fake_logits, from_logits=True
     )
 
 
@@ -70,7 +70,7 @@ def generator_loss(fake_logits: Tensor) -> Tensor:
     al. 2014). Minimising log(1 − σ(D(G(z)))) instead gives vanishing gradients exactly when
     the discriminator wins early in training."""
     ones = np.ones(fake_logits.shape, dtype=fake_logits.dtype)
-    return binary_crossentropy(fake_logits, ones, from_logits=True)
+    return binary_crossentropy(ones, fake_logits, from_logits=True)
 
 
 class Tracker(Metric):

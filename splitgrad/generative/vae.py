@@ -131,7 +131,7 @@ class VAE(GenerativeModel):
         mu, log_var = self.posterior(x)
         raw = self.decoder(reparameterize(mu, log_var, rng))
         check_targets(self, y, raw.shape)
-        rec = self.loss(raw, y) * (1.0 / len(raw.data))
+        rec = self.loss(y, raw) * (1.0 / len(raw.data))
         return rec, gaussian_kl(mu, log_var), raw
 
     def compute_loss(self, x, y):

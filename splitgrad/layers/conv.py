@@ -42,12 +42,49 @@ def check_nhwc(layer, shape, channels=None):
             f"width, channels), got shape {tuple(shape)}.{hint}"
         )
     if channels is not None and shape[3] != channels:
+        fix = (
+            channels_first_hint(kind, shape)
+            if shape[1] == channels
+            else "Images are channels-last: transpose NCHW data with x.transpose(0, 2, 3, 1), "
+            "or make a new layer for the new channel count."
+        )
         raise ValueError(
             f"layer {layer.name!r} ({kind}) was built for {channels} input channels (input "
             f"shape {layer.input_shape}) but got {shape[3]} channels (input shape "
-            f"{tuple(shape)}). Images are channels-last: transpose NCHW data with "
-            f"x.transpose(0, 2, 3, 1), or make a new layer for the new channel count."
+            f"{tuple(shape)}). {fix}"
         )
+
+
+def looks_channels_first(shape) -> bool:
+    """A 4-D shape whose axis 1 looks like channels (1 or 3) and whose last axis does not."""
+    return len(shape) == 4 and shape[1] in (1, 3) and shape[3] > 4
+
+
+def channels_first_hint(kind, shape) -> str:
+    n, c, h, w = shape
+    return (
+        f"splitgrad's {kind} is channels-last (N, H, W, C); your input of shape "
+        f"{tuple(shape)} looks channels-first (N, C, H, W) = ({n}, {c}, {h}, {w}): use "
+        "x.transpose(0, 2, 3, 1)"
+    )
+
+
+def _geometry_of(layer, shape, kernel, strides, dilation):
+    """((out_h, out_w), pads) of a window sliding over NHWC `shape`; a window that does not
+    fit, on input that looks NCHW, is explained as the layout mistake it likely is."""
+    who = f"layer {layer.name!r} ({type(layer).__name__})"
+    try:
+        rows = conv_geometry(
+            shape[1], kernel[0], strides[0], dilation[0], layer.padding, who, "height"
+        )
+        cols = conv_geometry(
+            shape[2], kernel[1], strides[1], dilation[1], layer.padding, who, "width"
+        )
+    except ValueError as exc:
+        if looks_channels_first(shape):
+            raise ValueError(f"{exc} {channels_first_hint(type(layer).__name__, shape)}") from None
+        raise
+    return (rows[0], cols[0]), ((rows[1], rows[2]), (cols[1], cols[2]))
 
 
 class _ConvBase(KernelLayer):
@@ -90,26 +127,7 @@ class _ConvBase(KernelLayer):
         self._ws = Workspace()
 
     def _geometry(self, shape):
-        who = f"layer {self.name!r} ({type(self).__name__})"
-        rows = conv_geometry(
-            shape[1],
-            self.kernel_size[0],
-            self.strides[0],
-            self.dilation_rate[0],
-            self.padding,
-            who,
-            "height",
-        )
-        cols = conv_geometry(
-            shape[2],
-            self.kernel_size[1],
-            self.strides[1],
-            self.dilation_rate[1],
-            self.padding,
-            who,
-            "width",
-        )
-        return (rows[0], cols[0]), ((rows[1], rows[2]), (cols[1], cols[2]))
+        return _geometry_of(self, shape, self.kernel_size, self.strides, self.dilation_rate)
 
     def get_config(self):
         return {
@@ -133,6 +151,7 @@ class Conv2D(_ConvBase):
 
     def build(self, input_shape):
         check_nhwc(self, input_shape)
+        self._geometry(input_shape)  # a kernel that does not fit fails before any weight
         cin = input_shape[3]
         kh, kw = self.kernel_size
         self.add_kernel_and_bias((kh, kw, cin, self.filters), self.filters, cin * kh * kw)
@@ -232,14 +251,7 @@ class _Pool2D(Layer):
 
     def _geometry(self, shape):
         check_nhwc(self, shape)
-        who = f"layer {self.name!r} ({type(self).__name__})"
-        rows = conv_geometry(
-            shape[1], self.pool_size[0], self.strides[0], 1, self.padding, who, "height"
-        )
-        cols = conv_geometry(
-            shape[2], self.pool_size[1], self.strides[1], 1, self.padding, who, "width"
-        )
-        return (rows[0], cols[0]), ((rows[1], rows[2]), (cols[1], cols[2]))
+        return _geometry_of(self, shape, self.pool_size, self.strides, (1, 1))
 
     def get_config(self):
         return {

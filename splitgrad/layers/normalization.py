@@ -15,7 +15,8 @@ class BatchNormalization(Layer):
     moving_variance; inference (`layer.eval()`) uses the moving statistics. Keras defaults:
     momentum 0.99 (PyTorch's 0.1) and epsilon 1e-3 — PyTorch uses 1e-5, so pass epsilon=1e-5 to
     match torch.nn.BatchNorm exactly. moving_mean/moving_variance are non-trainable weights, so
-    they are saved with the model. Works for (N, C) and NHWC (N, H, W, C) inputs alike.
+    they are saved with the model. Works for (N, C) and NHWC (N, H, W, C) inputs alike. A
+    frozen layer (`trainable = False`) always runs in inference mode, as in Keras 3.
     """
 
     def __init__(
@@ -95,7 +96,8 @@ class BatchNormalization(Layer):
             self.moving_variance.data,
             momentum=1.0 - self.momentum,
             eps=self.epsilon,
-            training=self.training,
+            # A frozen layer normalises with its moving statistics (Keras 3).
+            training=self.training and self.trainable,
             axis=axis,
         )
 

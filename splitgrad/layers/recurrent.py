@@ -8,6 +8,20 @@ and b_hh. `torch_state_dict()` / `load_torch_state_dict()` convert to and from P
 States: `return_state=True` returns (output, h) or, for LSTM, (output, h, c); `initial_state=`
 takes them back (Tensors or arrays), so a long sequence can be fed in chunks, detaching the
 carried state for truncated backpropagation through time.
+
+`stateful=True` does that carrying itself (Keras 3): the final state of row i of one batch is
+the initial state of row i of the next, as a constant (no gradient flows into the previous
+batch: truncated BPTT), so every batch must have the same size until `reset_states()` (alias
+`reset_state()`), which zeroes the state; the next batch, of any size, then starts from zeros.
+The first batch after the layer is made starts from zeros too. The carried state is not a
+weight: it is not in `get_weights()`, `state_dict()` or checkpoints (nor in Keras 3's weight
+files), so a loaded model starts every sequence fresh; `layer.states` shows it (None while
+fresh). An explicit `initial_state=` wins over the carried state for that batch.
+
+Keras's constructor spellings `kernel_initializer=`, `recurrent_initializer=` and
+`bias_initializer=` are taken (the default stays PyTorch's U(±1/sqrt(units)) for all four
+tensors); LSTM and GRU take `activation="tanh"` and `recurrent_activation="sigmoid"`, the only
+values PyTorch's equations have.
 """
 
 from __future__ import annotations
@@ -18,7 +32,10 @@ from .. import ops
 from .._kernels.workspace import Workspace
 from ..ops import recurrent as rnn_ops
 from ..tensor import Tensor
+from . import init as initializers
 from .layer import Layer, layer_class, register
+
+_TORCH = "torch_uniform"  # PyTorch's default for every recurrent weight and bias
 
 
 class _Recurrent(Layer):
@@ -35,6 +52,10 @@ class _Recurrent(Layer):
         return_sequences=False,
         return_state=False,
         go_backwards=False,
+        stateful=False,
+        kernel_initializer=_TORCH,
+        recurrent_initializer=_TORCH,
+        bias_initializer=_TORCH,
         name=None,
         dtype="float32",
     ):
@@ -47,6 +68,12 @@ class _Recurrent(Layer):
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        given = (kernel_initializer, recurrent_initializer, bias_initializer, bias_initializer)
+        for init in given:
+            initializers.get(init)  # an unknown name fails here, not at the first call
+        self.initializers = dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), given))
+        self._states = None  # the carried state when stateful: [h] or [h, c] arrays, or None
         self._workspace = Workspace()
 
     def build(self, input_shape):
@@ -63,8 +90,11 @@ class _Recurrent(Layer):
             "b_hh": (width,),
         }
         for key, shape in shapes.items():
-            # PyTorch draws every recurrent weight and bias from U(±1/sqrt(units)).
-            self.add_weight(key, shape, "torch_uniform", fan_in=self.units, fan_out=width)
+            init = self.initializers[key]
+            # PyTorch draws every recurrent weight and bias from U(±1/sqrt(units)); Keras's
+            # initialisers see the kernel's own fans, (features or units, G·units).
+            fan_in = self.units if init == _TORCH or len(shape) == 1 else shape[0]
+            self.add_weight(key, shape, init, fan_in=fan_in, fan_out=width)
 
     def op_options(self):
         return {}
@@ -78,7 +108,12 @@ class _Recurrent(Layer):
                 f"layer {self.name!r} ({type(self).__name__}) got a sequence of "
                 f"length 0 (input shape {tuple(x.shape)}); give at least 1 step."
             )
-        states = self._initial_states(batch, initial_state)
+        if self.stateful:
+            self._check_batch(batch)
+        if initial_state is None and self._states is not None:
+            states = self._states  # arrays, so no gradient flows into the previous batch
+        else:
+            states = self._initial_states(batch, initial_state)
         out = self.op.apply(
             x,
             self.w_ih,
@@ -88,9 +123,14 @@ class _Recurrent(Layer):
             *states,
             reverse=self.go_backwards,
             workspace=self._workspace,
-            cell_out=self.return_state,
+            cell_out=self.return_state or self.stateful,
             **self.op_options(),
         )
+        if self.stateful:
+            # Copies: the op's output buffer is reused by the next call (its workspace).
+            self._states = [np.array(out.data[:, steps - 1])]
+            if self.num_states == 2:
+                self._states.append(np.array(out.data[:, steps]))
         if self.return_sequences:
             y = out if out.shape[1] == steps else out[:, :steps]
         else:
@@ -99,6 +139,35 @@ class _Recurrent(Layer):
             return y
         final = [out[:, steps - 1]] + ([out[:, steps]] if self.num_states == 2 else [])
         return (y, *final)
+
+    # ----- stateful=True ----------------------------------------------------------------
+    def _check_batch(self, batch):
+        if self._states is None or self._states[0].shape[0] == batch:
+            return
+        expected = self._states[0].shape[0]
+        raise ValueError(
+            f"layer {self.name!r} ({type(self).__name__}) is stateful and carries the state "
+            f"of {expected} sequences from the previous batch, but got a batch of {batch}. "
+            f"Row i of each batch continues row i of the one before, so the batch size must "
+            f"stay {expected}: give batches of {expected} (with fit, a batch_size that "
+            "divides the data and shuffle=False), call reset_states() on the layer or the "
+            "model before a batch of another size, or make the layer with stateful=False."
+        )
+
+    @property
+    def states(self):
+        """Copies of the carried state ([h] or, for LSTM, [h, c], each (batch, units)), or
+        None while it is fresh (zeros) or the layer is not stateful."""
+        return None if self._states is None else [s.copy() for s in self._states]
+
+    def reset_state(self):
+        """Zero the carried state (Keras 3): the next batch, of any size, starts from zeros.
+        A no-op on a layer that is not stateful."""
+        self._states = None
+
+    def reset_states(self):
+        """Keras 2's name for `reset_state()`."""
+        self.reset_state()
 
     def _initial_states(self, batch, initial_state):
         if initial_state is None:
@@ -171,7 +240,20 @@ class _Recurrent(Layer):
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "kernel_initializer": self.initializers["w_ih"],
+            "recurrent_initializer": self.initializers["w_hh"],
+            "bias_initializer": self.initializers["b_ih"],
         }
+
+
+def _fixed(layer, argument, value, only):
+    """Refuse a Keras activation argument whose value PyTorch's equations do not have."""
+    if value != only:
+        raise ValueError(
+            f"{type(layer).__name__}: {argument} must be {only!r} (the one PyTorch's "
+            f"equations use, which splitgrad follows), got {value!r}"
+        )
 
 
 @register
@@ -187,10 +269,25 @@ class SimpleRNN(_Recurrent):
         return_sequences=False,
         return_state=False,
         go_backwards=False,
+        stateful=False,
+        kernel_initializer=_TORCH,
+        recurrent_initializer=_TORCH,
+        bias_initializer=_TORCH,
         name=None,
         dtype="float32",
     ):
-        super().__init__(units, return_sequences, return_state, go_backwards, name, dtype)
+        super().__init__(
+            units,
+            return_sequences,
+            return_state,
+            go_backwards,
+            stateful,
+            kernel_initializer,
+            recurrent_initializer,
+            bias_initializer,
+            name,
+            dtype,
+        )
         if activation not in ("tanh", "relu"):
             raise ValueError(
                 f"SimpleRNN: activation must be 'tanh' or 'relu' (PyTorch's "
@@ -213,6 +310,11 @@ class LSTM(_Recurrent):
     num_states = 2
     op = rnn_ops.LSTMSeq
 
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", **options):
+        super().__init__(units, **options)
+        _fixed(self, "activation", activation, "tanh")
+        _fixed(self, "recurrent_activation", recurrent_activation, "sigmoid")
+
 
 @register
 class GRU(_Recurrent):
@@ -220,6 +322,11 @@ class GRU(_Recurrent):
 
     gates = 3
     op = rnn_ops.GRUSeq
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", **options):
+        super().__init__(units, **options)
+        _fixed(self, "activation", activation, "tanh")
+        _fixed(self, "recurrent_activation", recurrent_activation, "sigmoid")
 
 
 _MERGES = ("concat", "sum", "mul", "ave", None)
@@ -256,6 +363,33 @@ class Bidirectional(Layer):
     def build(self, input_shape):
         for sub in (self.forward_layer, self.backward_layer):
             sub.dtype = self.dtype
+
+    @property
+    def stateful(self):
+        """True when the wrapped layer was made with stateful=True: both directions then
+        carry their state from batch to batch (Keras 3)."""
+        return self.forward_layer.stateful
+
+    @property
+    def states(self):
+        """The forward then the backward carried states, or None while fresh."""
+        fw, bw = self.forward_layer.states, self.backward_layer.states
+        return None if fw is None or bw is None else fw + bw
+
+    def reset_state(self):
+        """Zero both directions' carried states. Like Keras 3, refused on a wrapper whose
+        layer is not stateful."""
+        if not self.stateful:
+            raise AttributeError(
+                f"layer {self.name!r} (Bidirectional): reset_state() needs a stateful layer "
+                "inside; make the wrapped layer with stateful=True"
+            )
+        self.forward_layer.reset_state()
+        self.backward_layer.reset_state()
+
+    def reset_states(self):
+        """Keras 2's name for `reset_state()`."""
+        self.reset_state()
 
     def call(self, x, initial_state=None):
         fw_state = bw_state = None

@@ -1,4 +1,5 @@
-"""Loss classes: configurable callables `loss(y_pred, y_true)` that serialise to JSON."""
+"""Loss classes with Keras's names and order: configurable callables
+`loss(y_true, y_pred, sample_weight=None)` that serialise to JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from ..config import Configurable
 from ..tensor import Tensor
-from .checks import _check_reduction
+from .checks import _check_order, _check_reduction, _weighted_reduce
 from .functional import (
     binary_crossentropy,
     categorical_crossentropy,
@@ -18,9 +19,16 @@ from .functional import (
 
 # ----- classes ---------------------------------------------------------------------------
 class Loss(Configurable):
-    """Base class: `loss(y_pred, y_true) -> Tensor`; `get_config()` rebuilds it as JSON."""
+    """Base class: `loss(y_true, y_pred, sample_weight=None) -> Tensor` (Keras's order);
+    `get_config()` rebuilds it as JSON.
+
+    Without sample weights the reduction is PyTorch's (e.g. a class-weighted cross-entropy's
+    mean divides by Σ w[y]). With `sample_weight` (one weight per sample, or per loss value)
+    it is Keras 3's: "mean" = Σ w·l / (number of loss values), "sum" = Σ w·l.
+    """
 
     fn = None
+    labels = False  # for the order check: True = integer labels, None = a regression loss
 
     def __init__(self, reduction="mean", name=None):
         _check_reduction(type(self).__name__, reduction)
@@ -30,8 +38,13 @@ class Loss(Configurable):
     def _kwargs(self) -> dict:
         return {}
 
-    def __call__(self, y_pred, y_true) -> Tensor:
-        return type(self).fn(y_pred, y_true, reduction=self.reduction, **self._kwargs())
+    def __call__(self, y_true, y_pred, sample_weight=None) -> Tensor:
+        _check_order(type(self).__name__, y_true, y_pred, self.labels)
+        fn = type(self).fn
+        if sample_weight is None:
+            return fn(y_true, y_pred, reduction=self.reduction, **self._kwargs())
+        values = fn(y_true, y_pred, reduction="none", **self._kwargs())
+        return _weighted_reduce(type(self).__name__, values, sample_weight, self.reduction)
 
     def get_config(self) -> dict:
         return {"name": self.name, "reduction": self.reduction, **self._kwargs()}
@@ -41,12 +54,14 @@ class MeanSquaredError(Loss):
     """mean((y_pred − y_true)²) (reduction "none": elementwise)."""
 
     fn = staticmethod(mean_squared_error)
+    labels = None
 
 
 class MeanAbsoluteError(Loss):
     """mean(|y_pred − y_true|) (reduction "none": elementwise)."""
 
     fn = staticmethod(mean_absolute_error)
+    labels = None
 
 
 class BinaryCrossentropy(Loss):
@@ -96,6 +111,7 @@ class SparseCategoricalCrossentropy(Loss):
     `ignore_index` are left out."""
 
     fn = staticmethod(sparse_categorical_crossentropy)
+    labels = True
 
     def __init__(
         self,

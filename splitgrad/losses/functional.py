@@ -1,7 +1,9 @@
-"""Loss functions in functional form: `loss(y_pred, y_true, ...) -> Tensor`.
+"""Loss functions in functional form: `loss(y_true, y_pred, ...) -> Tensor`, Keras's order
+(`keras.losses.sparse_categorical_crossentropy(y_true, y_pred)`), like the loss classes.
 
-They check the arguments, find the logits remembered by `ops.softmax` / `ops.sigmoid` when
-`from_logits=False`, and call the fused primitives.
+They check the arguments (an evidently swapped pair is refused with a message naming the
+order), find the logits remembered by `ops.softmax` / `ops.sigmoid` when `from_logits=False`,
+and call the fused primitives.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..ops.losses import (
 from ..tensor import Tensor
 from .checks import (
     _as_tensor,
+    _check_order,
     _check_probabilities,
     _check_reduction,
     _class_weight,
@@ -32,24 +35,26 @@ _TINY = float(np.exp(-100.0))  # log clamp at −100, as PyTorch's BCE does
 
 
 # ----- functional forms ------------------------------------------------------------------
-def mean_squared_error(y_pred, y_true, reduction="mean") -> Tensor:
+def mean_squared_error(y_true, y_pred, reduction="mean") -> Tensor:
     """mean((y_pred − y_true)²)."""
     _check_reduction("mean_squared_error", reduction)
+    _check_order("mean_squared_error", y_true, y_pred, labels=None)
     y_pred = _as_tensor(y_pred)
     y = _float_targets("mean_squared_error", y_pred, y_true)
     return SquaredError.apply(y_pred, y, reduction=reduction)
 
 
-def mean_absolute_error(y_pred, y_true, reduction="mean") -> Tensor:
+def mean_absolute_error(y_true, y_pred, reduction="mean") -> Tensor:
     """mean(|y_pred − y_true|)."""
     _check_reduction("mean_absolute_error", reduction)
+    _check_order("mean_absolute_error", y_true, y_pred, labels=None)
     y_pred = _as_tensor(y_pred)
     y = _float_targets("mean_absolute_error", y_pred, y_true)
     return AbsoluteError.apply(y_pred, y, reduction=reduction)
 
 
 def binary_crossentropy(
-    y_pred, y_true, from_logits=False, pos_weight=None, label_smoothing=0.0, reduction="mean"
+    y_true, y_pred, from_logits=False, pos_weight=None, label_smoothing=0.0, reduction="mean"
 ) -> Tensor:
     """BCE on probabilities (log clamped at −100) or, stably, on logits (with `pos_weight`).
 
@@ -57,6 +62,7 @@ def binary_crossentropy(
     """
     name = "binary_crossentropy"
     _check_reduction(name, reduction)
+    _check_order(name, y_true, y_pred)
     y_pred = _as_tensor(y_pred)
     logits = y_pred if from_logits else _logits_of(y_pred, "sigmoid")
     y = _float_targets(name, y_pred, y_true)
@@ -84,7 +90,7 @@ def _cross_entropy(name, y_pred, logits, a, denom, reduction):
 
 
 def categorical_crossentropy(
-    y_pred, y_true, from_logits=False, weight=None, label_smoothing=0.0, reduction="mean"
+    y_true, y_pred, from_logits=False, weight=None, label_smoothing=0.0, reduction="mean"
 ) -> Tensor:
     """Cross-entropy with probability (e.g. one-hot) targets t on the last axis.
 
@@ -92,6 +98,7 @@ def categorical_crossentropy(
     """
     name = "categorical_crossentropy"
     _check_reduction(name, reduction)
+    _check_order(name, y_true, y_pred)
     y_pred = _as_tensor(y_pred)
     logits = y_pred if from_logits else _logits_of(y_pred, "softmax")
     y = _labels(y_true)
@@ -115,8 +122,8 @@ def categorical_crossentropy(
 
 
 def sparse_categorical_crossentropy(
-    y_pred,
     y_true,
+    y_pred,
     from_logits=False,
     weight=None,
     label_smoothing=0.0,
@@ -130,8 +137,30 @@ def sparse_categorical_crossentropy(
     """
     name = "sparse_categorical_crossentropy"
     _check_reduction(name, reduction)
+    _check_order(name, y_true, y_pred, labels=True)
     y_pred = _as_tensor(y_pred)
     logits = y_pred if from_logits else _logits_of(y_pred, "softmax")
+    lead, num_classes = y_pred.shape[:-1], y_pred.shape[-1]
+    yy, valid = _class_ids(name, y_true, y_pred, ignore_index)
+    index = np.arange(0, yy.size * num_classes, num_classes) + yy.reshape(-1)
+    if logits is not None and weight is None and not label_smoothing and valid is None:
+        return SoftmaxCrossEntropy.apply(logits, index=index, denom=yy.size, reduction=reduction)
+    dtype = y_pred.dtype
+    w = _class_weight(name, weight, num_classes, dtype)
+    wy = np.ones(lead, dtype=dtype) if w is None else w[yy]
+    if valid is not None:
+        wy = wy * valid
+    a = np.zeros(y_pred.shape, dtype=dtype)
+    a.reshape(-1)[index] = (wy * (1 - label_smoothing)).reshape(-1)
+    if label_smoothing:
+        row = np.full(num_classes, label_smoothing / num_classes, dtype) * (1 if w is None else w)
+        a += row if valid is None else row * valid[..., None]
+    return _cross_entropy(name, y_pred, logits, a, wy.sum(), reduction)
+
+
+def _class_ids(name, y_true, y_pred, ignore_index):
+    """(integer class ids shaped like y_pred without its last axis, with ignored rows set to
+    0; the mask of rows that count, or None), checked against y_pred's classes."""
     lead, num_classes = y_pred.shape[:-1], y_pred.shape[-1]
     y = _labels(y_true)
     if y.shape != lead:
@@ -160,20 +189,7 @@ def sparse_categorical_crossentropy(
             f"{name}: class id {bad} is out of range for {num_classes} classes "
             "(expected 0..C-1); check the labels or the size of the last layer."
         )
-    index = np.arange(0, yy.size * num_classes, num_classes) + yy.reshape(-1)
-    if logits is not None and weight is None and not label_smoothing and valid is None:
-        return SoftmaxCrossEntropy.apply(logits, index=index, denom=yy.size, reduction=reduction)
-    dtype = y_pred.dtype
-    w = _class_weight(name, weight, num_classes, dtype)
-    wy = np.ones(lead, dtype=dtype) if w is None else w[yy]
-    if valid is not None:
-        wy = wy * valid
-    a = np.zeros(y_pred.shape, dtype=dtype)
-    a.reshape(-1)[index] = (wy * (1 - label_smoothing)).reshape(-1)
-    if label_smoothing:
-        row = np.full(num_classes, label_smoothing / num_classes, dtype) * (1 if w is None else w)
-        a += row if valid is None else row * valid[..., None]
-    return _cross_entropy(name, y_pred, logits, a, wy.sum(), reduction)
+    return yy, valid
 
 
 mse = mean_squared_error

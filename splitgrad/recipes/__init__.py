@@ -154,10 +154,12 @@ def train(
     verbose=1,
     data_options=None,
     overwrite=False,
+    tensorboard=None,
 ) -> dict:
     """Train recipe `name`; save the model with its history.json, metrics.json and curves.png
     to `out` (one checkpoint, replaced atomically); return a summary. A folder at `out` that
-    holds anything else is refused before training unless `overwrite=True`."""
+    holds anything else is refused before training unless `overwrite=True`. `tensorboard`: a
+    folder for TensorBoard event files (the TensorBoard callback, histograms every epoch)."""
     import io
 
     from .. import random as sg_random
@@ -173,7 +175,14 @@ def train(
     sg_random.seed(seed)
     data, options = load_recipe_data(name, recipe, quick, seed, data_options)
     model = recipe.build_model(settings["learning_rate"], data)
-    history = fit_recipe(recipe, model, data, settings, seed, verbose=verbose, way=way)
+    watch = ()
+    if tensorboard:
+        from ..callbacks import TensorBoard
+
+        watch = (TensorBoard(tensorboard, histogram_freq=1),)
+    history = fit_recipe(
+        recipe, model, data, settings, seed, verbose=verbose, way=way, callbacks=watch
+    )
     metrics = recipe_metrics(recipe, model, data)
     extra = {
         "recipe": name,

@@ -86,7 +86,7 @@ class Reinforce(Agent):
         with self.threads():
             logits = self(x)
             ce = sparse_categorical_crossentropy(
-                logits, y["actions"], from_logits=True, reduction="none"
+                y["actions"], logits, from_logits=True, reduction="none"
             )
             if self.baseline:
                 v = self.value(x).reshape(-1)

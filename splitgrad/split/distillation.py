@@ -104,10 +104,10 @@ def learn(host, key, index, soft, temperature, alpha):
                     f"{z.shape[-1]}; use a teacher for the same classes"
                 )
             dt = z.dtype.type
-            cross = CategoricalCrossentropy(from_logits=True)(z * dt(1 / temperature), soft)
+            cross = CategoricalCrossentropy(from_logits=True)(soft, z * dt(1 / temperature))
             entropy = -np.sum(soft * np.log(np.where(soft > 0, soft, 1)), axis=-1).mean()
             kl = cross - dt(entropy)  # KL = cross-entropy − H(p_T): same gradient, honest value
-            loss = model.loss(y_pred, y) * dt(1 - alpha) + kl * dt(alpha * temperature**2)
+            loss = model.loss(y, y_pred) * dt(1 - alpha) + kl * dt(alpha * temperature**2)
             for p in model.regularization_losses():
                 loss = loss + p
         loss.backward(into=opt.grad_buffers())

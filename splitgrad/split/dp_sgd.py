@@ -94,7 +94,7 @@ def _batched(model, x, y, clip):
         model.train()
     model.optimizer.zero_grad()
     with per_example.recording() as rec, model.threads():
-        loss = model.loss(model(x), y)
+        loss = model.loss(y, model(x))
     if not rec.covers(params):
         return None
     loss.backward()

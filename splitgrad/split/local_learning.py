@@ -91,7 +91,7 @@ def _condition(flat, y, classes):
 
 def _loss(part, h, y):
     """The model's loss on this (last) block's output, with its penalties, as compute_loss."""
-    loss = part.loss(h, y)
+    loss = part.loss(y, h)
     for p in part.regularization_losses():
         loss = loss + p
     return loss

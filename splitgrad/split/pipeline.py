@@ -73,7 +73,7 @@ def forward(host, job, act=None):
     with replicas.rng_scope(replicas.key_state(job["noise"])), model.threads():
         out = model(inp)
         if job["last"]:
-            loss = model.loss(out, slot.y[rows])
+            loss = model.loss(slot.y[rows], out)
             head["loss"] = float(loss.data) * job["weight"]
             out = loss * model.dtype.type(job["weight"])
     flight = slot.state["flight"]

@@ -132,7 +132,7 @@ def _phase(slot, job, received):
         last = len(segs) - 1
         s = Tensor(received.reshape(kept[last][3].shape), requires_grad=True)
         out = program.tail.replicated(segs[last].finish(s))
-        loss = program.loss(out, slot.y[rows])
+        loss = program.loss(slot.y[rows], out)
         for term in (
             t for layer in program.replicated_layers() for t in layer.regularization_losses()
         ):

@@ -362,7 +362,7 @@ def backward_unit(host, jobs, *chunks):
                     h = layer(h)
                 penalties = [q for layer in layers for q in layer.regularization_losses()]
                 if u == len(plan["units"]) - 1:
-                    h = model.loss(h, slot.y[job["shard"]])
+                    h = model.loss(slot.y[job["shard"]], h)
                     for q in penalties:
                         h = h + q
                     z["loss"] = float(h.data)
