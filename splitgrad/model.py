@@ -20,6 +20,7 @@ import numpy as np
 from . import functional_model as fm
 from . import graph, training
 from . import metrics as metrics_mod
+from . import sample_weights as weights_mod
 from . import validate as check
 from ._kernels.thread_team import own_threads
 from .data import ArrayBatches, DataLoader
@@ -192,6 +193,12 @@ class Model(Layer):
     def output_names(self):
         return self._graph.output_names if self._graph is not None else ["output"]
 
+    def _targets(self, y):
+        """y checked like `_data`, keeping per-sample weights already attached to it."""
+        if isinstance(y, weights_mod.WeightedTargets):
+            return y
+        return self._data(y, "y")
+
     def _data(self, data, what):
         """x or y checked: one array, or an ArrayTree for a model with several inputs
         (outputs) given a list or dict of arrays."""
@@ -300,10 +307,13 @@ class Model(Layer):
 
     # ----- one step ---------------------------------------------------------------------
     def compute_loss(self, x, y) -> Tensor:
-        """Forward in the current mode, the compiled loss, plus regularization penalties."""
+        """Forward in the current mode, the compiled loss, plus regularization penalties.
+        `y` may carry per-sample weights (sample_weights.WeightedTargets, from fit's
+        class_weight / sample_weight): they go to the loss as its `sample_weight`."""
         y_pred = self(x)
+        y, w = weights_mod.split(y)
         try:
-            loss = self.loss(y, y_pred)
+            loss = self.loss(y, y_pred) if w is None else self._weighted_loss(y, y_pred, w)
         except ValueError as exc:  # a Dense fed images is the usual cause: say where
             hint = _missing_flatten(self, y_pred, y)
             if hint is None:
@@ -314,6 +324,16 @@ class Model(Layer):
             loss = loss + p
         self._last_pred = y_pred
         return loss
+
+    def _weighted_loss(self, y, y_pred, w):
+        try:
+            return self.loss(y, y_pred, sample_weight=w)
+        except TypeError:
+            raise TypeError(
+                f"model {self.name!r}: its loss {self.loss!r} takes no sample_weight, which "
+                "class_weight / sample_weight need; compile with a splitgrad loss (a name such "
+                "as 'sparse_categorical_crossentropy' or a splitgrad.losses class)"
+            ) from None
 
     def train_step(self, x, y) -> dict:
         """zero_grad → forward → loss → backward → optimizer step, on one batch.
@@ -331,16 +351,18 @@ class Model(Layer):
             loss.backward(into=opt.grad_buffers())
         opt.step()
         logs = {"loss": float(loss.data)}
+        y = weights_mod.split(y)[0]
         for m in self.metrics:
             m.update(y, fm.values_of(self._last_pred))
             logs[m.name] = m.result()
         return logs
 
-    def train_on_batch(self, x, y) -> dict:
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None) -> dict:
         """One `train_step` on (x, y); the metrics cover this batch only."""
         self._require_compiled("train_on_batch")
         x, y = self._data(x, "x"), self._data(y, "y")
         _check_pair(x, y)
+        y = weights_mod.weigh(y, class_weight, sample_weight, "train_on_batch")
         self.build_from_sample(x)
         for m in self.metrics:
             m.reset()
@@ -362,23 +384,53 @@ class Model(Layer):
         seed=None,
         way=None,
         validation_batch_size=None,
+        class_weight=None,
+        sample_weight=None,
+        steps_per_epoch=None,
     ):
         """Train for `epochs` epochs; returns a History (`.history` dict, `.epoch` list).
 
         `x, y` are arrays, or `x` is a batch source (a `DataLoader`, `datasets.RandomWindows`,
-        anything with `batches(epoch)`) or an iterable of (x, y) batches, and y is None.
-        validation_split takes the LAST fraction of the data before shuffling (Keras).
-        `seed` fixes the shuffling; `way` splits training across places (splitgrad.split).
+        anything with `batches(epoch)`) or an iterable of (x, y) or (x, y, sample_weight)
+        batches, and y is None. validation_split takes the LAST fraction of the data before
+        shuffling (Keras); validation_data is (x, y) or (x, y, sample_weight). `seed` fixes
+        the shuffling; `way` splits training across places (splitgrad.split).
+
+        `class_weight` {class: weight} and `sample_weight` (one per sample) weight each
+        sample's loss (Keras 3's Σ w·ℓ / B; sample_weights.py). `steps_per_epoch` ends each
+        epoch after that many batches (a generator goes on where the last epoch stopped).
         """
         self._require_compiled("fit")
         epochs = check.non_negative_int(epochs, "fit: epochs")
         initial_epoch = check.non_negative_int(initial_epoch, "fit: initial_epoch")
         verbose = 1 if verbose == "auto" else check.non_negative_int(verbose, "fit: verbose")
+        weighted = class_weight is not None or sample_weight is not None
+        if way is not None and (weighted or steps_per_epoch is not None):
+            raise ValueError(
+                "fit: class_weight, sample_weight and steps_per_epoch are not supported with "
+                "way= yet (each way ships plain arrays to its places); train without way=, or "
+                "repeat the rows you want weighted"
+            )
+        if weighted and y is None:
+            raise ValueError(
+                "fit: class_weight and sample_weight need arrays x and y; a batch source "
+                "can yield (x, y, sample_weight) batches instead"
+            )
+        if weighted:
+            y = weights_mod.weigh(self._data(y, "y"), class_weight, sample_weight, "fit")
         source, held_out = self._batch_source(x, y, batch_size, shuffle, seed, validation_split)
+        if steps_per_epoch is not None:
+            steps = check.positive_int(steps_per_epoch, "fit: steps_per_epoch")
+            source = weights_mod.LimitedSteps(source, steps)
         if validation_data is None:
             validation_data = held_out
         if validation_data is not None:
-            validation_data = tuple(validation_data)[:2]
+            validation_data = tuple(validation_data)
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                vx, vy, vw = validation_data
+                vy = weights_mod.weigh(self._data(vy, "y"), None, vw, "fit: validation_data")
+                validation_data = (vx, vy)
+            validation_data = validation_data[:2]
         if way is not None:
             step = way.step_function(self, source)
         else:
@@ -413,7 +465,7 @@ class Model(Layer):
             source = x if hasattr(x, "batches") else _Iterated(x)
             return source, None
         batch_size = check.positive_int(batch_size, "fit: batch_size")
-        x, y = self._data(x, "x"), self._data(y, "y")
+        x, y = self._data(x, "x"), self._targets(y)
         _check_pair(x, y)
         held_out = None
         if validation_split:
@@ -430,11 +482,14 @@ class Model(Layer):
             seed = int(get_rng().integers(2**31))
         return ArrayBatches(x, y, batch_size, shuffle, seed), held_out
 
-    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False):
-        """Loss and metrics in inference mode: [loss, *metrics] (or a dict)."""
+    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False, sample_weight=None):
+        """Loss and metrics in inference mode: [loss, *metrics] (or a dict). With
+        `sample_weight` the loss is Keras's weighted one (the metrics are not weighted)."""
         self._require_compiled("evaluate")
         batch_size = check.positive_int(batch_size, "evaluate: batch_size")
-        x, y = self._data(x, "x"), self._data(y, "y")
+        x, y = self._data(x, "x"), self._targets(y)
+        if sample_weight is not None:
+            y = weights_mod.weigh(y, None, sample_weight, "evaluate")
         _check_pair(x, y)
         if len(x) == 0:
             raise ValueError("evaluate: no samples (empty x)")
@@ -452,7 +507,7 @@ class Model(Layer):
                     total += float(loss.data) * len(xb)
                     count += len(xb)
                     for m in self.metrics:
-                        m.update(yb, fm.values_of(self._last_pred))
+                        m.update(weights_mod.split(yb)[0], fm.values_of(self._last_pred))
         finally:
             self.train(was)
         out = {"loss": total / max(count, 1), **{m.name: m.result() for m in self.metrics}}

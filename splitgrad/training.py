@@ -19,6 +19,7 @@ Around them the loop does what every run needs: callbacks and History, the progr
 from __future__ import annotations
 
 from . import callbacks as cbks
+from . import sample_weights
 
 
 class StepFunction:
@@ -66,7 +67,9 @@ class LocalStep(StepFunction):
         return source.batches(epoch)
 
     def __call__(self, batch):
-        xb, yb = batch
+        xb, yb, *weights = batch  # a source may yield (x, y, sample_weight), as in Keras
+        if weights and weights[0] is not None:
+            yb = sample_weights.weigh(yb, None, weights[0], "fit")
         return len(xb), self.model.train_step(xb, yb)["loss"]
 
     def logs(self):
