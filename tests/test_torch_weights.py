@@ -363,7 +363,10 @@ def test_model_load_weights_picks_the_reader_from_the_file_name(tmp_path):
     from safetensors.numpy import save_file
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    f32 = torch.float32  # whatever default dtype another test left set
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4, dtype=f32), torch.nn.ReLU(), torch.nn.Linear(4, 2, dtype=f32)
+    )
     path = tmp_path / "net.safetensors"
     save_file({k: v.detach().numpy() for k, v in net.state_dict().items()}, str(path))
     model = nn.Sequential([nn.Dense(4, activation="relu"), nn.Dense(2)])

@@ -14,6 +14,7 @@ default, read by `from_options`), and what `compare` should expect of it (`equiv
     step(run, step, batch)       one global step; returns the batch's loss
     finish(run)                  bring the trained state home (end of each epoch)
     recover(run, hosts, step)    optional: restore dead places, True if `step` had finished
+    rate_receivers(run, slots)   optional: who a rate changed by a callback is counted as sent to
     report(run), textbook_bytes  optional: extra figures, and the formula for the bytes
 
 and optionally `batches(run, epoch)` when an epoch is not "every batch of the data" (federated
@@ -129,6 +130,12 @@ class Way:
         """Extra values for this epoch's logs (e.g. clients that took part in a round)."""
         return {}
 
+    def rate_receivers(self, run, slots) -> list:
+        """Who a changed learning rate is counted as sent to (8 bytes each): by default the
+        slots holding an optimizer. A way whose places are made afresh for each step can
+        count it with each step's message instead (federated clients) and return []."""
+        return slots
+
     def report(self, run) -> dict:
         return {}
 
@@ -193,13 +200,14 @@ class Run(StepFunction):
             self.traffic.extra.setdefault("elastic", []).append({**event, self.way.unit: 0})
         self.places.reset()
         self.way.setup(self)
-        self._rate = _plain_rate(self.model)  # the rate the replicas were built with
+        # The rate the replicas were built with; a way may rebuild a place from what it kept
+        # at setup (recovery), which holds this rate, not a later one.
+        self._rate = self._built_rate = _plain_rate(self.model)
 
     def batches(self, source, epoch):
         return self.way.batches(self, epoch)
 
     def __call__(self, batch):
-        self._follow_learning_rate()
         loss = self._guarded(batch)
         if loss is None:  # the way took no step (CheckpointResume stopping after its save)
             return 0, 0.0
@@ -213,16 +221,28 @@ class Run(StepFunction):
         rate = _plain_rate(self.model)
         if rate is None or rate == self._rate:
             return
+        # One round trip to the live places; it reaches every optimizer a place holds, live
+        # or kept to be rebuilt from (host.set_learning_rate). Only on a change: a step whose
+        # rate is unchanged pays one comparison.
         hosts = self.places.live()
-        self.places.gather([self.places.submit(h, host_ops.set_learning_rate, rate) for h in hosts])
-        for h in hosts:
-            self.traffic.record("state", "driver", f"place{h}", size=8)
+        reached = self.places.gather(
+            [self.places.submit(h, host_ops.set_learning_rate, rate) for h in hosts]
+        )
+        # Counted per logical place (slot), so Inline and Ray report the same traffic.
+        for name in self.way.rate_receivers(self, sorted({k for keys in reached for k in keys})):
+            self.traffic.record("state", "driver", name, size=8)
         self._rate = rate
+
+    @property
+    def rate_changed(self) -> bool:
+        """Does the driver's learning rate differ from the one the places were set up with?"""
+        return _plain_rate(self.model) != self._built_rate
 
     def _guarded(self, batch):
         way = self.way
         for attempt in range(way.max_recoveries + 1):
             try:
+                self._follow_learning_rate()  # guarded too: a place may die as it is sent
                 return way.step(self, self.step, batch)
             except PlaceFailure as failure:
                 if attempt == way.max_recoveries:
@@ -231,6 +251,10 @@ class Run(StepFunction):
                 self.traffic.extra.setdefault("recoveries", []).append(
                     {way.unit: self.step, "places": failure.hosts, "already_done": done}
                 )
+                if self._rate != self._built_rate:
+                    # A restored place may hold the rate of setup's spec: send today's again
+                    # before the retry (or the next step).
+                    self._rate = None
                 if done:
                     return float("nan")
         raise AssertionError("unreachable")

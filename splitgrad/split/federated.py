@@ -64,7 +64,8 @@ PLACE = "fed"  # the slot that holds a place's working replica and data
 
 def setup_place(host, spec, x, y):
     """Place op: the working replica and the data; remembers the fresh optimizer state and
-    generator states every client starts from."""
+    generator states every client starts from (a rate changed by a callback is written into
+    that state: host.set_learning_rate)."""
     host_ops.setup(host, PLACE, spec, x, y)
     slot = host.slots[PLACE]
     slot.state["fresh"] = {
@@ -198,6 +199,9 @@ class Federated(Way):
             "delta": dp_delta,
         }
         self._dp = None
+        # The server's own step (server_lr, its moments). A learning-rate callback sets the
+        # clients' rate, since the client optimizer is the one the model was compiled with;
+        # this one keeps its settings (see rate_receivers).
         self.server = ServerOptimizer(
             server_optimizer, server_lr, server_momentum, server_beta_1, server_beta_2, server_tau
         )
@@ -270,6 +274,13 @@ class Federated(Way):
     def epoch_logs(self, run):
         return self._logs
 
+    def rate_receivers(self, run, slots):
+        """Clients exist only in their round: a rate changed by a callback (the CLIENTS'
+        rate, the compiled optimizer's; a server optimizer keeps its `server_lr`) reaches the
+        places' fresh client state at once, and is counted with each later round's message
+        to each sampled client (step)."""
+        return []
+
     def _local_bs(self, run):
         return run.batch_size if self.local_batch_size == "fit" else self.local_batch_size
 
@@ -289,9 +300,11 @@ class Federated(Way):
         active = [k for k in chosen if k not in dropped]
         w = replicas.get_flat(model)
         w_ref = self.places.put(w)
-        ops = []
+        ops, rate_changed = [], run.rate_changed
         for k in active:
             traffic.record("weights", "server", f"client{k}", payload=w)
+            if rate_changed:  # a client's rate is part of its round's instructions
+                traffic.record("state", "server", f"client{k}", size=8)
             ops.append(
                 self.places.submit(
                     self.places.host_of(k),

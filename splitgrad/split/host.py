@@ -126,29 +126,57 @@ def setup(host, key, spec, x, y, index=None, stream=None):
 
 def set_learning_rate(host, rate):
     """Give every optimizer held at this place the learning rate `rate` (a callback such as
-    ReduceLROnPlateau changed the driver's between steps). Returns how many it set."""
-    found = {}
-    _optimizers(list(host.slots.values()), found, depth=4)
-    for opt in found.values():
-        opt.learning_rate = rate
-    return len(found)
+    ReduceLROnPlateau changed the driver's between steps). Returns the keys of the slots that
+    hold one (the logical places the rate reached, for the traffic count).
+
+    "Every optimizer" is every one a way keeps here, however deep in a slot's `state`: live
+    ones (a replica's, a shard's, a stage's, a helper head's, an optimizer over a flat piece)
+    and ones at rest that the way rebuilds an optimizer from later (an `Optimizer.state_dict()`
+    such as federated learning's fresh client state, or a replica spec's "opt_config"), so no
+    rebuild brings the old rate back. Only the rate changes: moments and step counts stay."""
+    reached = []
+    for key, slot in host.slots.items():
+        live, resting = {}, {}
+        _optimizers(slot, live, resting, {})
+        for opt in live.values():
+            opt.learning_rate = rate
+        for holder, name in resting.values():
+            # A new dict, not an edit of the old: a spec may be shared with the driver inline.
+            holder[name] = {**holder[name], "learning_rate": rate}
+        if live or resting:
+            reached.append(key)
+    return reached
 
 
-def _optimizers(obj, found, depth):
-    """Collect the optimizers in `obj` (a slot, a model, a way's state) into `found` by id."""
-    if depth < 0 or obj is None:
+def _optimizers(obj, live, resting, seen):
+    """Collect the optimizers in `obj` (a slot, a model, a way's state) into `live` by id, and
+    the optimizer configs at rest, as (the dict holding it, its key), into `resting`."""
+    if obj is None or isinstance(obj, (np.ndarray, str, bytes, int, float)) or id(obj) in seen:
         return
+    seen[id(obj)] = obj  # kept alive while the walk runs, so no id is reused meanwhile
     if isinstance(obj, Optimizer):
-        found[id(obj)] = obj
+        live[id(obj)] = obj
     elif isinstance(obj, Slot):
-        _optimizers([obj.model, obj.state], found, depth - 1)
+        _optimizers([obj.model, obj.state], live, resting, seen)
     elif isinstance(obj, dict):
-        _optimizers(list(obj.values()), found, depth - 1)
+        for key in ("config", "opt_config"):  # a state_dict's config, a replica spec's
+            config = obj.get(key)
+            if isinstance(config, dict) and "learning_rate" in config and _at_rest(obj, key):
+                resting[id(config)] = (obj, key)
+        _optimizers(list(obj.values()), live, resting, seen)
     elif isinstance(obj, (list, tuple)):
         for item in obj:
-            _optimizers(item, found, depth - 1)
-    elif isinstance(getattr(obj, "optimizer", None), Optimizer):  # a model
-        found[id(obj.optimizer)] = obj.optimizer
+            _optimizers(item, live, resting, seen)
+    elif isinstance(getattr(obj, "optimizer", None), Optimizer):  # a model, a shard's program
+        live[id(obj.optimizer)] = obj.optimizer
+
+
+def _at_rest(obj, key) -> bool:
+    """Is `obj[key]` an optimizer's config: inside a state_dict (beside "class_name" and
+    "state") or a replica spec (beside "opt_cls")?"""
+    if key == "config":
+        return "class_name" in obj and "state" in obj
+    return "opt_cls" in obj
 
 
 def get_model(host, key):

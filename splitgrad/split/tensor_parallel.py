@@ -94,6 +94,11 @@ class _Program:
         self.loss = copy.deepcopy(spec["loss"])
         self.kept = {}
 
+    @property
+    def optimizer(self):
+        """The place's optimizer under a model's name (host.set_learning_rate finds it)."""
+        return self.opt
+
     def parameters(self):
         return [p for seg in [*self.segments, self.tail] for p in seg.params()]
 
