@@ -35,3 +35,15 @@ def assert_close(ours, theirs, rtol=1e-7, atol=1e-9, what=""):
     np.testing.assert_allclose(
         np.asarray(ours), np.asarray(theirs), rtol=rtol, atol=atol, err_msg=what
     )
+
+
+def scripted_score(values):
+    """A callback that puts `values[epoch]` into each epoch's logs as "score" (for
+    ReduceLROnPlateau and friends to watch), before the callbacks listed after it."""
+    from splitgrad import callbacks
+
+    class Score(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = values[epoch]
+
+    return Score()

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import scripted_score
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -155,16 +156,6 @@ def _model(optimizer):
     return model
 
 
-class Score(cbks.Callback):
-    """Puts a scripted "score" into each epoch's logs (before the callbacks after it)."""
-
-    def __init__(self, values):
-        self.values = values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["score"] = self.values[epoch]
-
-
 def test_inside_fit_the_optimizer_steps_with_the_reduced_rate():
     x, y = _data()
     model = _model(optim.SGD(learning_rate=0.2))
@@ -181,7 +172,7 @@ def test_inside_fit_the_optimizer_steps_with_the_reduced_rate():
         epochs=4,
         verbose=0,
         seed=0,
-        callbacks=[Score([1.0, 2.0, 3.0, 0.5]), reduce, spy, step_rates],
+        callbacks=[scripted_score([1.0, 2.0, 3.0, 0.5]), reduce, spy, step_rates],
     )
     assert seen == pytest.approx([0.2, 0.2, 0.1, 0.05])
     assert steps == pytest.approx([0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.05, 0.05])
@@ -220,7 +211,7 @@ def test_history_records_the_learning_rate():
     model = _model(optim.SGD(learning_rate=0.2))
     reduce = cbks.ReduceLROnPlateau(monitor="score", factor=0.5, patience=1)
     history = model.fit(
-        x, y, epochs=3, verbose=0, seed=0, callbacks=[Score([1.0, 2.0, 3.0]), reduce]
+        x, y, epochs=3, verbose=0, seed=0, callbacks=[scripted_score([1.0, 2.0, 3.0]), reduce]
     )
     assert history.history["learning_rate"] == pytest.approx([0.2, 0.2, 0.1])
     assert history.history["score"] == [1.0, 2.0, 3.0]

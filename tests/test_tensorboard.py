@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import scripted_score
 
 pytest.importorskip("tensorboard")  # a guard for partial installs; the test extra has it
 
@@ -52,16 +53,6 @@ def _model(lr=0.2):
     return model
 
 
-class Score(cbks.Callback):
-    """Puts a scripted "score" into each epoch's logs, for ReduceLROnPlateau to watch."""
-
-    def __init__(self, values):
-        self.values = values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["score"] = self.values[epoch]
-
-
 class Snapshots(cbks.Callback):
     """The weights (by TensorBoard tag) and the learning rate the epoch trained with."""
 
@@ -89,7 +80,7 @@ def test_scalars_histograms_and_graph_read_back(tmp_path, tensorboard_first):
     snaps = Snapshots()
     board = cbks.TensorBoard(tmp_path / "run", histogram_freq=1, update_freq="batch")
     reduce = cbks.ReduceLROnPlateau(monitor="score", mode="min", factor=0.5, patience=1)
-    lr_callbacks = [Score([3.0, 2.0, 2.5, 2.6, 1.0]), reduce]
+    lr_callbacks = [scripted_score([3.0, 2.0, 2.5, 2.6, 1.0]), reduce]
     ordered = [board, *lr_callbacks] if tensorboard_first else [*lr_callbacks, board]
     history = model.fit(
         x,

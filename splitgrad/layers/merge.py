@@ -60,10 +60,7 @@ class Add(_Merge):
     def call(self, x):
         xs = self._tensors(x)
         self._same_shapes(xs)
-        out = xs[0]
-        for t in xs[1:]:
-            out = out + t
-        return out
+        return _sum(xs)
 
 
 @register
@@ -100,7 +97,11 @@ class Average(_Merge):
     def call(self, x):
         xs = self._tensors(x)
         self._same_shapes(xs)
-        out = xs[0]
-        for t in xs[1:]:
-            out = out + t
-        return out * (1.0 / len(xs))
+        return _sum(xs) * (1.0 / len(xs))
+
+
+def _sum(xs):
+    out = xs[0]
+    for t in xs[1:]:
+        out = out + t
+    return out
