@@ -22,6 +22,7 @@ from .model import Model as Model
 from .model import Sequential as Sequential
 from .model import clone_model as clone_model
 from .random import seed as seed
+from .tape import GradientTape as GradientTape
 from .tensor import Tensor as Tensor
 from .tensor import no_grad as no_grad
 from .tensor import tensor as tensor

@@ -106,6 +106,7 @@ _BY_NAME = {
 def _accuracy_for(loss) -> Metric:
     """Keras's rule: the accuracy that matches the loss's label format."""
     kind = type(loss).__name__.lower() if loss is not None else ""
+    kind = getattr(loss, "keras_equivalent", None) or kind  # a PyTorch-named loss's Keras kind
     from_logits = bool(getattr(loss, "from_logits", False))
     if "sparse" in kind:
         return SparseCategoricalAccuracy("accuracy")

@@ -14,6 +14,7 @@ current); it costs nothing while off (see `ActivationMeter`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import weakref
@@ -126,6 +127,13 @@ class Function:
 
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def name(self) -> str:
+        """The op's name, e.g. "MatMul" (what PyTorch's `grad_fn.name()` gives)."""
+        return type(self).__name__
+
+    def __repr__(self):
+        return f"<{type(self).__name__} backward>"
 
 
 class Tensor:
@@ -323,18 +331,60 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    # ----- PyTorch's names for the graph ----------------------------------------------
+    @property
+    def is_leaf(self) -> bool:
+        """True unless an op recorded this tensor in the graph (PyTorch's rule: every tensor
+        that does not require grad is a leaf, and so is one the user made with it)."""
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        """The Function that made this tensor (its `name()` says which), None for a leaf."""
+        return self._ctx
+
+    def requires_grad_(self, requires_grad=True) -> Tensor:
+        """Set `requires_grad` in place and return self (PyTorch's in-place spelling)."""
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError(
+                f"requires_grad_(False) on a tensor made by {self._ctx.name()}: only a leaf "
+                "can change its flag; use .detach() for a copy outside the graph."
+            )
+        if requires_grad and self.data.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(
+                f"requires_grad_(): only floating-point tensors can require gradients, got "
+                f"dtype {self.data.dtype}; convert with .astype('float32') first."
+            )
+        self.requires_grad = bool(requires_grad)
+        return self
+
     # ----- method versions of common ops ------------------------------------------------
-    def sum(self, axis=None, keepdims=False):
+    # Reductions take NumPy/Keras's axis= and keepdims= or PyTorch's dim= and keepdim=; the
+    # PyTorch names cost nothing unless used (one `is None` test each).
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        if dim is not None or keepdim is not None:
+            axis, keepdims = _torch_axis("sum", axis, keepdims, dim, keepdim)
         return _ops.sum(self, axis, keepdims)
 
-    def mean(self, axis=None, keepdims=False):
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        if dim is not None or keepdim is not None:
+            axis, keepdims = _torch_axis("mean", axis, keepdims, dim, keepdim)
         return _ops.mean(self, axis, keepdims)
 
-    def max(self, axis=None, keepdims=False):
-        return _ops.max(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The largest values over `axis`. With PyTorch's `dim=`, PyTorch's result: the pair
+        (values, indices), as `torch.max(x, dim)` returns it."""
+        if dim is None and keepdim is None:
+            return _ops.max(self, axis, keepdims)
+        axis, keepdims = _torch_axis("max", axis, keepdims, dim, keepdim)
+        return _with_indices(self, _ops.max(self, axis, keepdims), np.argmax, axis, keepdims, dim)
 
-    def min(self, axis=None, keepdims=False):
-        return _ops.min(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The smallest values over `axis`; with `dim=`, (values, indices) as in PyTorch."""
+        if dim is None and keepdim is None:
+            return _ops.min(self, axis, keepdims)
+        axis, keepdims = _torch_axis("min", axis, keepdims, dim, keepdim)
+        return _with_indices(self, _ops.min(self, axis, keepdims), np.argmin, axis, keepdims, dim)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -370,11 +420,47 @@ class Tensor:
     def clip(self, lo=None, hi=None):
         return _ops.clip(self, lo, hi)
 
-    def softmax(self, axis=-1):
+    def softmax(self, axis=-1, *, dim=None):
+        if dim is not None:
+            axis, _ = _torch_axis("softmax", None if axis == -1 else axis, False, dim, None)
         return _ops.softmax(self, axis)
 
-    def log_softmax(self, axis=-1):
+    def log_softmax(self, axis=-1, *, dim=None):
+        if dim is not None:
+            axis, _ = _torch_axis("log_softmax", None if axis == -1 else axis, False, dim, None)
         return _ops.log_softmax(self, axis)
+
+
+ValuesIndices = collections.namedtuple("ValuesIndices", "values indices")
+ValuesIndices.__doc__ = "What `t.max(dim=...)` / `t.min(dim=...)` return, as in PyTorch."
+
+
+def _torch_axis(method, axis, keepdims, dim, keepdim):
+    """(axis, keepdims) from PyTorch's dim=/keepdim=, refusing both spellings of one."""
+    if dim is not None and axis is not None:
+        raise TypeError(
+            f"Tensor.{method}: got axis={axis!r} and dim={dim!r}; they are the same argument "
+            "(NumPy/Keras's and PyTorch's name): give one."
+        )
+    if keepdim is not None and keepdims:
+        raise TypeError(
+            f"Tensor.{method}: got keepdims={keepdims!r} and keepdim={keepdim!r}; they are the "
+            "same argument (NumPy/Keras's and PyTorch's name): give one."
+        )
+    return (axis if dim is None else dim), bool(keepdims if keepdim is None else keepdim)
+
+
+def _with_indices(x, values, arg, axis, keepdims, dim):
+    """(values, indices) for a reduction over one `dim` (PyTorch's max/min along a dim)."""
+    if dim is None or not isinstance(axis, (int, np.integer)):
+        raise TypeError(
+            "Tensor.max/min with keepdim= but no single dim: PyTorch's (values, indices) form "
+            "needs dim=<int>; for a reduction over several axes use axis= and keepdims=."
+        )
+    idx = arg(x.data, axis=axis)
+    if keepdims:
+        idx = np.expand_dims(idx, axis)
+    return ValuesIndices(values, _wrap(np.asarray(idx, dtype=np.int64)))
 
 
 def _wrap(arr: np.ndarray) -> Tensor:

@@ -328,3 +328,16 @@ def test_all_rows_ignored_gives_nan_and_zero_grad():
     out = losses.sparse_categorical_crossentropy([-1, -1], z, from_logits=True, ignore_index=-1)
     out.backward()
     assert np.isnan(out.data) and not z.grad.any()
+
+
+def test_sparse_crossentropy_of_strided_logits_matches_torch():
+    """Logits that are a transposed view: the fused backward must not write into a copy."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(5, 4, 3))
+    y = rng.integers(0, 5, size=(3, 4))
+    t = Tensor(z.copy(), requires_grad=True)
+    losses.sparse_categorical_crossentropy(y, t.transpose(2, 1, 0), from_logits=True).backward()
+    tz = to_torch(z)
+    logits = tz.permute(2, 1, 0)  # (3, 4, 5): classes last, as splitgrad reads them
+    F.cross_entropy(logits.reshape(-1, 5), torch.as_tensor(y).reshape(-1)).backward()
+    assert_close(t.grad, tz.grad, rtol=1e-10, atol=1e-12)

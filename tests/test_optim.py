@@ -217,14 +217,14 @@ def test_state_dict_resumes_bitwise(case):
         np.testing.assert_array_equal(resumed[k], full[k])
 
 
-@pytest.mark.parametrize("mode", ["clipnorm", "clipvalue"])
+@pytest.mark.parametrize("mode", ["global_clipnorm", "clipvalue"])
 def test_clipping_matches_torch(mode):
     params, x, y = _init(3)
     kw = {mode: 0.05}
     p = _ours(params)
     ours = _run_ours(optim.SGD(p, learning_rate=0.3, momentum=0.5, **kw), p, x, y, 25)
     tp = {k: to_torch(v) for k, v in params.items()}
-    if mode == "clipnorm":
+    if mode == "global_clipnorm":
 
         def clip(ps):
             return torch.nn.utils.clip_grad_norm_(ps, 0.05)

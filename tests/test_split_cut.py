@@ -50,7 +50,7 @@ def cnn_layers(dropout=0.0, regularizer=None, bn=False):
 def cnn(opt="sgd", lr=0.1, seed=0, clipnorm=None, layers=None, **kw):
     sg.seed(seed)
     model = nn.Sequential(layers or cnn_layers(**kw), dtype="float64")
-    extra = {} if clipnorm is None else {"clipnorm": clipnorm}
+    extra = {} if clipnorm is None else {"global_clipnorm": clipnorm}
     rule = optim.SGD if opt == "sgd" else optim.Adam
     model.compile(optimizer=rule(learning_rate=lr, **extra), loss=LOSS)
     return model
@@ -230,7 +230,7 @@ def test_pipeline_with_clipnorm_and_penalties_equals_one_place():
     model, history = fit(Pipeline(3, 2), **kw)
     close(model, ref)
     assert history.history["loss"] == pytest.approx(ref.history.history["loss"], rel=1e-12)
-    with pytest.raises(ValueError, match="clipnorm with replicas > 1"):
+    with pytest.raises(ValueError, match="global_clipnorm with replicas > 1"):
         fit(Pipeline(2, 2, replicas=2), clipnorm=0.05)
 
 

@@ -1,6 +1,6 @@
 """Loss functions with PyTorch's numerics and Keras's arguments, plus a string registry.
 
-Every loss is called as `loss(y_pred, y_true)` (PyTorch's order: prediction first) and returns a
+Every loss here is called as `loss(y_true, y_pred)` (Keras's order: target first) and returns a
 scalar Tensor (reduction "mean" or "sum") or the unreduced losses ("none"). Classes are on the
 LAST axis, so (N, C) and (N, T, C) outputs both work. The cross-entropies are fused primitives
 with analytic gradients: from logits they never form probabilities that could under/overflow, and
@@ -9,9 +9,15 @@ remembers (`ops.activations.Probabilities`) are used instead, so a Keras-style m
 softmax trains as stably as one emitting raw logits. Targets are constants (no gradient flows
 into y_true).
 
+PyTorch's loss classes under PyTorch's names (CrossEntropyLoss, NLLLoss, MSELoss, ...) take
+PyTorch's order `loss_fn(input, target)` and PyTorch's class axis 1 (torch_named.py); `get`
+(what Model.compile calls) turns one into its Keras-order twin, so `compile(loss=
+nn.CrossEntropyLoss())` works, and so do the names as strings ("CrossEntropyLoss").
+
 Layout: checks.py (argument checks), functional.py (the functional forms), classes.py (Loss
-classes); the fused primitives with their gradients are in splitgrad/ops/losses.py. This module
-re-exports the public names and holds the registry: `get` and `serialize`.
+classes), torch_named.py (the PyTorch-named classes and their twins); the fused primitives with
+their gradients are in splitgrad/ops/losses.py. This module re-exports the public names and
+holds the registry: `get` and `serialize`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ from .functional import mean_absolute_error as mean_absolute_error
 from .functional import mean_squared_error as mean_squared_error
 from .functional import mse as mse
 from .functional import sparse_categorical_crossentropy as sparse_categorical_crossentropy
+from .torch_named import KERAS_ORDER, TorchLoss, keras_order
+from .torch_named import BCELoss as BCELoss
+from .torch_named import BCEWithLogitsLoss as BCEWithLogitsLoss
+from .torch_named import CrossEntropyLoss as CrossEntropyLoss
+from .torch_named import HuberLoss as HuberLoss
+from .torch_named import L1Loss as L1Loss
+from .torch_named import MSELoss as MSELoss
+from .torch_named import NLLLoss as NLLLoss
+from .torch_named import SmoothL1Loss as SmoothL1Loss
 
 # ----- the registry ----------------------------------------------------------------------
 _CLASSES = {
@@ -45,6 +60,7 @@ _CLASSES = {
         SparseCategoricalCrossentropy,
     )
 }
+_CLASSES.update(KERAS_ORDER)  # a serialised PyTorch-named loss comes back as its twin
 # Keys are lower case without underscores, so "BinaryCrossentropy", "binary_cross_entropy" and
 # "binary_crossentropy" all resolve.
 _ALIASES = {
@@ -60,6 +76,7 @@ _ALIASES = {
     "sparsecategoricalcrossentropy": SparseCategoricalCrossentropy,
     "crossentropy": SparseCategoricalCrossentropy,  # PyTorch's name for the integer-label loss
 }
+_ALIASES.update({name.lower(): twin for name, twin in KERAS_ORDER.items()})
 
 
 def serialize(loss: Loss) -> dict:
@@ -68,10 +85,16 @@ def serialize(loss: Loss) -> dict:
 
 
 def get(identifier):
-    """A loss from a name ("mse", "sparse_categorical_crossentropy", ...), a serialised dict,
-    a Loss class or instance, or any callable `f(y_pred, y_true)` (returned as is)."""
+    """A loss in Keras's order `loss(y_true, y_pred)`: from a name ("mse",
+    "sparse_categorical_crossentropy", "CrossEntropyLoss", ...), a serialised dict, a Loss class
+    or instance, a PyTorch-named loss (class or instance: its Keras-order twin), or any
+    callable `f(y_true, y_pred)` (returned as is)."""
     if isinstance(identifier, Loss):
         return identifier
+    if isinstance(identifier, TorchLoss) or (
+        isinstance(identifier, type) and issubclass(identifier, TorchLoss)
+    ):
+        return keras_order(identifier)
     if isinstance(identifier, type) and issubclass(identifier, Loss):
         return identifier()
     if isinstance(identifier, dict):
@@ -81,8 +104,8 @@ def get(identifier):
         if cls is None:
             raise ValueError(
                 f"unknown loss {identifier!r}; expected one of "
-                f"{sorted(_CANONICAL.values())} (or mse, mae, bce, cce, scce), a "
-                "Loss instance or a callable."
+                f"{sorted(_CANONICAL.values())} (or mse, mae, bce, cce, scce), a PyTorch "
+                f"name ({', '.join(sorted(KERAS_ORDER))}), a Loss instance or a callable."
             )
         return cls()
     if callable(identifier):

@@ -36,5 +36,13 @@ from ..layers.recurrent import GRU as GRU
 from ..layers.recurrent import LSTM as LSTM
 from ..layers.recurrent import Bidirectional as Bidirectional
 from ..layers.recurrent import SimpleRNN as SimpleRNN
+from ..losses.torch_named import BCELoss as BCELoss
+from ..losses.torch_named import BCEWithLogitsLoss as BCEWithLogitsLoss
+from ..losses.torch_named import CrossEntropyLoss as CrossEntropyLoss
+from ..losses.torch_named import HuberLoss as HuberLoss
+from ..losses.torch_named import L1Loss as L1Loss
+from ..losses.torch_named import MSELoss as MSELoss
+from ..losses.torch_named import NLLLoss as NLLLoss
+from ..losses.torch_named import SmoothL1Loss as SmoothL1Loss
 from ..model import Model as Model
 from ..model import Sequential as Sequential

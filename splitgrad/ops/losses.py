@@ -120,7 +120,7 @@ class SoftmaxCrossEntropy(Function):
         if self.reduction == "none":
             scale = scale[..., None]
         if self.index is not None:
-            grad = self.p * scale
+            grad = np.ascontiguousarray(self.p * scale)  # a strided view would copy on reshape
             grad.reshape(-1)[self.index] -= scale.reshape(-1) if scale.ndim else scale
             return grad, None
         a = self.a

@@ -4,6 +4,12 @@
 (Keras users create the optimizer before the model exists; `Model.compile`/`fit` build it).
 Then `loss.backward(); opt.step(); opt.zero_grad()`.
 
+PyTorch's parameter groups work too: `SGD([{"params": head, "lr": 0.1}, {"params": rest}],
+lr=0.01, momentum=0.9)`; `opt.param_groups` are live views (`g["lr"] *= 0.5` applies at the
+next step; groups.py). Clipping: `clipnorm` clips each variable's gradient to that norm (Keras),
+`global_clipnorm` the norm of all gradients together (torch's clip_grad_norm_), `clipvalue`
+each value.
+
 The base class with its flat-buffer fast path is in base.py, the rules in sgd.py, adam.py
 (Adam, AdamW) and adaptive.py (RMSprop, Adagrad, Adadelta); this module re-exports them and
 holds the registry: `get` and `serialize`.
@@ -20,6 +26,7 @@ from .adaptive import RMSprop as RMSprop
 from .base import Optimizer as Optimizer
 from .base import _l2 as _l2
 from .base import _named_params as _named_params
+from .groups import ParamGroup as ParamGroup
 from .sgd import SGD as SGD
 
 _OPTIMIZERS = {c.__name__.lower(): c for c in (SGD, Adam, AdamW, RMSprop, Adagrad, Adadelta)}

@@ -28,19 +28,19 @@ class Adam(Optimizer):
     n_scratch = 2
     decoupled = False
 
-    def state_names(self):
+    def _state_names(self, h):
         names = ("exp_avg", "exp_avg_sq")
-        return names + ("max_exp_avg_sq",) if self.amsgrad else names
+        return names + ("max_exp_avg_sq",) if h.amsgrad else names
 
-    def _update(self, p, g, state, scratch, t, lr):
+    def _update(self, p, g, state, scratch, t, lr, h):
         s0, s1 = scratch
-        if self.weight_decay:
+        if h.weight_decay:
             if self.decoupled:
-                p *= 1 - lr * self.weight_decay
+                p *= 1 - lr * h.weight_decay
             else:
-                g = _l2(p, g, self.weight_decay, s1)
+                g = _l2(p, g, h.weight_decay, s1)
         m, v = state[0], state[1]
-        b1, b2 = self.beta_1, self.beta_2
+        b1, b2 = h.beta_1, h.beta_2
         np.subtract(g, m, out=s0)  # m.lerp_(g, 1 − β1), as PyTorch writes it
         s0 *= 1 - b1
         m += s0
@@ -48,22 +48,23 @@ class Adam(Optimizer):
         s0 *= 1 - b2
         v *= b2
         v += s0
-        if self.amsgrad:
+        if h.amsgrad:
             np.maximum(state[2], v, out=state[2])
             v = state[2]
         np.sqrt(v, out=s0)
         s0 /= math.sqrt(1 - b2**t)
-        s0 += self.epsilon
+        s0 += h.epsilon
         np.divide(m, s0, out=s0)
         s0 *= -(lr / (1 - b1**t))
         p += s0
 
-    def _check(self):
-        super()._check()
+    def _check(self, h=None):
+        super()._check(h)
+        src = self if h is None else h
         for key in ("beta_1", "beta_2"):
-            if not 0.0 <= getattr(self, key) < 1.0:
+            if not 0.0 <= getattr(src, key) < 1.0:
                 raise ValueError(
-                    f"{type(self).__name__}: {key} must be in [0, 1), got {getattr(self, key)!r}"
+                    f"{self._where(h)}: {key} must be in [0, 1), got {getattr(src, key)!r}"
                 )
 
 

@@ -31,28 +31,28 @@ class RMSprop(Optimizer):
             kwargs["rho"] = alpha  # PyTorch's name for rho
         super().__init__(params, learning_rate, **kwargs)
 
-    def _check(self):
-        super()._check()
-        _in_unit_interval(self, "rho")
+    def _check(self, h=None):
+        super()._check(h)
+        _in_unit_interval(self, h, "rho")
 
-    def state_names(self):
+    def _state_names(self, h):
         return (
             ("square_avg",)
-            + (("grad_avg",) if self.centered else ())
-            + (("momentum_buffer",) if self.momentum else ())
+            + (("grad_avg",) if h.centered else ())
+            + (("momentum_buffer",) if h.momentum else ())
         )
 
-    def _update(self, p, g, state, scratch, t, lr):
+    def _update(self, p, g, state, scratch, t, lr, h):
         s0, s1 = scratch
-        if self.weight_decay:
-            g = _l2(p, g, self.weight_decay, s1)
-        rho = self.rho
+        if h.weight_decay:
+            g = _l2(p, g, h.weight_decay, s1)
+        rho = h.rho
         v = state[0]
         np.multiply(g, g, out=s0)
         s0 *= 1 - rho
         v *= rho
         v += s0
-        if self.centered:
+        if h.centered:
             ga = state[1]
             np.subtract(g, ga, out=s0)
             s0 *= 1 - rho
@@ -62,10 +62,10 @@ class RMSprop(Optimizer):
             np.sqrt(s0, out=s0)
         else:
             np.sqrt(v, out=s0)
-        s0 += self.epsilon
-        if self.momentum:
+        s0 += h.epsilon
+        if h.momentum:
             b = state[-1]
-            b *= self.momentum
+            b *= h.momentum
             np.divide(g, s0, out=s0)
             b += s0
             np.multiply(b, -lr, out=s0)
@@ -90,23 +90,23 @@ class Adagrad(Optimizer):
     }
     n_scratch = 2
 
-    def state_names(self):
+    def _state_names(self, h):
         return ("sum",)
 
-    def initial_state(self, key):
-        return self.initial_accumulator_value
+    def initial_state(self, key, h):
+        return h.initial_accumulator_value
 
-    def _update(self, p, g, state, scratch, t, lr):
+    def _update(self, p, g, state, scratch, t, lr, h):
         s0, s1 = scratch
-        if self.weight_decay:
-            g = _l2(p, g, self.weight_decay, s1)
+        if h.weight_decay:
+            g = _l2(p, g, h.weight_decay, s1)
         acc = state[0]
         np.multiply(g, g, out=s0)
         acc += s0
         np.sqrt(acc, out=s0)
-        s0 += self.epsilon
+        s0 += h.epsilon
         np.divide(g, s0, out=s0)
-        s0 *= -(lr / (1 + (t - 1) * self.lr_decay))
+        s0 *= -(lr / (1 + (t - 1) * h.lr_decay))
         p += s0
 
 
@@ -124,18 +124,18 @@ class Adadelta(Optimizer):
     }
     n_scratch = 3
 
-    def _check(self):
-        super()._check()
-        _in_unit_interval(self, "rho")
+    def _check(self, h=None):
+        super()._check(h)
+        _in_unit_interval(self, h, "rho")
 
-    def state_names(self):
+    def _state_names(self, h):
         return ("square_avg", "acc_delta")
 
-    def _update(self, p, g, state, scratch, t, lr):
+    def _update(self, p, g, state, scratch, t, lr, h):
         s0, s1, s2 = scratch
-        if self.weight_decay:
-            g = _l2(p, g, self.weight_decay, s2)
-        rho, eps = self.rho, self.epsilon
+        if h.weight_decay:
+            g = _l2(p, g, h.weight_decay, s2)
+        rho, eps = h.rho, h.epsilon
         v, u = state
         np.multiply(g, g, out=s0)
         s0 *= 1 - rho
@@ -155,7 +155,7 @@ class Adadelta(Optimizer):
         p += s1
 
 
-def _in_unit_interval(opt, key):
-    value = getattr(opt, key)
+def _in_unit_interval(opt, h, key):
+    value = getattr(opt if h is None else h, key)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{type(opt).__name__}: {key} must be in [0, 1], got {value!r}")
+        raise ValueError(f"{opt._where(h)}: {key} must be in [0, 1], got {value!r}")

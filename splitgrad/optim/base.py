@@ -12,6 +12,9 @@ otherwise (a plain `loss.backward()`, some grads None or replaced) it runs the s
 parameter on views, with identical results.
 CAVEAT: an array obtained from `p.data` BEFORE `build` is stale afterwards; fetch `p.data` again.
 If code later rebinds `p.data` to a new array, `step` copies it back into the flat buffer.
+
+Parameter groups (groups.py) each get their own flat buffers (one per group and dtype), so the
+update still runs on whole flat arrays, with the group's hyper-parameters.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 from .. import schedules
 from ..config import Configurable
 from ..tensor import Tensor
+from .groups import GroupsMixin
+from .state import StateMixin
 
 
 def _named_params(params) -> dict:
@@ -55,14 +60,20 @@ def _named_params(params) -> dict:
     return out
 
 
-class Optimizer(Configurable):
+class Optimizer(GroupsMixin, StateMixin, Configurable):
     """Base class: holds hyperparameters, flat buffers and per-parameter state; `step()` updates.
 
-    Common arguments: `learning_rate` (alias `lr`; a float or a schedule), `clipnorm` (one global
-    norm over all gradients, like torch.nn.utils.clip_grad_norm_ / Keras's global_clipnorm) or
-    `clipvalue` (elementwise), applied to `.grad` in place before the update.
-    Subclasses set `defaults` (hyperparameter → default), `state_names()` and
-    `_update(p, g, state, scratch, t, lr)`, an in-place kernel on equal-shaped 1-D arrays.
+    `params`: Tensors, a dict name → Tensor, a Layer, or PyTorch's parameter groups, a list of
+    dicts `{"params": ..., "lr": ..., <any hyper-parameter>: ...}` (see groups.py and
+    `param_groups`). Common arguments: `learning_rate` (alias `lr`; a float or a schedule) and
+    at most one clipping rule, applied to `.grad` in place before the update:
+    `clipnorm` (Keras: each variable's gradient g ← g·c/(‖g‖ + 1e-6) when that is smaller,
+    torch.nn.utils.clip_grad_norm_ applied to each parameter alone), `global_clipnorm` (the
+    same over all gradients together: clip_grad_norm_ on all parameters) or `clipvalue`
+    (elementwise). Subclasses set `defaults` (hyperparameter → default),
+    `_state_names(h)` and `_update(p, g, state, scratch, t, lr, h)`, an in-place kernel on
+    equal-shaped 1-D arrays that reads its hyper-parameters from `h` (the optimizer itself,
+    or one group's `Hyper`).
     """
 
     defaults: ClassVar[dict] = {}
@@ -86,7 +97,8 @@ class Optimizer(Configurable):
             if k != "learning_rate"
         ]
         args += [
-            inspect.Parameter(k, kw, default=None) for k in ("lr", "clipnorm", "clipvalue", "name")
+            inspect.Parameter(k, kw, default=None)
+            for k in ("lr", "clipnorm", "clipvalue", "global_clipnorm", "name")
         ]
         cls.__signature__ = inspect.Signature(args)
 
@@ -98,6 +110,7 @@ class Optimizer(Configurable):
         lr=None,
         clipnorm=None,
         clipvalue=None,
+        global_clipnorm=None,
         name=None,
         **hyper,
     ):
@@ -110,13 +123,11 @@ class Optimizer(Configurable):
             raise ValueError(f"{cls}: give learning_rate or its alias lr, not both")
         rate = learning_rate if learning_rate is not None else lr
         self.learning_rate = self.defaults["learning_rate"] if rate is None else rate
-        if clipnorm is not None and clipvalue is not None:
-            raise ValueError(f"{cls}: set clipnorm or clipvalue, not both")
-        for arg, v in (("clipnorm", clipnorm), ("clipvalue", clipvalue)):
+        clips = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
+        for arg, v in clips.items():
             if v is not None and not (_real(v) and v > 0):
                 raise ValueError(f"{cls}: {arg} must be positive, got {v!r}")
-        self.clipnorm = None if clipnorm is None else float(clipnorm)
-        self.clipvalue = None if clipvalue is None else float(clipvalue)
+            setattr(self, arg, None if v is None else float(v))
         self.name = name or cls.lower()
         for key, default in self.defaults.items():
             if key != "learning_rate":
@@ -124,14 +135,35 @@ class Optimizer(Configurable):
         if hyper:
             raise TypeError(
                 f"{cls}: unknown arguments {sorted(hyper)}; accepted: "
-                f"{sorted(self.defaults)} plus lr, clipnorm, clipvalue, name"
+                f"{sorted(self.defaults)} plus lr, clipnorm, clipvalue, global_clipnorm, name"
             )
         self.iterations = 0
+        # One default group until the constructor or a config gives groups (groups.py).
+        self._group_over, self._group_labels = [{}], [None]
+        self._layout, self._layout_shapes, self._explicit = None, None, False
         self._check()
         self.built = False
         self._pending = None
         if params is not None:
+            if not isinstance(params, (Tensor, dict)) and not hasattr(params, "named_parameters"):
+                params = list(params)  # a generator, as PyTorch's model.parameters() is
+            if params and all(isinstance(p, dict) for p in params):
+                params = self._groups_from_specs(params)
             self.build(params)
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """The optimizer `get_config()` describes, with its parameter groups (by name,
+        assigned at `build`). A config without "global_clipnorm" was saved before `clipnorm`
+        took Keras's meaning: its clipnorm was the global norm, and stays so."""
+        config = dict(config)
+        layout = config.pop("param_groups", None)
+        if "global_clipnorm" not in config and config.get("clipnorm") is not None:
+            config["global_clipnorm"] = config.pop("clipnorm")
+        opt = cls(**config)
+        if layout is not None:
+            opt._layout_from_config(layout)
+        return opt
 
     # Hyper-parameters that are ≥ 0 in every rule that has them.
     _NON_NEGATIVE = (
@@ -144,21 +176,23 @@ class Optimizer(Configurable):
         "initial_accumulator_value",
     )
 
-    def _check(self):
-        """Validate the hyper-parameters: the constructor runs it, and so does
-        `load_state_dict` on restored ones (a checkpoint saying lr = -1 is refused, not used).
-        Subclasses add their own ranges (Adam's betas) and call this first."""
-        cls = type(self).__name__
+    def _check(self, h=None):
+        """Validate the hyper-parameters of the optimizer (or of one group's `Hyper` h): the
+        constructor runs it, and so does `load_state_dict` on restored ones (a checkpoint
+        saying lr = -1 is refused, not used). Subclasses add their own ranges (Adam's betas)
+        and call this first; `self._where(h)` names the optimizer or the group."""
+        cls = self._where(h)
+        src = self if h is None else h
         for key, default in self.defaults.items():
             if key == "learning_rate":
                 try:
-                    value = self.learning_rate  # a schedule: its value at the current step
+                    value = src.learning_rate  # a schedule: its value at the current step
                 except (ArithmeticError, TypeError, ValueError) as exc:
                     raise ValueError(
                         f"{cls}: the learning-rate schedule fails at step {self.iterations} ({exc})"
                     ) from None
             else:
-                value = getattr(self, key)
+                value = getattr(src, key)
             if isinstance(default, bool):
                 if not (isinstance(value, (bool, int, np.bool_, np.integer)) and value in (0, 1)):
                     raise ValueError(f"{cls}: {key} must be True or False, got {value!r}")
@@ -166,14 +200,24 @@ class Optimizer(Configurable):
                 raise ValueError(f"{cls}: {key} must be a finite number, got {value!r}")
             elif key in self._NON_NEGATIVE and value < 0:
                 raise ValueError(f"{cls}: {key} must be ≥ 0, got {value!r}")
-        if self.clipnorm is not None and self.clipvalue is not None:
-            raise ValueError(f"{cls}: set clipnorm or clipvalue, not both")
-        for key in ("clipnorm", "clipvalue"):
+        if h is not None:
+            return
+        clips = ("clipnorm", "global_clipnorm", "clipvalue")
+        if sum(getattr(self, key) is not None for key in clips) > 1:
+            raise ValueError(
+                f"{cls}: set one clipping rule, not several: global_clipnorm (the norm of all "
+                "gradients together), clipnorm or clipvalue (each variable, each value)"
+            )
+        for key in clips:
             value = getattr(self, key)
             if value is not None and not (_real(value) and math.isfinite(value) and value > 0):
                 raise ValueError(
                     f"{cls}: {key} must be a positive finite number or None, got {value!r}"
                 )
+
+    def _where(self, h=None) -> str:
+        """ "SGD", or "SGD param_groups[1]" for a group's hyper-parameters (for messages)."""
+        return type(self).__name__ if h is None else h.where
 
     # ----- learning rate ------------------------------------------------------------------
     @property
@@ -189,10 +233,12 @@ class Optimizer(Configurable):
     lr = learning_rate
 
     # ----- building -----------------------------------------------------------------------
-    def state_names(self) -> tuple:
+    def _state_names(self, h) -> tuple:
+        """The state arrays each parameter needs under hyper-parameters `h` (canonical order:
+        a kernel indexes them by position)."""
         return ()
 
-    def initial_state(self, key) -> float:
+    def initial_state(self, key, h) -> float:
         return 0.0
 
     def build(self, params):
@@ -203,24 +249,44 @@ class Optimizer(Configurable):
             new = list(named.values())
             if len(new) == len(self._params) and all(a is b for a, b in zip(new, self._params)):
                 return self
+            # The same parameters in another order (Model.compile after the user's parameter
+            # groups): keep the layout, take the new names, which checkpoints store.
+            rename = {id(p): n for n, p in named.items()}
+            if len(new) == len(self._params) and all(id(p) in rename for p in self._params):
+                self._names = [rename[id(p)] for p in self._params]
+                return self
             raise ValueError(
                 f"{type(self).__name__}: already built for other parameters; "
                 "create a new optimizer for a new set of parameters."
             )
+        self._group_of = self._assign_groups(named)
+        self._layout = None  # from now on the groups are _group_of
         self._names = list(named)
         self._params = list(named.values())
+        self._state_keys = self.state_names()
+        hs = [
+            self if not self._explicit else self._resolved(g) for g in range(len(self._group_over))
+        ]
         self._groups, self._views, self._flat_views = [], [], [None] * len(self._params)
         self._pstate, self._pscratch = [None] * len(self._params), [None] * len(self._params)
         self._gbufs = [None] * len(self._params)
-        for dtype in dict.fromkeys(p.data.dtype for p in self._params):
-            idx = [i for i, p in enumerate(self._params) if p.data.dtype == dtype]
+        # One flat segment per (group, dtype): each update covers whole arrays of one setting.
+        for gi, dtype in dict.fromkeys(
+            (g, p.data.dtype) for g, p in zip(self._group_of, self._params)
+        ):
+            idx = [
+                i
+                for i, p in enumerate(self._params)
+                if p.data.dtype == dtype and self._group_of[i] == gi
+            ]
             total = sum(self._params[i].data.size for i in idx)
             group = {
                 "idx": idx,
+                "group": gi,
                 "param": np.empty(total, dtype),
                 "grad": np.zeros(total, dtype),
                 "state": tuple(
-                    np.full(total, self.initial_state(k), dtype) for k in self.state_names()
+                    np.full(total, self.initial_state(k, hs[gi]), dtype) for k in self._state_keys
                 ),
                 "scratch": tuple(np.empty(total, dtype) for _ in range(self.n_scratch)),
             }
@@ -265,6 +331,33 @@ class Optimizer(Configurable):
         return self._grad_into
 
     # ----- stepping -----------------------------------------------------------------------
+    def apply_gradients(self, grads_and_vars):
+        """One step from (gradient, variable) pairs (Keras): builds the optimizer for those
+        variables on first use; variables not listed, and pairs whose gradient is None, are
+        not moved. The arrays are used as the variables' `.grad`."""
+        pairs = [(g, v) for g, v in grads_and_vars]
+        if not self.built or not self._params:
+            self.build([v for _, v in pairs])
+        known = {id(p) for p in self._params}
+        for p in self._params:
+            p.grad = None
+        for g, v in pairs:
+            if id(v) not in known:
+                raise ValueError(
+                    f"{type(self).__name__}.apply_gradients: a variable of shape {v.shape} is "
+                    "not among those this optimizer was built for; create a new optimizer "
+                    "for a new set of variables"
+                )
+            if g is not None:
+                g = np.asarray(g.data if hasattr(g, "data") else g, dtype=v.data.dtype)
+                if g.shape != v.shape:
+                    raise ValueError(
+                        f"{type(self).__name__}.apply_gradients: gradient of shape {g.shape} "
+                        f"for a variable of shape {v.shape}"
+                    )
+                v.grad = g
+        self.step()
+
     def zero_grad(self, set_to_none=True):
         """Forget gradients: `.grad = None` (PyTorch), or zeros in the buffers if asked."""
         self._require_built("zero_grad")
@@ -295,33 +388,40 @@ class Optimizer(Configurable):
         return flat
 
     def _clip(self, grads):
+        """Clip the gradients `grads` (one array per parameter) in place."""
         if self.clipvalue is not None:
             for g in grads:
                 np.clip(g, -self.clipvalue, self.clipvalue, out=g)
-        elif self.clipnorm is not None:
-            total = math.sqrt(sum(float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads))
-            coef = self.clipnorm / (total + 1e-6)  # torch.nn.utils.clip_grad_norm_
-            if coef < 1.0:
-                for g in grads:
-                    g *= coef
+        elif self.clipnorm is not None:  # Keras: each variable on its own
+            for g in grads:
+                _scale_to_norm(g, self.clipnorm, float(np.dot(g.reshape(-1), g.reshape(-1))))
+        elif self.global_clipnorm is not None:
+            total = sum(float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads)
+            for g in grads:
+                _scale_to_norm(g, self.global_clipnorm, total)
 
     def step(self):
         """Apply one update to every parameter that has a gradient (others are skipped)."""
         self._require_built("step")
         lr = self.learning_rate
+        hs = [self._resolved(i) for i in range(len(self._group_over))] if self._explicit else None
         if self._resync() and self._steps is None:
-            if self.clipnorm is not None or self.clipvalue is not None:
-                self._clip([group["grad"] for group in self._groups])
+            if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm:
+                self._clip(self._gbufs)
             self._t += 1
             for group in self._groups:
-                self._update_flat(group, lr)
+                if hs is None:
+                    self._update_flat(group, lr, self)
+                else:
+                    h = hs[group["group"]]
+                    self._update_flat(group, h.learning_rate, h)
         else:
-            self._step_each(lr)
+            self._step_each(lr, hs)
         self.iterations += 1
 
     _CHUNK = 1 << 18  # elements per pass of the flat update (measured best for Adam)
 
-    def _update_flat(self, group, lr):
+    def _update_flat(self, group, lr, h):
         """The update over one flat group, a chunk at a time: every rule is elementwise, and a
         chunk's half-dozen arrays stay in cache between the rule's passes (Adam on 5.5 M
         parameters: 17 ms in one piece, 10 ms in chunks)."""
@@ -335,9 +435,10 @@ class Optimizer(Configurable):
                 tuple(s[sl] for s in group["scratch"]),
                 self._t,
                 lr,
+                h,
             )
 
-    def _step_each(self, lr):
+    def _step_each(self, lr, hs):
         live = [i for i, p in enumerate(self._params) if p.grad is not None]
         grads = []
         for i in live:
@@ -351,154 +452,31 @@ class Optimizer(Configurable):
                     np.broadcast_to(g, self._views[i].shape), dtype=self._views[i].dtype
                 )
             grads.append(g)
-        if self.clipnorm is not None or self.clipvalue is not None:
+        if self.clipnorm is not None or self.clipvalue is not None or self.global_clipnorm:
             self._clip(grads)
         steps = self._steps or [self._t] * len(self._params)
         for i, g in zip(live, grads):
             steps[i] += 1
             g = g.reshape(-1)
-            self._update(self._flat_views[i], g, self._pstate[i], self._pscratch[i], steps[i], lr)
+            h = self if hs is None else hs[self._group_of[i]]
+            rate = lr if hs is None else h.learning_rate
+            self._update(
+                self._flat_views[i], g, self._pstate[i], self._pscratch[i], steps[i], rate, h
+            )
         if all(s == steps[0] for s in steps):
             self._t, self._steps = steps[0], None
         else:
             self._steps = steps
 
-    def _update(self, p, g, state, scratch, t, lr):  # pragma: no cover - abstract
+    def _update(self, p, g, state, scratch, t, lr, h):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # ----- configuration and state --------------------------------------------------------
-    def get_config(self) -> dict:
-        """Constructor arguments as JSON (a schedule is stored as its serialised dict)."""
-        config = {
-            "name": self.name,
-            "learning_rate": schedules.serialize(self._lr),
-            "clipnorm": self.clipnorm,
-            "clipvalue": self.clipvalue,
-        }
-        for key in self.defaults:
-            if key != "learning_rate":
-                config[key] = getattr(self, key)
-        return config
 
-    def state_dict(self) -> dict:
-        """{"class_name", "config", "step", "param_steps", "state": {"name.key": ndarray}}
-        (copies)."""
-        self._require_built("state_dict")
-        steps = self._steps or [self._t] * len(self._params)
-        state = {}
-        for i, name in enumerate(self._names):
-            shape = self._views[i].shape
-            for key, arr in zip(self.state_names(), self._pstate[i]):
-                state[f"{name}.{key}"] = arr.reshape(shape).copy()
-        return {
-            "class_name": type(self).__name__,
-            "config": self.get_config(),
-            "step": self.iterations,
-            "param_steps": list(steps),
-            "state": state,
-        }
-
-    def load_state_dict(self, state_dict: dict):
-        """Restore hyperparameters, step counts and state (deferred until `build` if needed).
-
-        Everything is checked before anything is kept: the hyper-parameters by the
-        constructor's own validation (`_check`), the step counts, and every state array's
-        shape. On a ValueError (or TypeError) the optimizer is left exactly as it was.
-        """
-        cls = type(self).__name__
-        if not isinstance(state_dict, dict):
-            raise TypeError(
-                f"{cls}.load_state_dict: expected a dict (from state_dict()), got "
-                f"{type(state_dict).__name__}"
-            )
-        if state_dict.get("class_name", cls) != cls:
-            raise ValueError(
-                f"{cls}.load_state_dict: the state was saved by "
-                f"{state_dict['class_name']}; load it into that optimizer class."
-            )
-        config = state_dict.get("config", {})
-        if not isinstance(config, dict):
-            raise TypeError(
-                f"{cls}.load_state_dict: 'config' must be a dict, got {type(config).__name__}"
-            )
-        step = _count(state_dict.get("step", 0), f"{cls}.load_state_dict: step")
-        kept = self._hyper() | {"_lr": self._lr, "iterations": self.iterations}
-        try:
-            for key in self.defaults:
-                if key in config and key != "learning_rate":
-                    setattr(self, key, config[key])
-            if "learning_rate" in config:
-                try:
-                    self.learning_rate = config["learning_rate"]
-                except TypeError as exc:
-                    raise ValueError(str(exc)) from None
-            self.clipnorm, self.clipvalue = config.get("clipnorm"), config.get("clipvalue")
-            self.iterations = step
-            self._check()
-            if not self.built:
-                self._pending = state_dict
-                return
-            steps, arrays = self._checked_state(state_dict)
-        except (ValueError, TypeError) as exc:
-            for key, value in kept.items():
-                setattr(self, key, value)
-            text = str(exc)
-            raise type(exc)(
-                text if text.startswith(cls) else f"{cls}.load_state_dict: {text}"
-            ) from None
-        for i in range(len(self._names)):
-            for arr, src in zip(self._pstate[i], arrays[i]):
-                arr[...] = src.reshape(-1)
-        uniform = all(s == steps[0] for s in steps) if steps else True
-        self._t, self._steps = (steps[0] if steps else 0, None) if uniform else (0, steps)
-
-    def _hyper(self) -> dict:
-        """The hyper-parameters other than the learning rate, as attributes (for rollback)."""
-        keys = [k for k in self.defaults if k != "learning_rate"] + ["clipnorm", "clipvalue"]
-        return {k: getattr(self, k) for k in keys}
-
-    def _checked_state(self, state_dict):
-        """(per-parameter step counts, per-parameter state arrays), checked against this
-        optimizer's parameters; raises before anything is assigned."""
-        cls = type(self).__name__
-        raw = state_dict.get("param_steps")
-        if not isinstance(raw, (list, tuple)):
-            raise TypeError(
-                f"{cls}.load_state_dict: 'param_steps' must be a list of step "
-                f"counts, got {type(raw).__name__}"
-            )
-        steps = [_count(s, f"{cls}.load_state_dict: param_steps") for s in raw]
-        expected = {
-            f"{n}.{k}": v.shape
-            for n, v in zip(self._names, self._views)
-            for k in self.state_names()
-        }
-        saved = state_dict.get("state")
-        if (
-            not isinstance(saved, dict)
-            or len(steps) != len(self._params)
-            or (set(saved) != set(expected))
-        ):
-            found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
-            raise ValueError(
-                f"{cls}.load_state_dict: saved state has entries {found} for "
-                f"{len(steps)} parameters, this optimizer expects "
-                f"{sorted(expected)}; build it with the same parameters "
-                "(and the same amsgrad/momentum/centered settings)."
-            )
-        arrays = []
-        for name in self._names:
-            row = []
-            for key in self.state_names():
-                src = np.asarray(saved[f"{name}.{key}"])
-                if src.shape != expected[f"{name}.{key}"]:
-                    raise ValueError(
-                        f"{cls}.load_state_dict: {name}.{key} has shape "
-                        f"{src.shape}, expected {expected[f'{name}.{key}']}"
-                    )
-                row.append(src)
-            arrays.append(row)
-        return steps, arrays
+def _scale_to_norm(g, limit, squared_norm):
+    """g *= limit / (‖g‖ + 1e-6) when that is < 1 (torch.nn.utils.clip_grad_norm_'s rule)."""
+    coef = limit / (math.sqrt(squared_norm) + 1e-6)
+    if coef < 1.0:
+        g *= coef
 
 
 def _real(value) -> bool:
@@ -506,13 +484,6 @@ def _real(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, (bool, np.bool_)
     )
-
-
-def _count(value, what) -> int:
-    """A step count: an integer ≥ 0."""
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)) or value < 0:
-        raise ValueError(f"{what} must be an integer ≥ 0, got {value!r}")
-    return int(value)
 
 
 def _l2(p, g, wd, buf):

@@ -24,34 +24,35 @@ class SGD(Optimizer):
     }
     n_scratch = 2
 
-    def _check(self):
-        super()._check()
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+    def _check(self, h=None):
+        super()._check(h)
+        src = self if h is None else h
+        if src.nesterov and (src.momentum <= 0 or src.dampening != 0):
             raise ValueError(
-                f"SGD: nesterov needs momentum > 0 and dampening 0, got momentum "
-                f"{self.momentum!r}, dampening {self.dampening!r}"
+                f"{self._where(h)}: nesterov needs momentum > 0 and dampening 0, got momentum "
+                f"{src.momentum!r}, dampening {src.dampening!r}"
             )
 
-    def state_names(self):
-        return ("momentum_buffer",) if self.momentum else ()
+    def _state_names(self, h):
+        return ("momentum_buffer",) if h.momentum else ()
 
-    def _update(self, p, g, state, scratch, t, lr):
+    def _update(self, p, g, state, scratch, t, lr, h):
         s0, s1 = scratch
-        if self.weight_decay:
-            g = _l2(p, g, self.weight_decay, s1)
-        if self.momentum:
+        if h.weight_decay:
+            g = _l2(p, g, h.weight_decay, s1)
+        if h.momentum:
             b = state[0]
             if t == 1:
                 np.copyto(b, g)
             else:
-                b *= self.momentum
-                if self.dampening:
-                    np.multiply(g, 1 - self.dampening, out=s0)
+                b *= h.momentum
+                if h.dampening:
+                    np.multiply(g, 1 - h.dampening, out=s0)
                     b += s0
                 else:
                     b += g
-            if self.nesterov:
-                np.multiply(b, self.momentum, out=s0)
+            if h.nesterov:
+                np.multiply(b, h.momentum, out=s0)
                 s0 += g
                 g = s0
             else:

@@ -300,7 +300,7 @@ def block_spec(model, block, sample, clipnorm: bool = True) -> dict:
     state = block_state(opt.state_dict(), positions(model, block))
     config = opt.get_config()
     if not clipnorm:
-        config["clipnorm"] = state["config"]["clipnorm"] = None
+        config["global_clipnorm"] = state["config"]["global_clipnorm"] = None
     return {
         "cls": Sequential,
         "config": block.get_config(),

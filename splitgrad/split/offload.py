@@ -51,11 +51,18 @@ def put(vec, ranges, values):
 def flat_state(model) -> dict:
     """The model's optimizer state as flat vectors: {"step", "t", "arrays": {name: vector}}."""
     opt = model.optimizer
-    if opt.clipnorm is not None:
+    if opt.clipnorm is not None or opt.global_clipnorm is not None:
         raise ValueError(
-            f"{type(opt).__name__}(clipnorm={opt.clipnorm}): clipping by the global norm needs "
-            "the whole gradient in one place; use clipvalue (elementwise) with a sharded or "
-            "offloaded optimizer, or train with data-parallel"
+            f"{type(opt).__name__}(clipnorm={opt.clipnorm}, global_clipnorm="
+            f"{opt.global_clipnorm}): clipping by a norm (each variable's, or the global norm) "
+            "needs whole variables or the whole gradient in one place; use clipvalue "
+            "(elementwise) with a sharded or offloaded optimizer, or train with data-parallel"
+        )
+    if len(opt.param_groups) > 1:
+        raise ValueError(
+            f"{type(opt).__name__} with {len(opt.param_groups)} parameter groups: a sharded or "
+            "offloaded optimizer runs one setting over the flat vector; use one group, or "
+            "train with data-parallel"
         )
     sd, names = opt.state_dict(), opt.state_names()
     if len(set(sd["param_steps"])) > 1:

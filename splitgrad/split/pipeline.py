@@ -253,12 +253,12 @@ class Pipeline(Way):
                 f"pipeline: {n_stages} stages need at least {n_stages} layers; model "
                 f"{model.name!r} has {len(layers)}. Use fewer stages (--way-option stages=N)."
             )
-        if model.optimizer.clipnorm is not None and self.replicas > 1:
+        if model.optimizer.global_clipnorm is not None and self.replicas > 1:
             raise ValueError(
-                "pipeline: clipnorm with replicas > 1 is not supported (the norm would need "
+                "pipeline: global_clipnorm with replicas > 1 is not supported (the norm would need "
                 "every stage's all-reduced gradient); use clipvalue, or replicas=1"
             )
-        self._clip = model.optimizer.clipnorm
+        self._clip = model.optimizer.global_clipnorm
         self.bounds = self._bounds(model, run.x[: run.batch_size])  # time a whole batch
         self._blocks = blocks.cut(model, self.bounds)
         acts = blocks.boundary_activations(model, run.x[:1])

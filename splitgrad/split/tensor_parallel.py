@@ -223,10 +223,11 @@ class TensorParallel(Way):
 
     def setup(self, run):
         model, n = run.model, self.workers
-        if model.optimizer.clipnorm is not None:
+        opt = model.optimizer
+        if opt.clipnorm is not None or opt.global_clipnorm is not None:
             raise ValueError(
-                "tensor-parallel: clipnorm needs the norm over every shard, which no place "
-                "has; use clipvalue (elementwise), or another way"
+                "tensor-parallel: clipnorm and global_clipnorm need norms over every shard, "
+                "which no place has; use clipvalue (elementwise), or another way"
             )
         layers = blocks.layers_of(model)
         found = find_pairs(layers, n)
