@@ -889,3 +889,126 @@ def test_metric_settings_round_trip(tmp_path):
     assert [m.name for m in loaded.metrics] == ["mae", "strict"]
     assert isinstance(loaded.metrics[1], metrics.BinaryAccuracy)
     assert loaded.metrics[1].threshold == 0.7
+
+
+# ----- extra optimizers (Model.extra_optimizers(): a GAN's discriminator's) ---------------------
+@pytest.fixture
+def two_optimizers(tmp_path):
+    """A saved model with a main and an extra optimizer (a small GAN), and its folder."""
+    from splitgrad.generative import GAN
+
+    sg.seed(1)
+    gan = GAN(latent_dim=2, kind="dense", hidden=(8,))
+    gan.compile(d_optimizer=optim.Adam(learning_rate=1e-3))
+    x = np.random.default_rng(0).random((32, 4, 4, 1)).astype(np.float32)
+    gan.fit(x, x, epochs=1, batch_size=16, verbose=0)
+    gan.save(tmp_path / "gan")
+    return gan, tmp_path / "gan"
+
+
+def test_extra_optimizer_state_is_saved_under_the_manifest(two_optimizers):
+    gan, folder = two_optimizers
+    name = "optimizer.discriminator.safetensors"
+    manifest = json.loads((folder / checkpoint.MANIFEST).read_text())
+    data = (folder / name).read_bytes()
+    assert manifest["files"][name]["sha256"] == hashlib.sha256(data).hexdigest()
+    saved = json.loads((folder / checkpoint.CONFIG).read_text())["extra_optimizer_states"]
+    assert set(saved) == {"discriminator"} and saved["discriminator"]["step"] == 2
+    assert b"pickle" not in data and not data.startswith(b"\x80")
+    again = load_model(folder)
+    a, b = gan.d_optimizer.state_dict(), again.d_optimizer.state_dict()
+    assert a["step"] == b["step"] and a["state"].keys() == b["state"].keys()
+    for key in a["state"]:
+        assert np.array_equal(a["state"][key], b["state"][key]), key
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda c: c["extra_optimizer_states"].pop("discriminator"), "saved extra optimizers"),
+        (lambda c: c.update(extra_optimizer_states=[]), "extra_optimizer_states"),
+        (lambda c: c.update(extra_optimizer_states={"../x": {}}), "extra_optimizer_states"),
+        (
+            lambda c: c["extra_optimizer_states"]["discriminator"].update(class_name="SGD"),
+            "saved by SGD",
+        ),
+        (
+            lambda c: c["extra_optimizer_states"]["discriminator"]["config"].update(beta_1=5),
+            "beta_1",
+        ),
+        (lambda c: c["extra_optimizer_states"]["discriminator"].update(step=-1), "step"),
+        (lambda c: c.pop("extra_optimizer_states"), "holds no 'extra_optimizer_states'"),
+    ],
+)
+def test_crafted_extra_optimizer_states_raise_checkpoint_error(two_optimizers, change, match):
+    _, folder = two_optimizers
+    edit_config(folder, change)
+    with pytest.raises(CheckpointError, match=match):
+        load_model(folder)
+
+
+def test_an_extra_optimizer_file_of_the_wrong_shape_or_a_stray_one_is_refused(two_optimizers):
+    _, folder = two_optimizers
+    stray = folder / "optimizer.critic.safetensors"
+    stray.write_bytes((folder / "optimizer.discriminator.safetensors").read_bytes())
+    doc = json.loads((folder / checkpoint.MANIFEST).read_text())
+    doc["files"][stray.name] = {"sha256": "0" * 64, "size": 0}  # listed; resign sums it
+    (folder / checkpoint.MANIFEST).write_bytes(_manifest.seal(doc))
+    resign(folder)
+    with pytest.raises(CheckpointError, match="optimizer.critic.safetensors"):
+        load_model(folder)
+    stray.unlink()
+    # The generator's arrays in the discriminator's file: names and shapes do not fit.
+    (folder / "optimizer.discriminator.safetensors").write_bytes(
+        (folder / checkpoint.OPTIMIZER).read_bytes()
+    )
+    doc = json.loads((folder / checkpoint.MANIFEST).read_text())
+    del doc["files"][stray.name]
+    (folder / checkpoint.MANIFEST).write_bytes(_manifest.seal(doc))
+    resign(folder)
+    with pytest.raises(CheckpointError, match="optimizer.discriminator.safetensors"):
+        load_model(folder)
+
+
+def test_restore_changes_no_optimizer_when_the_extra_one_does_not_fit(two_optimizers):
+    _, folder = two_optimizers
+    from splitgrad.generative import GAN
+
+    twin = GAN(latent_dim=2, kind="dense", hidden=(8,))
+    twin.compile(d_optimizer=optim.Adam(learning_rate=1e-3))
+    twin.build_from_sample(np.zeros((1, 4, 4, 1), np.float32))
+    before = twin.optimizer.state_dict()
+    edit_config(folder, lambda c: c["extra_optimizer_states"]["discriminator"].update(step=-1))
+    with pytest.raises(CheckpointError):
+        restore(twin, folder)
+    after = twin.optimizer.state_dict()
+    assert after["step"] == before["step"] == 0
+    assert all(np.array_equal(after["state"][k], before["state"][k]) for k in before["state"])
+
+
+def test_extra_optimizers_at_saving(two_optimizers, tmp_path):
+    gan, folder = two_optimizers
+    with pytest.raises(ValueError, match="reserved"):
+        checkpoint.save_model(
+            gan, tmp_path / "a", attachments={"optimizer.discriminator.safetensors": b""}
+        )
+    gan.d_optimizer.state_dict()  # built
+    moments = gan.d_optimizer._pstate[0][0]
+    moments.reshape(-1)[0] = np.nan
+    with pytest.raises(ValueError, match="optimizer 'discriminator' holds 1 NaN"):
+        gan.save(folder)
+    assert load_model(folder).d_optimizer.iterations == 2  # the previous copy is kept
+    moments.reshape(-1)[0] = 0.0
+    gan.extra_optimizers = lambda: {"Bad Name": gan.d_optimizer}
+    with pytest.raises(ValueError, match="extra optimizer's name"):
+        gan.save(tmp_path / "b")
+    gan.extra_optimizers = lambda: {"again": gan.optimizer}
+    with pytest.raises(ValueError, match="saved once"):
+        gan.save(tmp_path / "b")
+
+
+def test_a_damaged_checkpoint_with_an_extra_optimizer_can_be_saved_over(two_optimizers):
+    gan, folder = two_optimizers
+    (folder / checkpoint.MANIFEST).write_text("{broken")
+    gan.save(folder)  # its own files, extra optimizer included, are not "in the way"
+    assert load_model(folder).d_optimizer.iterations == 2

@@ -291,10 +291,11 @@ def test_save_and_load_round_trip(digits, tmp_path, cls, kind):
     before, after = _outputs(model, digits.x_test[:16]), _outputs(again, digits.x_test[:16])
     for key in before:
         np.testing.assert_array_equal(before[key], after[key], err_msg=key)
-    # Training continues from the saved state (the generator's optimizer, for a GAN).
+    # Training continues from the saved state (both players' optimizers, for a GAN).
     assert again.optimizer.state_dict()["step"] == model.optimizer.state_dict()["step"]
     if cls is GAN:
         assert again.d_optimizer.get_config() == model.d_optimizer.get_config()
+        assert again.d_optimizer.iterations == model.d_optimizer.iterations > 0
 
 
 def test_custom_networks_are_saved_with_the_model(digits, tmp_path):
@@ -329,6 +330,115 @@ def test_a_registered_subclass_trains_saves_and_loads(digits, tmp_path):
     again = load_model(tmp_path / "d")
     assert type(again) is DenoisingAutoencoder
     np.testing.assert_array_equal(model.predict(digits.x_test), again.predict(digits.x_test))
+
+
+# ----- a GAN resumed from a checkpoint continues the same run ------------------------------
+def _gan64():
+    """A small float64 GAN with label smoothing, seeded: the same weights on every call."""
+    sg.seed(5)
+    gan = GAN(latent_dim=3, kind="dense", hidden=(16,), label_smoothing=0.1, dtype="float64")
+    gan.compile()
+    return gan
+
+
+def _fit_gan(gan, x, epochs, initial_epoch=0):
+    gan.fit(x, x, epochs=epochs, initial_epoch=initial_epoch, batch_size=32, verbose=0, seed=2)
+
+
+def _same_gan(a, b):
+    for (key, p), q in zip(a.named_weights().items(), b.weights):
+        assert np.array_equal(p.data, q.data), key
+    for opt_a, opt_b in ((a.optimizer, b.optimizer), (a.d_optimizer, b.d_optimizer)):
+        sa, sb = opt_a.state_dict(), opt_b.state_dict()
+        assert sa["step"] == sb["step"] and sa["param_steps"] == sb["param_steps"]
+        assert sa["state"].keys() == sb["state"].keys()
+        for key in sa["state"]:
+            assert np.array_equal(sa["state"][key], sb["state"][key]), key
+
+
+def _resign(folder):
+    """Recompute the manifest's sums after an edit (as an old splitgrad, or an attacker)."""
+    import hashlib
+
+    from splitgrad.checkpoint import MANIFEST, _manifest
+
+    doc = json.loads((folder / MANIFEST).read_text())
+    doc["files"] = {
+        name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        for name in doc["files"]
+        if (folder / name).exists()
+        for data in [(folder / name).read_bytes()]
+    }
+    (folder / MANIFEST).write_bytes(_manifest.seal(doc))
+
+
+@pytest.fixture
+def half_trained_gan(digits, tmp_path):
+    """(x, a GAN trained one epoch and saved at tmp_path / "gan", that folder)."""
+    x = digits.x_train[:96].astype(np.float64)
+    gan = _gan64()
+    _fit_gan(gan, x, epochs=1)
+    gan.save(tmp_path / "gan")
+    return x, gan, tmp_path / "gan"
+
+
+def test_gan_save_load_and_train_on_equals_training_straight(half_trained_gan):
+    """k steps, save, load, m more steps == k + m steps straight, bit for bit: both players'
+    Adam moments and step counts, the weights (BatchNorm statistics among them) and the
+    generators all come back."""
+    x, _, folder = half_trained_gan
+    assert (folder / "optimizer.discriminator.safetensors").is_file()
+    straight = _gan64()
+    _fit_gan(straight, x, epochs=3)
+    resumed = load_model(folder)
+    assert resumed.d_optimizer.iterations == 3  # 96 images, batches of 32
+    _fit_gan(resumed, x, epochs=3, initial_epoch=1)
+    _same_gan(straight, resumed)
+    assert straight.d_optimizer.iterations == 9
+
+
+def test_gan_restore_into_a_compiled_gan_continues_the_run(half_trained_gan):
+    x, gan, folder = half_trained_gan
+    twin = _gan64()
+    twin.build_from_sample(x[:1])
+    sg.checkpoint.restore(twin, folder)  # the default generator too: as the save left it
+    _same_gan(gan, twin)
+    state = sg.random.get_state()
+    _fit_gan(gan, x, epochs=2, initial_epoch=1)
+    sg.random.set_state(state)  # both draw the same noise
+    _fit_gan(twin, x, epochs=2, initial_epoch=1)
+    _same_gan(gan, twin)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_a_damaged_discriminator_optimizer_file_is_named(half_trained_gan, signed):
+    _, _, folder = half_trained_gan
+    target = folder / "optimizer.discriminator.safetensors"
+    data = bytearray(target.read_bytes())
+    data[12] ^= 0xFF  # in the safetensors header
+    target.write_bytes(bytes(data))
+    if signed:  # the damage then reaches the safetensors parser, not just the checksum
+        _resign(folder)
+    with pytest.raises(sg.checkpoint.CheckpointError, match="optimizer.discriminator.safetensors"):
+        load_model(folder)
+
+
+def test_a_checkpoint_without_the_discriminator_state_loads_with_a_warning(half_trained_gan):
+    """Saved by a splitgrad that kept only the generator's optimizer: it loads, and says that
+    the discriminator's optimizer starts fresh (so the resumed run differs)."""
+    x, _, folder = half_trained_gan
+    (folder / "optimizer.discriminator.safetensors").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    del config["extra_optimizer_states"]
+    (folder / "config.json").write_text(json.dumps(config))
+    _resign(folder)
+    with pytest.warns(RuntimeWarning, match="'discriminator' starts fresh"):
+        old = load_model(folder)
+    assert old.d_optimizer.iterations == 0 and old.optimizer.iterations == 3
+    _fit_gan(old, x, epochs=2, initial_epoch=1)
+    straight = _gan64()
+    _fit_gan(straight, x, epochs=2)
+    assert not np.array_equal(old.get_weights()[0], straight.get_weights()[0])
 
 
 # ----- mistakes ----------------------------------------------------------------------------

@@ -551,3 +551,49 @@ def test_cartpole_is_solved(name, tmp_path, monkeypatch):
     result = recipes.train(name, out=tmp_path / name, verbose=0)
     assert result["metrics"]["episodes"] == 100
     assert result["metrics"]["mean_return"] >= 475, result["metrics"]
+
+
+# ----- resuming from a checkpoint ---------------------------------------------------------------
+def _same_agent(a, b):
+    for (key, p), q in zip(a.named_weights().items(), b.weights):
+        assert np.array_equal(p.data, q.data), key
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert sa["step"] == sb["step"] and sa["state"].keys() == sb["state"].keys()
+    for key in sa["state"]:
+        assert np.array_equal(sa["state"][key], sb["state"][key]), key
+
+
+@pytest.mark.parametrize("kind", ["dqn", "reinforce-baseline"])
+def test_agent_saved_loaded_and_trained_on_equals_training_straight(tmp_path, kind):
+    """k updates, save, load, m more == k + m straight, bit for bit. DQN's target network is
+    weights (saved), and its copy schedule counts the optimizer's steps (saved with it), so
+    the copy after update 6 happens in the resumed run too (k = 4, target_update = 3).
+    REINFORCE's baseline has no optimizer of its own: the one optimizer trains both networks."""
+
+    def make():
+        sg.seed(0)
+        if kind == "dqn":
+            agent = rl.DQN(3, hidden=(5,), target_update=3, dtype="float64")
+        else:
+            agent = rl.Reinforce(2, hidden=(5,), baseline=True, dtype="float64")
+        return built(agent, optimizer=optim.Adam(learning_rate=0.05))
+
+    batches = [dqn_batch(seed=s) if kind == "dqn" else reinforce_batch(seed=s) for s in range(8)]
+    straight = make()
+    for x, y in batches:
+        straight.train_step(x, y)
+    first = make()
+    if kind != "dqn":
+        trained = {id(p) for p in first.optimizer_parameters()}
+        assert {id(p) for p in first.value.parameters()} <= trained
+    for x, y in batches[:4]:
+        first.train_step(x, y)
+    first.save(tmp_path / "agent")
+    resumed = sg.load_model(tmp_path / "agent")
+    for x, y in batches[4:]:
+        resumed.train_step(x, y)
+    _same_agent(straight, resumed)
+    if kind == "dqn":
+        assert resumed.updates == 8
+        for a, b in zip(weights_of(resumed.target_net), weights_of(straight.target_net)):
+            np.testing.assert_array_equal(a, b)

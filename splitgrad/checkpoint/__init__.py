@@ -10,6 +10,11 @@ A saved model is a folder:
                            step counts, generator states, the caller's `extra`
     weights.safetensors    every layer weight, keyed by its dotted path ("layers.0.kernel")
     optimizer.safetensors  the optimizer's arrays (moments, buffers), when it has any
+    optimizer.NAME.safetensors  the arrays of each further optimizer the model names in
+                           `extra_optimizers()` ({NAME: optimizer}, e.g. a GAN's
+                           "discriminator"); their settings and step counts are in config.json
+                           ("extra_optimizer_states"). A checkpoint without them (saved before
+                           they were) loads with a RuntimeWarning: those optimizers start fresh
     ...                    attachments given to save_model (history.json, curves.png)
 `save_weights` writes manifest.json and weights.safetensors only.
 
@@ -19,6 +24,7 @@ Where things live:
     _manifest.py  the manifest, legacy folders, the environment record
     _folder.py    the refuse-to-clobber check and the crash-safe replacement and recovery
     _state.py     a model's state and the checks run on it before anything is assigned
+    _optimizers.py  loading the optimizers' states (the main one and the extra ones)
     _save.py, _load.py   the public save and load functions
 
 Loading raises only CheckpointError (a ValueError) for anything wrong with the files.

@@ -112,10 +112,12 @@ def _in_the_way(folder: Path, damaged_ok: bool = True) -> list:
     listed = _manifest.listed_names(folder)
     if listed is None:
         damaged = damaged_ok and os.path.lexists(folder / _manifest.MANIFEST)
-        listed = set(_manifest.OWN_FILES) if damaged else set()
+        own = _manifest.is_own_file if damaged else (lambda name: False)
+    else:
+        own = listed.__contains__
     out = []
     for name in names:
-        if name in listed and not os.path.isdir(folder / name):
+        if own(name) and not os.path.isdir(folder / name):
             continue
         out.append(name + "/" if os.path.isdir(folder / name) else name)
     return out
@@ -180,7 +182,9 @@ def _ours(folder: Path) -> bool:
         names = set(os.listdir(folder))
     except OSError:
         return False
-    return names <= set(_manifest.OWN_FILES) or names <= (_manifest.listed_names(folder) or set())
+    return all(map(_manifest.is_own_file, names)) or names <= (
+        _manifest.listed_names(folder) or set()
+    )
 
 
 def _generation(folder: Path) -> int | None:

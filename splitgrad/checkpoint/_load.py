@@ -21,9 +21,10 @@ from .. import random as sg_random
 from ..layers.layer import UnknownClassError, WeightBudget, layer_class
 from . import _folder, _manifest
 from ._files import DAMAGED, CheckpointError, decode_tensors, parse_json, read_file
-from ._manifest import CONFIG, LEGACY_SUMS, MANIFEST, OPTIMIZER, WEIGHTS
+from ._manifest import CONFIG, LEGACY_SUMS, MANIFEST, OPTIMIZER, WEIGHTS, extra_optimizer_of
+from ._optimizers import load_optimizers
 from ._save import MODEL_FORMAT, MODEL_VERSION
-from ._state import apply_rng_states, check_optimizer_arrays, check_weights, checked_rng_states
+from ._state import apply_rng_states, check_weights, checked_rng_states, extra_optimizers
 
 MAX_SAMPLE_ELEMENTS = 1 << 24  # per-sample input size accepted from a config (64 MB float32)
 MAX_INPUT_NDIM = 8
@@ -37,6 +38,7 @@ class Contents:
     config: dict | None = None
     weights: dict = field(default_factory=dict)
     optimizer: dict = field(default_factory=dict)
+    extra_optimizers: dict = field(default_factory=dict)  # {name: arrays}, from their files
 
 
 def read_contents(path, verify: bool, need_config: bool) -> Contents:
@@ -51,8 +53,9 @@ def read_contents(path, verify: bool, need_config: bool) -> Contents:
                     "build the model in code and call "
                     "model.load_weights(PATH)"
                 )
+            extra = {n for n in manifest["files"] if extra_optimizer_of(n) is not None}
             data = _manifest.read_listed(
-                folder, manifest, verify, keep={CONFIG, WEIGHTS, OPTIMIZER}
+                folder, manifest, verify, keep={CONFIG, WEIGHTS, OPTIMIZER, *extra}
             )
             _manifest.warn_if_environment_differs(manifest.get("environment"), folder)
     out = Contents(folder)
@@ -66,6 +69,10 @@ def read_contents(path, verify: bool, need_config: bool) -> Contents:
     out.weights = decode_tensors(data[WEIGHTS], folder / WEIGHTS)
     if OPTIMIZER in data:
         out.optimizer = decode_tensors(data[OPTIMIZER], folder / OPTIMIZER)
+    for name, blob in data.items():
+        owner = extra_optimizer_of(name)
+        if owner is not None:
+            out.extra_optimizers[owner] = decode_tensors(blob, folder / name)
     return out
 
 
@@ -174,7 +181,7 @@ def load_model(path, compile: bool = True, restore_rng: bool = True, verify: boo
         model, config.get("rng_state"), config.get("layer_rng_states"), folder / CONFIG, restore_rng
     )
     if comp is not None and "optimizer_state" in config:
-        _load_optimizer(model, config, contents, verify)
+        load_optimizers(model, config, contents, verify)
     for key, p in model.named_weights().items():
         p.data[...] = contents.weights[key]
     apply_rng_states(model, *rngs)
@@ -218,9 +225,15 @@ def restore(model, path, verify: bool = True) -> dict:
                 f"{str(saved.get('class_name'))[:40]}, the model uses "
                 f"{type(opt).__name__}; compile it with the saved optimizer"
             )
+        for name, extra in extra_optimizers(model).items():
+            if not extra.built:
+                raise ValueError(
+                    f"restore: the model's optimizer {name!r} is not built yet; build the "
+                    "model (call it on a sample batch) after compiling it, then restore"
+                )
         if not opt.built:
             opt.build(model.parameters())
-        _load_optimizer(model, config, contents, verify)
+        load_optimizers(model, config, contents, verify)
     for key, p in model.named_weights().items():
         p.data[...] = contents.weights[key]
     apply_rng_states(model, *rngs)
@@ -339,31 +352,6 @@ def _saved_loss(spec, losses):
     config = spec["config"]
     outputs = [None if item is None else one(item) for item in config["outputs"]]
     return outputs, [float(w) for w in config["weights"]]
-
-
-def _load_optimizer(model, config, contents: Contents, verify: bool) -> None:
-    """Settings (validated as the constructor would), step counts and arrays, or nothing."""
-    folder = contents.folder
-    saved = config["optimizer_state"]
-    opt = model.optimizer
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{folder / CONFIG}: 'optimizer_state' must be an object. {DAMAGED}")
-    try:
-        type(opt).from_config(dict(saved.get("config", {})))
-    except Exception as exc:  # noqa: BLE001 - the constructor's own validation
-        raise CheckpointError(
-            f"{folder / CONFIG}: the saved optimizer settings are invalid "
-            f"({type(exc).__name__}: {str(exc)[:300]}); the file was altered"
-        ) from None
-    check_optimizer_arrays(opt, contents.optimizer, folder / OPTIMIZER, verify)
-    try:
-        opt.load_state_dict({**saved, "state": contents.optimizer})
-    except Exception as exc:  # noqa: BLE001 - ValueError from validation, anything from a craft
-        raise CheckpointError(
-            f"{folder / OPTIMIZER} with 'optimizer_state' in "
-            f"{folder / CONFIG}: the optimizer state does not fit the model "
-            f"({type(exc).__name__}: {str(exc)[:300]})"
-        ) from None
 
 
 def _probe(shape) -> list:

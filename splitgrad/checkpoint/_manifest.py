@@ -34,6 +34,11 @@ MANIFEST = "manifest.json"
 CONFIG, WEIGHTS, OPTIMIZER = "config.json", "weights.safetensors", "optimizer.safetensors"
 LEGACY_SUMS = "sha256.json"  # beside a bare weights file, before manifests
 OWN_FILES = (MANIFEST, CONFIG, WEIGHTS, OPTIMIZER, LEGACY_SUMS)
+# A model's further optimizers (`Model.extra_optimizers()`, e.g. a GAN's discriminator's) each
+# get optimizer.NAME.safetensors; NAME is short lower-case text, so it is a plain file name.
+_EXTRA_NAME = r"[a-z][a-z0-9_]{0,63}"
+_EXTRA_FILE = re.compile(r"optimizer\.(" + _EXTRA_NAME + r")\.safetensors")
+MAX_EXTRA_OPTIMIZERS = 16
 REQUIRED = {"model": (CONFIG, WEIGHTS), "weights": (WEIGHTS,)}
 MAX_MANIFEST_BYTES = 1 << 20
 # Parsed JSON takes many times its size in memory: a config (architecture, settings, `extra`)
@@ -57,6 +62,29 @@ def plain_name_problem(name) -> str | None:
     ):
         return "a file name must not be '.', '..' or contain a path separator or NUL"
     return None
+
+
+def extra_optimizer_name_problem(name) -> str | None:
+    """Why `name` cannot name an extra optimizer, or None if it can."""
+    if isinstance(name, str) and re.fullmatch(_EXTRA_NAME, name):
+        return None
+    return "an extra optimizer's name must be 1 to 64 of a-z, 0-9 and _, starting with a letter"
+
+
+def extra_optimizer_file(name: str) -> str:
+    """The file holding the arrays of the extra optimizer `name`."""
+    return f"optimizer.{name}.safetensors"
+
+
+def extra_optimizer_of(file_name) -> str | None:
+    """The extra optimizer whose file `file_name` is, or None."""
+    found = _EXTRA_FILE.fullmatch(file_name) if isinstance(file_name, str) else None
+    return found.group(1) if found else None
+
+
+def is_own_file(name) -> bool:
+    """Whether a checkpoint itself may write a file of this name (never an attachment)."""
+    return name in OWN_FILES or extra_optimizer_of(name) is not None
 
 
 # ----- writing ---------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 with the crash-safe replacement of _folder.py.
 
 config.json of a model holds what JSON can: the architecture (`get_config`), the input shape,
-the compile settings, the optimizer's settings and step counts, the generator states and the
-caller's `extra`. Arrays go to safetensors files. A model holding NaN or inf is refused before
+the compile settings, the optimizer's settings and step counts (and those of the model's
+`extra_optimizers()`), the generator states and the caller's `extra`. Arrays go to safetensors
+files. A model holding NaN or inf is refused before
 anything is written, so a diverged run never replaces a good checkpoint.
 """
 
@@ -17,8 +18,23 @@ import numpy as np
 from .. import metrics
 from . import _folder
 from ._files import MAX_JSON_DEPTH, CheckpointError, check_depth, encode_tensors
-from ._manifest import CONFIG, MAX_CONFIG_BYTES, OPTIMIZER, OWN_FILES, WEIGHTS, plain_name_problem
-from ._state import refuse_non_finite, rng_states, weights_of
+from ._manifest import (
+    CONFIG,
+    MAX_CONFIG_BYTES,
+    OPTIMIZER,
+    OWN_FILES,
+    WEIGHTS,
+    extra_optimizer_file,
+    is_own_file,
+    plain_name_problem,
+)
+from ._state import (
+    extra_optimizers,
+    refuse_non_finite,
+    refuse_non_finite_optimizer,
+    rng_states,
+    weights_of,
+)
 
 MODEL_FORMAT, MODEL_VERSION = "splitgrad-model", 2  # version 1: before manifest.json
 
@@ -55,6 +71,7 @@ def save_model(
         },
     )
     config["rng_state"], config["layer_rng_states"] = rng_states(model)
+    extras = extra_optimizers(model)  # first: a model may build its optimizers here
     if getattr(model, "optimizer", None) is not None:
         if not model.optimizer.built:  # compiled, then built by a plain call: no steps yet
             model.optimizer.build(model.parameters())
@@ -68,11 +85,36 @@ def save_model(
         config["optimizer_state"] = {k: v for k, v in state.items() if k != "state"}
         opt_arrays = state.get("state", {})
     refuse_non_finite(model, weights, opt_arrays, path)
+    extra_arrays = _extra_optimizer_states(extras, config, path)
     files[CONFIG] = _config_bytes(config, path)
     files[WEIGHTS] = encode_tensors(weights)
     if opt_arrays:
         files[OPTIMIZER] = encode_tensors(opt_arrays)
+    for name, arrays in extra_arrays.items():
+        if arrays:  # like the main optimizer's: no file for an optimizer without arrays
+            files[extra_optimizer_file(name)] = encode_tensors(arrays)
     _folder.write(path, files, "model", overwrite)
+
+
+def _extra_optimizer_states(extras: dict, config: dict, path) -> dict:
+    """Each extra optimizer's settings and step counts into config["extra_optimizer_states"]
+    ({name: like "optimizer_state"}); returns {name: its arrays}. Every one must be built:
+    its state is meaningless before it knows its parameters."""
+    if not extras:
+        return {}
+    states, arrays = {}, {}
+    for name, opt in extras.items():
+        if not getattr(opt, "built", True):
+            raise ValueError(
+                f"save to {path}: the model's optimizer {name!r} ({type(opt).__name__}) is not "
+                "built yet; build the model (call it on data, or fit) before saving"
+            )
+        state = opt.state_dict()
+        states[name] = {k: v for k, v in state.items() if k != "state"}
+        arrays[name] = state.get("state", {})
+        refuse_non_finite_optimizer(name, arrays[name], path)
+    config["extra_optimizer_states"] = states
+    return arrays
 
 
 def save_weights(model, path, *, overwrite: bool = False) -> None:
@@ -100,10 +142,10 @@ def _checked_attachments(attachments) -> dict:
                 f"attachment {name!r}: {problem}; attachments are files directly "
                 "in the checkpoint folder"
             )
-        if name in OWN_FILES:
+        if is_own_file(name):
             raise ValueError(
                 f"attachment {name!r}: the checkpoint's own file has that name; "
-                f"choose another (reserved: {', '.join(OWN_FILES)})"
+                f"choose another (reserved: {', '.join(OWN_FILES)}, optimizer.NAME.safetensors)"
             )
         if isinstance(data, str):
             raise TypeError(f"attachment {name!r}: give bytes, e.g. text.encode()")

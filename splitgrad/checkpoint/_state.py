@@ -44,6 +44,48 @@ def refuse_non_finite(model, weights: dict, opt_arrays: dict, path) -> None:
             )
 
 
+def extra_optimizers(model) -> dict:
+    """{name: optimizer} of the optimizers a model trains with besides `model.optimizer` (a
+    GAN's discriminator's): what its `extra_optimizers()` method returns, if it has one.
+    Checkpoints save and load their state beside the main optimizer's."""
+    from ._manifest import MAX_EXTRA_OPTIMIZERS, extra_optimizer_name_problem
+
+    method = getattr(model, "extra_optimizers", None)
+    found = method() if callable(method) else {}
+    who = f"{type(model).__name__}.extra_optimizers()"
+    if not isinstance(found, dict):
+        raise TypeError(f"{who} must return a dict {{name: optimizer}}, got {type(found).__name__}")
+    if len(found) > MAX_EXTRA_OPTIMIZERS:
+        raise ValueError(f"{who}: {len(found)} optimizers, at most {MAX_EXTRA_OPTIMIZERS}")
+    seen = {id(getattr(model, "optimizer", None))}
+    for name, opt in found.items():
+        problem = extra_optimizer_name_problem(name)
+        if problem:
+            raise ValueError(f"{who}: {name!r}: {problem}")
+        if not callable(getattr(opt, "state_dict", None)):
+            raise TypeError(f"{who}: {name!r} is a {type(opt).__name__}, not an optimizer")
+        if id(opt) in seen:
+            raise ValueError(
+                f"{who}: {name!r} is the model's optimizer or another entry; each optimizer is "
+                "saved once, so list each extra optimizer once and not `model.optimizer`"
+            )
+        seen.add(id(opt))
+    return dict(found)
+
+
+def refuse_non_finite_optimizer(name: str, arrays: dict, path) -> None:
+    """ValueError when an extra optimizer's array holds NaN or inf (see refuse_non_finite)."""
+    for key, arr in arrays.items():
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int(arr.size - np.isfinite(arr).sum())
+            raise ValueError(
+                f"save to {path}: state {key!r} of the optimizer {name!r} holds {bad} NaN or "
+                f"infinite values; the run diverged. Nothing was written: the previous "
+                f"checkpoint at {path} is kept. Lower the learning rate or clip gradients, and "
+                "resume from it"
+            )
+
+
 def rng_states(model) -> tuple:
     """(default generator state, {dotted path: state} of the layer generators), as JSON."""
     return (sg_random.get_state(), {k: g.bit_generator.state for k, g in generators(model).items()})

@@ -43,9 +43,10 @@ class GAN(GenerativeModel):
     D's update). kind "conv" is DCGAN (4×4 stride-2 convolutions, BatchNorm in G, leaky ReLU
     in D; `filters` are D's channels, G mirrors them); "dense" uses `hidden` layers.
 
-    A checkpoint holds one optimizer's state: the generator's. The discriminator optimizer's
-    settings are saved with the architecture, its moments are not, so a reloaded GAN resumes
-    with a fresh discriminator optimizer.
+    A checkpoint holds both optimizers' states: the generator's as the model's optimizer, the
+    discriminator's as the extra optimizer "discriminator" (`extra_optimizers`), so training
+    resumed from it continues the same run. Its settings also ride with the architecture
+    (get_config), so `compile()` on a loaded GAN recreates it.
     """
 
     TRACKED = ("g_loss", "d_real", "d_fake")
@@ -134,6 +135,10 @@ class GAN(GenerativeModel):
                 f"GAN {self.name!r}: the generator makes images of shape {tuple(out.shape[1:])} "
                 f"but the data's are {shape}; change the generator's last layers"
             )
+        if self.optimizer is not None and self.d_optimizer is not None:
+            # Compiled, then built by a plain call: each optimizer takes its own network now
+            # (a checkpoint saves both, and Model's fallback would give one every weight).
+            self._build_optimizers()
 
     def build_from_sample(self, x):
         """Build both networks from one batch, then each optimizer on its own network's weights
@@ -146,6 +151,11 @@ class GAN(GenerativeModel):
             self.train(was)
         if self.optimizer is not None:
             self._build_optimizers()
+
+    def extra_optimizers(self) -> dict:
+        """The optimizers besides `optimizer` that checkpoints save and load: the
+        discriminator's, once compiled."""
+        return {} if self.d_optimizer is None else {"discriminator": self.d_optimizer}
 
     def _build_optimizers(self):
         try:
@@ -279,7 +289,8 @@ class GAN(GenerativeModel):
                 _blocks.spec(self.discriminator) if self.given["discriminator"] else None
             ),
             # The generator's optimizer is the checkpoint's `optimizer`; this one's settings
-            # ride with the architecture (its moments are not saved: see the docs).
+            # ride with the architecture, so compile() recreates it, and its state (moments,
+            # steps) is the checkpoint's extra optimizer "discriminator".
             "d_optimizer": d_opt
             if d_opt is None or isinstance(d_opt, dict)
             else optim.serialize(d_opt),

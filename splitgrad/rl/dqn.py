@@ -57,9 +57,6 @@ class DQN(Agent):
         self.target_update, self.huber_delta = int(target_update), float(huber_delta)
         self.q_net = mlp(self.hidden, self.n_actions, dtype)
         self.target_net = mlp(self.hidden, self.n_actions, dtype, trainable=False)
-        # Gradient steps taken since this agent was built or loaded (not saved: a loaded
-        # agent's next copy comes `target_update` updates after loading).
-        self.updates = 0
 
     def default_loss(self):
         # The supervised view: regression of Q-values on given targets.
@@ -72,6 +69,13 @@ class DQN(Agent):
 
     def call(self, x):
         return self.q_net(x)
+
+    @property
+    def updates(self) -> int:
+        """Gradient steps taken: the optimizer's step count. A checkpoint saves it with the
+        optimizer, so a resumed agent copies its target on the schedule of the run that saved
+        it (a new compile starts the count again)."""
+        return 0 if self.optimizer is None else int(self.optimizer.iterations)
 
     def sync_target(self):
         """Copy the online weights into the target network."""
@@ -116,7 +120,6 @@ class DQN(Agent):
             loss = huber(q_sa - target, self.huber_delta).mean()
             loss.backward(into=opt.grad_buffers())
         opt.step()
-        self.updates += 1
         if self.updates % self.target_update == 0:
             self.sync_target()
         self.update_metrics(y)
