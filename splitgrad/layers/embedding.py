@@ -1,4 +1,9 @@
-"""Embedding: integer ids → rows of a learned table (the lookup primitive is ops/embedding.py)."""
+"""Embedding: integer ids → rows of a learned table (the lookup primitive is ops/embedding.py).
+
+Per-example gradients (DP-SGD): the looked-up rows are an `embedding_site`
+(layers/per_example.py), so each example's table gradient, a scatter of its δ rows by id, and
+its norm come from one batched pass.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import numpy as np
 from .._kernels.workspace import Workspace
 from ..ops.embedding import EmbeddingLookup
 from ..tensor import Tensor
+from . import per_example
 from .layer import Layer, register
 
 
@@ -61,7 +67,8 @@ class Embedding(Layer):
                     f"{self.input_dim} (valid ids are 0..{self.input_dim - 1}). Map the ids "
                     "into range or build the layer with a larger input_dim."
                 )
-        return EmbeddingLookup.apply(self.embeddings, ids, ws=self._ws)
+        out = EmbeddingLookup.apply(self.embeddings, ids, ws=self._ws)
+        return per_example.embedding_site(ids, out, self.embeddings)
 
     def get_config(self):
         return {

@@ -1,23 +1,30 @@
-"""Per-example gradients of linear layers in one batched pass, through a hook any layer can use.
+"""Per-example gradients in one batched pass, through hooks that the layers with weights call.
 
 DP-SGD needs every example's gradient, not only their mean. Looping over the examples costs
 one forward and backward pass each. For a layer whose weights enter as pre = a·W + b, one
 batched pass is enough, because the per-example gradient is an outer product:
 
-    ∂ℓ_i/∂W = a_iᵀ δ_i,   ∂ℓ_i/∂b = Σ_t δ_i,t     (a = the layer's input, δ = ∂ℓ_i/∂pre)
+    ∂ℓ_i/∂W = Σ_t a_i,tᵀ δ_i,t,   ∂ℓ_i/∂b = Σ_t δ_i,t     (a = the layer's input, δ = ∂ℓ_i/∂pre)
 
-so ‖∂ℓ_i/∂W‖² = ‖a_i‖²·‖δ_i‖² for 2-D inputs, and Σ_{t,s} (a_t·a_s)(δ_t·δ_s) for sequences
-(the "ghost norm" of Goodfellow 2015 / Li et al. 2022), and a weighted sum over examples is one
-product aᵀ(c ⊙ δ). δ is read off a zero "probe" added to the pre-activation: its gradient is
-exactly ∂loss/∂pre.
+over the positions t of example i (one for Dense on 2-D input, the output pixels of a
+convolution, the time steps of a recurrent layer). So ‖∂ℓ_i/∂W‖² = ‖a_i‖²·‖δ_i‖² for one
+position, and Σ_{t,s} (a_t·a_s)(δ_t·δ_s) for many (the "ghost norm" of Goodfellow 2015 / Li et
+al. 2022) unless building each example's a_iᵀδ_i is cheaper (in·out ≤ positions·(in + out)); a
+weighted sum over examples Σ_i c_i ∂ℓ_i/∂W is one product aᵀ(c ⊙ δ). An embedding table is the
+same with one-hot rows as a: ∂ℓ_i/∂E = Σ_t e_{id_t} δ_tᵀ, whose norm is Σ over pairs of equal
+ids of δ_t·δ_s (computed by grouping, never as an N×V×D array).
 
-The hook: a layer calls `linear_site(x, pre, kernel, bias)` on its pre-activation (Dense does,
-and Conv2D with its receptive fields as x, positions = output pixels) and uses what it
-returns. With many positions (a convolution) each example's gradient aᵢᵀδᵢ is built instead of
-the Gram matrices when that is cheaper (in·out ≤ positions·(in + out)). Outside `recording()`
-the hook returns `pre` itself; inside, `pre` plus a probe that the `Recorder` keeps. A layer
-that does not call it is simply not covered, and `Recorder.covers(params)` tells the caller to
-fall back to the per-example loop.
+The hooks (each returns its input unchanged outside `recording()`):
+- `linear_site(x, pre, kernel, bias)`: Dense, and Conv2D with its receptive fields as x. δ is
+  read off a zero "probe" added to `pre`: its gradient is exactly ∂loss/∂pre.
+- `embedding_site(ids, out, table)`: Embedding, with a probe on the looked-up rows.
+- `fused_sites(pairs)`: a fused op (SimpleRNN, LSTM, GRU) whose pre-activations never exist
+  as Tensors. It returns a `fill` callable that the op calls from its own backward with the
+  inputs and δ of every (kernel, bias) pair, time-major: x·W_ih + b_ih and h_{t−1}·W_hh + b_hh.
+
+A layer that calls none of them is not covered, and `Recorder.covers(params)` tells the caller
+(DP-SGD) to fall back to the per-example loop. Nothing is recorded while gradients are off (the
+first forward of a `Recompute` block keeps no graph): such weights are not covered either.
 """
 
 from __future__ import annotations
@@ -27,32 +34,72 @@ import threading
 
 import numpy as np
 
-from ..tensor import Tensor
+from .._kernels.thread_team import matmul, own_threads, product, row_groups, run_pieces
+from ..tensor import Tensor, is_grad_enabled
 
 _local = threading.local()
+
+
+def _recorder():
+    recorder = getattr(_local, "recorder", None)
+    return recorder if recorder is not None and is_grad_enabled() else None
 
 
 def recording_now() -> bool:
     """True inside `recording()`: a layer with a fused fast path (Conv2D) then takes the plain
     path that exposes its pre-activation and inputs."""
-    return getattr(_local, "recorder", None) is not None
+    return _recorder() is not None
+
+
+def _probe(like: Tensor) -> Tensor:
+    """A zero added to `like`: its gradient is ∂loss/∂like."""
+    return Tensor(np.zeros(like.shape, like.dtype), requires_grad=True)
 
 
 def linear_site(x, pre: Tensor, kernel, bias) -> Tensor:
     """`pre` = x·kernel + bias (x: a Tensor or array of shape (n, ..., in), kernel read as an
     (in, out) matrix), with a probe added while per-example gradients are recorded. A
     convolution passes its receptive fields as x: (n, positions, kh·kw·in)."""
-    recorder = getattr(_local, "recorder", None)
+    recorder = _recorder()
     if recorder is None:
         return pre
-    probe = Tensor(np.zeros(pre.shape, pre.dtype), requires_grad=True)
-    recorder.sites.append((x.data if isinstance(x, Tensor) else x, probe, kernel, bias))
+    probe = _probe(pre)
+    a = x.data if isinstance(x, Tensor) else x
+    recorder.sites.append(_Linear(kernel, bias, a, lambda: probe.grad))
     return pre + probe
+
+
+def embedding_site(ids, out: Tensor, table) -> Tensor:
+    """`out` = table[ids] (ids: an integer array (n, ...)), with a probe while recording."""
+    recorder = _recorder()
+    if recorder is None:
+        return out
+    probe = _probe(out)
+    recorder.sites.append(_Embedding(table, np.asarray(ids), lambda: probe.grad))
+    return out + probe
+
+
+def fused_sites(pairs):
+    """None outside `recording()`; inside, one site per (kernel, bias) pair and a function
+    `fill(arrays)` to call from the op's backward with [(a, δ), ...] in the same order, each
+    (positions, n, ·): time-major, as the recurrent ops keep them. A fill that never comes
+    (nothing needed a gradient) leaves the sites at zero."""
+    recorder = _recorder()
+    if recorder is None:
+        return None
+    sites = [_Linear(kernel, bias, None, None, batch_axis=1) for kernel, bias in pairs]
+    recorder.sites.extend(sites)
+
+    def fill(arrays):
+        for site, (a, d) in zip(sites, arrays):
+            site.a, site.delta = a, (lambda d=d: d)
+
+    return fill
 
 
 @contextlib.contextmanager
 def recording():
-    """`with recording() as rec:` run a forward pass; `rec` then holds every linear site."""
+    """`with recording() as rec:` run a forward pass; `rec` then holds every site."""
     recorder = Recorder()
     _local.recorder = recorder
     try:
@@ -62,7 +109,7 @@ def recording():
 
 
 class Recorder:
-    """The linear sites of one forward pass: (input, probe, kernel, bias) each."""
+    """The sites of one forward pass (`_Linear` and `_Embedding` records)."""
 
     def __init__(self):
         self.sites = []
@@ -70,44 +117,184 @@ class Recorder:
     def covers(self, params) -> bool:
         """True when every parameter in `params` is the kernel or bias of exactly one recorded
         site (a weight used twice has cross terms in its norm that the sites do not see)."""
-        seen = [id(p) for _, _, k, b in self.sites for p in (k, b) if p is not None]
+        seen = [id(p) for site in self.sites for p in site.params() if p is not None]
         return len(seen) == len(set(seen)) and {id(p) for p in params} <= set(seen)
 
-    def gradients(self, scale: float):
+    def gradients(self, scale: float, params=None):
         """(per-example squared norms (n,), and a function that, given per-example weights
         c (n,), returns {id(param): Σ_i c_i·∂ℓ_i/∂param}), after backward of a loss whose
-        per-example terms are `scale`·ℓ_i (so δ_i = probe.grad_i / scale). float64 throughout."""
-        parts = []
-        sq = None
-        for a, probe, kernel, bias in self.sites:
-            n = len(a)
-            a64 = a.reshape(n, -1, a.shape[-1]).astype(np.float64)
-            d64 = probe.grad.reshape(n, -1, probe.shape[-1]).astype(np.float64) / scale
-            parts.append((a64, d64, kernel, bias))
-            positions, k, o = a64.shape[1], a64.shape[2], d64.shape[2]
-            if positions == 1:  # one position per example: the outer product's norm factorises
-                s = (a64 * a64).sum(axis=(1, 2)) * (d64 * d64).sum(axis=(1, 2))
-            elif k * o <= positions * (k + o):  # cheaper to build each example's gradient
-                per = np.matmul(a64.transpose(0, 2, 1), d64)  # (n, in, out), batched GEMM
-                s = (per * per).sum(axis=(1, 2))
-            else:  # the ghost norm: Σ_{t,s} (a_t·a_s)(δ_t·δ_s) from two Gram matrices
-                gram_a = np.matmul(a64, a64.transpose(0, 2, 1))
-                gram_d = np.matmul(d64, d64.transpose(0, 2, 1))
-                s = (gram_a * gram_d).sum(axis=(1, 2))
-            if bias is not None:
-                db = d64.sum(axis=1)
-                s = s + (db * db).sum(axis=1)
-            sq = s if sq is None else sq + s
+        per-example terms are `scale`·ℓ_i (so δ_i = probe.grad_i / scale). Only the weights in
+        `params` (default: all) count: a frozen one is neither clipped nor returned.
+
+        The products run in the model's precision, as its own backward does (float32 for a
+        float32 model, like Opacus), and the results are returned as float64."""
+        wanted = None if params is None else {id(p) for p in params}
+        for site in self.sites:
+            site.wanted = [
+                p is not None and (wanted is None or id(p) in wanted) for p in site.params()
+            ]
+        shared = {}  # δ arrays seen by several sites (an LSTM's W_ih and W_hh): their Gram once
+        sq = 0.0
+        with own_threads:  # see _stacked
+            for site in self.sites:
+                sq = sq + site.sq_norms(shared)
+        sq = np.asarray(sq, np.float64) / (scale * scale)
 
         def weighted(c):
+            c = np.asarray(c, np.float64) / scale
             out = {}
-            for a64, d64, kernel, bias in parts:
-                w = d64 * c[:, None, None]
-                k, o = a64.shape[2], w.shape[2]
-                grad = a64.reshape(-1, k).T @ w.reshape(-1, o)  # Σ_i c_i a_iᵀδ_i: one GEMM
-                out[id(kernel)] = out.get(id(kernel), 0) + grad
-                if bias is not None:
-                    out[id(bias)] = out.get(id(bias), 0) + w.sum(axis=(0, 1))
+            with own_threads:
+                for site in self.sites:
+                    for key, grad in site.weighted(c):
+                        out[key] = out.get(key, 0) + grad
             return out
 
         return sq, weighted
+
+
+def _stacked(x, y):
+    """np.matmul(x, y) over a stack of examples, split into groups of examples on splitgrad's
+    thread team with a single-threaded BLAS (inside `own_threads`). These products are small
+    (positions × positions): OpenBLAS's own threads, waking and spinning for each one, made
+    them up to 50 times slower on the shared 2-core machine (measured)."""
+    out = np.empty(x.shape[:-1] + y.shape[-1:], np.result_type(x, y))
+    run_pieces(product(x[rows], y[rows], out[rows]) for rows in row_groups(len(x)))
+    return out
+
+
+def _sum_sq(arr, axes):
+    """Σ arr² over `axes`, accumulated in float64."""
+    return (arr * arr).sum(axis=axes, dtype=np.float64)
+
+
+class _Linear:
+    """pre = a·kernel + bias at `positions` places per example; a and δ are 3-D (n, P, ·), or
+    (P, n, ·) with batch_axis=1. `delta()` gives ∂loss/∂pre (None: no gradient reached it)."""
+
+    wanted = (True, True)  # (kernel, bias) in the gradient; set by Recorder.gradients
+
+    def __init__(self, kernel, bias, a, delta, batch_axis=0):
+        self.kernel, self.bias, self.batch_axis = kernel, bias, batch_axis
+        self.a, self.delta = a, delta
+
+    def params(self):
+        return (self.kernel, self.bias)
+
+    def _arrays(self, shared=None):
+        """(a, δ, memo) as 3-D arrays in their own layout, or None when δ is absent; memo
+        holds δ's Gram matrices once computed (shared by sites with the same δ)."""
+        raw = None if self.delta is None else self.delta()
+        if raw is None or self.a is None:
+            return None
+        a = np.asarray(self.a)
+        d = raw
+        if self.batch_axis == 0:
+            a = a.reshape(a.shape[0], -1, a.shape[-1])
+            d = raw.reshape(a.shape[0], -1, raw.shape[-1])
+        dtype = np.result_type(a.dtype, d.dtype)
+        a, d = a.astype(dtype, copy=False), d.astype(dtype, copy=False)
+        if shared is None:
+            return a, d, [None, raw]
+        # [its Gram matrices once needed, and `raw` itself so that its id stays unique]
+        memo = shared.setdefault(id(raw), [None, raw])
+        return a, d, memo
+
+    def _batch_major(self, arr):
+        # A copy, not a view: NumPy's stacked matmul runs its own slow loop instead of BLAS on
+        # a (positions, n, ·) array read batch-first (float32: 20 times slower, measured).
+        return arr if self.batch_axis == 0 else np.ascontiguousarray(arr.transpose(1, 0, 2))
+
+    def sq_norms(self, shared):
+        got = self._arrays(shared)
+        if got is None:
+            return 0.0
+        a, d, memo = got
+        if len(memo) < 3:  # δ's batch-major copy, shared too
+            memo.append(self._batch_major(d))
+        a, d = self._batch_major(a), memo[2]
+        s = 0.0
+        if self.wanted[1]:
+            s = _sum_sq(d.sum(axis=1), 1)
+        if not self.wanted[0]:
+            return s
+        positions, k, o = a.shape[1], a.shape[2], d.shape[2]
+        if positions == 1:  # one position per example: the outer product's norm factorises
+            return s + _sum_sq(a, (1, 2)) * _sum_sq(d, (1, 2))
+        if k * o <= positions * (k + o):  # cheaper to build each example's gradient
+            per = _stacked(a.transpose(0, 2, 1), d)  # (n, in, out), batched GEMM
+            return s + _sum_sq(per, (1, 2))
+        # the ghost norm: Σ_{t,s} (a_t·a_s)(δ_t·δ_s) from two Gram matrices
+        gram_a = _stacked(a, a.transpose(0, 2, 1))
+        if memo[0] is None:
+            memo[0] = _stacked(d, d.transpose(0, 2, 1))
+        return s + (gram_a * memo[0]).sum(axis=(1, 2), dtype=np.float64)
+
+    def weighted(self, c):
+        got = self._arrays()
+        if got is None:  # no gradient reached this site: every example's gradient is zero
+            return [(id(p), np.zeros(p.shape)) for p, on in zip(self.params(), self.wanted) if on]
+        a, d, _ = got
+        c = c.astype(d.dtype)
+        w = d * (c[:, None, None] if self.batch_axis == 0 else c[None, :, None])
+        out = []
+        if self.wanted[0]:
+            k, o = a.shape[2], w.shape[2]
+            grad = matmul(a.reshape(-1, k).T, w.reshape(-1, o))  # Σ_i c_i a_iᵀδ_i: one GEMM
+            out.append((id(self.kernel), grad.reshape(self.kernel.shape).astype(np.float64)))
+        if self.wanted[1]:
+            out.append((id(self.bias), w.sum(axis=(0, 1), dtype=np.float64)))
+        return out
+
+
+class _Embedding:
+    """out = table[ids]; ∂ℓ_i/∂table = Σ_t e_{id_i,t} δ_i,tᵀ, handled by grouping equal
+    (id, example) pairs: one sort, one segmented sum, never an (n, V, D) array."""
+
+    wanted = (True,)
+
+    def __init__(self, table, ids, delta):
+        self.table, self.ids, self.delta = table, ids, delta
+        self._sums = None
+
+    def params(self):
+        return (self.table,)
+
+    def _segments(self):
+        """(S: Σ of δ over each (id, example) group (m, D), the group's example (m,), its id
+        (m,)), groups sorted by id; or None without a gradient."""
+        if self._sums is not None:
+            return self._sums
+        d = self.delta()
+        if d is None:
+            return None
+        n = self.ids.shape[0]
+        rows = d.reshape(-1, d.shape[-1])
+        ids = self.ids.reshape(n, -1).astype(np.int64)
+        example = np.broadcast_to(np.arange(n)[:, None], ids.shape)
+        keys = (ids * n + example).ravel()  # sorted by id, then by example
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        sums = np.add.reduceat(rows[order], starts, axis=0) if len(order) else rows[:0]
+        self._sums = sums, ordered[starts] % n, ordered[starts] // n
+        return self._sums
+
+    def sq_norms(self, shared):
+        got = self._segments() if self.wanted[0] else None
+        if got is None:
+            return 0.0
+        sums, example, _ = got
+        return np.bincount(example, _sum_sq(sums, 1), minlength=self.ids.shape[0])
+
+    def weighted(self, c):
+        if not self.wanted[0]:
+            return []
+        out = np.zeros(self.table.shape)
+        got = self._segments()
+        if got is not None and len(got[0]):
+            sums, example, ids = got
+            weighted = sums * c[example][:, None]
+            # Groups are sorted by id: one more segmented sum gives each table row.
+            first = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+            out[ids[first]] = np.add.reduceat(weighted, first, axis=0)
+        return [(id(self.table), out)]

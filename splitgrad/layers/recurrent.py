@@ -18,6 +18,10 @@ weight: it is not in `get_weights()`, `state_dict()` or checkpoints (nor in Kera
 files), so a loaded model starts every sequence fresh; `layer.states` shows it (None while
 fresh). An explicit `initial_state=` wins over the carried state for that batch.
 
+Per-example gradients (DP-SGD, layers/per_example.py): the weights enter every step as
+x_t·W_ih + b_ih and h_{t−1}·W_hh + b_hh, two linear sites whose positions are the time steps;
+while recording, the fused op hands their inputs and δ to the recorder from its backward.
+
 Keras's constructor spellings `kernel_initializer=`, `recurrent_initializer=` and
 `bias_initializer=` are taken (the default stays PyTorch's U(±1/sqrt(units)) for all four
 tensors); LSTM and GRU take `activation="tanh"` and `recurrent_activation="sigmoid"`, the only
@@ -33,6 +37,7 @@ from .._kernels.workspace import Workspace
 from ..ops import recurrent as rnn_ops
 from ..tensor import Tensor
 from . import init as initializers
+from . import per_example
 from .layer import Layer, layer_class, register
 
 _TORCH = "torch_uniform"  # PyTorch's default for every recurrent weight and bias
@@ -114,6 +119,7 @@ class _Recurrent(Layer):
             states = self._states  # arrays, so no gradient flows into the previous batch
         else:
             states = self._initial_states(batch, initial_state)
+        record = per_example.fused_sites(((self.w_ih, self.b_ih), (self.w_hh, self.b_hh)))
         out = self.op.apply(
             x,
             self.w_ih,
@@ -124,6 +130,7 @@ class _Recurrent(Layer):
             reverse=self.go_backwards,
             workspace=self._workspace,
             cell_out=self.return_state or self.stateful,
+            record=record,
             **self.op_options(),
         )
         if self.stateful:

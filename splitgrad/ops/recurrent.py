@@ -19,6 +19,12 @@ Output, batch-first: the hidden states (batch, time, H); with cell_out=True (the
 appends the final cell state as one extra timestep, giving (batch, time + 1, H). With reverse=True
 the input is read from the last timestep to the first and the outputs are in that processing order
 (Keras `go_backwards`). `workspace=` (a `Workspace`) lets a layer reuse its large buffers.
+
+Per-example gradients (DP-SGD): `record=fill` (from layers/per_example.py's `fused_sites`)
+makes backward hand the recorder the two linear sites, time-major, before the end-of-sequence
+GEMMs: (x_t, δ of x_t·W_ih + b_ih) and (h_{t−1}, δ of h_{t−1}·W_hh + b_hh), the same δ for
+SimpleRNN and LSTM (the biases are folded into one pre-activation), the x and h parts of GRU's.
+The recorder then builds every weight gradient itself, so the op skips them.
 """
 
 from __future__ import annotations
@@ -63,9 +69,11 @@ class _Recurrence(Function):
         reverse=False,
         workspace=None,
         cell_out=True,
+        record=None,
         **options,
     ):
         self.ws = ws = workspace
+        self.record = record
         dtype = w_hh.dtype
         xs = x[:, ::-1] if reverse else x
         batch, steps, features = x.shape
@@ -102,6 +110,9 @@ class _Recurrence(Function):
         dproj2 = dproj.reshape(steps * batch, width)
         drec2 = dproj2 if drec is dproj else drec.reshape(steps * batch, width)
         needs = self.needs
+        if self.record is not None:  # the recorder takes the weight gradients from here
+            self.record([(self.xt, dproj), (self.hs[:-1], drec)])
+            needs = needs[:1] + [False] * 4 + needs[5:]
         dx = dw_ih = dw_hh = db_ih = db_hh = None
         if needs[0]:
             dxt = empty(self.ws, (steps, batch, features), dproj.dtype)

@@ -9,8 +9,15 @@ for the planned run. The report includes the privacy spent, ε for the chosen δ
 accounting with both conversions (privacy.py).
 
 Per-example gradients come from one batched pass when every trainable weight of the model sits
-in a layer that offers the per-example hook (layers/per_example.py: Dense does) and the loss is
-a plain mean; otherwise from a loop over the examples, which is exact for any model.
+in a layer that offers the per-example hook (layers/per_example.py: Dense, Conv2D, Embedding,
+SimpleRNN, LSTM, GRU and Bidirectional do) and the loss is a plain mean; otherwise from a loop
+over the examples, which is exact for any model whose examples do not mix.
+
+A BatchNormalization layer in training mode normalises each example with its batch's
+statistics, so one example's gradient depends on all the others: there is no per-example
+gradient to clip, and DP-SGD refuses such a model (as Opacus does) instead of training it with
+a privacy claim that does not hold. A frozen one (trainable=False) uses its moving statistics
+and is accepted.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..layers import per_example
+from ..layers.normalization import BatchNormalization
 from ..losses import Loss
 from ..model import Model
 from . import replicas
@@ -50,6 +58,7 @@ def clipped_sum(model, x, y, clip):
 
     `clip=None` sums the unclipped gradients. One batched pass where the model allows.
     """
+    check_examples_do_not_mix(model)
     if len(x) == 0:
         return np.zeros(replicas.count(model)), 0.0, 0.0
     if _plain_mean_loss(model):
@@ -57,6 +66,21 @@ def clipped_sum(model, x, y, clip):
         if batched is not None:
             return batched
     return _looped(model, x, y, clip)
+
+
+def check_examples_do_not_mix(model):
+    """Refuse a model with a layer that mixes the examples of a batch (BatchNormalization in
+    training mode): per-example gradients, and so DP-SGD's guarantee, are not defined for it."""
+    for path, layer in model.named_modules():
+        if isinstance(layer, BatchNormalization) and layer.trainable:
+            raise ValueError(
+                f"DP-SGD: layer {layer.name!r} (BatchNormalization{', at ' + path if path else ''})"
+                " normalises every example with the mean and variance of its whole batch, so "
+                "one example's gradient depends on the other examples: there is no "
+                "per-example gradient to clip, and the privacy guarantee would not hold. "
+                "Remove the layer, or freeze it (layer.trainable = False, it then uses its "
+                "moving statistics) before training with DP-SGD."
+            )
 
 
 def _plain_mean_loss(model) -> bool:
@@ -100,8 +124,8 @@ def _batched(model, x, y, clip):
     loss.backward()
     # The loss is a mean over the n examples, so ∂ℓ_i/∂pre_i = n · probe.grad[i].
     n = len(x)
-    sq, weighted = rec.gradients(1.0 / n)
-    norms = np.sqrt(sq)
+    sq, weighted = rec.gradients(1.0 / n, params)
+    norms = np.sqrt(np.broadcast_to(sq, (n,)))
     scale = np.ones(n) if clip is None else np.minimum(1.0, clip / (norms + EPS))
     grads = weighted(scale)
     total = np.concatenate([np.asarray(grads[id(p)]).ravel() for p in params])
@@ -206,6 +230,7 @@ class DPSGD(DataParallel):
         return float(sum(v[0] for v in values))
 
     def setup(self, run):
+        check_examples_do_not_mix(run.model)  # here, before any place starts
         self._largest = 0.0
         if self.target_epsilon is not None:  # σ for the planned run: epochs × batches each
             steps = run.epochs * len(run.source)
