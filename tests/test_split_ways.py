@@ -680,3 +680,31 @@ def test_per_example_gradients_of_a_cnn_in_one_batched_pass_equal_the_loop():
         batched = dp_sgd._batched(model, x, y, clip)
         np.testing.assert_allclose(batched[0], loop[0], rtol=1e-10, atol=1e-12)
         assert batched[2] == pytest.approx(loop[2], rel=1e-12)
+
+
+def test_a_yes_no_option_reads_false_as_no():
+    """`--way-option secure_aggregation=false` must not switch it on (a non-empty string)."""
+    from splitgrad.split.cli import parse_options
+
+    off = make_way("federated", 4, parse_options(["secure_aggregation=false"]))
+    assert off.secure_aggregation is False
+    assert make_way("federated", 4, parse_options(["secure_aggregation=1"])).secure_aggregation
+    with pytest.raises(ValueError, match="'secure_aggregation' is yes or no"):
+        make_way("federated", 4, {"secure_aggregation": "maybe"})
+
+
+def test_the_printed_report_names_user_privacy_and_lost_places():
+    from splitgrad.split.accounting import format_report
+
+    base = {"way": "dp-fedavg", "bytes": {}, "messages": {}, "total_bytes": 0, "busy_s": {}}
+    line = format_report(
+        {
+            **base,
+            "wall_s": 1.0,
+            "user_epsilon": 3.21,
+            "user_delta": 1e-5,
+            "elastic": [{"place": 2, "event": "retired (gone)", "step": 4}],
+        }
+    )
+    assert "user-level privacy ε = 3.21 at δ = 1e-05" in line
+    assert "place 2 retired (gone)" in line

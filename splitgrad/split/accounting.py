@@ -106,6 +106,10 @@ def format_report(r: dict) -> str:
             f"; privacy spent ε = {r['epsilon']:.3g} at δ = {r['delta']:g} (σ "
             f"{r['noise_multiplier']:g}, q {r['sample_rate']:.3g}, {r['steps']} steps)"
         )
+    if "user_epsilon" in r:  # DP-FedAvg: user-level privacy (user_dp.py)
+        line += f"; user-level privacy ε = {r['user_epsilon']:.3g} at δ = {r['user_delta']:g}"
+    for event in r.get("elastic", []):  # places that could not come back, or were replaced
+        line += f"; place {event.get('place')} {event.get('event')}"
     for event in r.get("recoveries", []):  # places that died and were brought back
         unit = "round" if "round" in event else "step"
         line += f"; place(s) {event['places']} died at {unit} {event[unit]} and were restored"

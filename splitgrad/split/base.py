@@ -71,7 +71,7 @@ class Way:
             raise ValueError(
                 f"way {cls.name!r} has no option {unknown[0]!r}; its options: {accepted}"
             )
-        return {**cls.options, **options}
+        return {**cls.options, **{k: _typed(cls, k, v) for k, v in options.items()}}
 
     def expectation(self, model) -> tuple[bool, str]:
         """(should `compare`'s run match the one-place run, the note that says why or why not)."""
@@ -279,3 +279,19 @@ def _plain_rate(model):
     if opt is None or callable(getattr(opt, "_lr", None)):
         return None
     return float(opt.learning_rate)
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _typed(way, key, value):
+    """An option whose default is a bool takes only a yes/no value (`--way-option
+    secure_aggregation=false` must not switch it on because the string is not empty)."""
+    if not isinstance(way.options.get(key), bool) or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(
+        f"way {way.name!r}: option {key!r} is yes or no (1/0, true/false), got {value!r}"
+    )
