@@ -19,9 +19,10 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .._kernels.compiled import image_kernels
 from .._kernels.thread_team import matmul
 from .._kernels.workspace import empty, zeros
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 
 
 def pair(value, what="kernel_size") -> tuple:
@@ -164,8 +165,24 @@ def _col2im_taps(taps, x_shape, k, stride, dilation, pads, out_hw, ws):
     return _crop(dxp, pads, x_shape, ws)
 
 
+def _col2im_compiled(jit, cols, x_shape, k, stride, dilation, pads, out_hw, ws):
+    """`_col2im` by the compiled kernel: each (cropped) pixel written once, the same bits."""
+    n, c = x_shape[0], x_shape[3]
+    out = empty(ws, x_shape, cols.dtype)
+    blocks = cols.reshape(n, out_hw[0], out_hw[1], k[0], k[1], c)
+    jit.col2im(blocks, *k, *stride, *dilation, pads[0][0], pads[1][0], out)
+    return out
+
+
 class Conv2DFn(Function):
-    """y = relu?(Σ_{i,j,c} xpad[n, s·h + d·i, s·w + d·j, c]·W[i, j, c, o] + b[o]) (NHWC, im2col)."""
+    """y = relu?(Σ_{i,j,c} xpad[n, s·h + d·i, s·w + d·j, c]·W[i, j, c, o] + b[o]) (NHWC, im2col).
+
+    `premasked`: set by a max pool reading this ReLU output to the gradient array it returned
+    with the ReLU mask already applied; backward skips its mask when it receives exactly that
+    array (the pool was the only consumer).
+    """
+
+    premasked = None
 
     def forward(
         self,
@@ -211,7 +228,8 @@ class Conv2DFn(Function):
     def backward(self, g):
         ws, w, co = self.ws, self.w, self.w.shape[3]
         k = w.size // co
-        if self.relu:
+        premasked, self.premasked = self.premasked, None
+        if self.relu and g is not premasked:
             mask = np.greater(self.out, 0, out=empty(ws, g.shape, bool))
             g = np.multiply(g, mask, out=empty(ws, g.shape, g.dtype))
         g2 = g.reshape(-1, co)
@@ -272,7 +290,14 @@ class Conv2DTransposeFn(Function):
             w.reshape(-1, ci).T,
             out=empty(ws, (n * h * wd, kh * kw * co), np.result_type(x, w)),
         )
-        out = _col2im(cols, (n, out_hw[0], out_hw[1], co), *self.geom, ws)
+        jit = image_kernels(cols.dtype)
+        shape = (n, out_hw[0], out_hw[1], co)
+        if jit is not None:
+            # The im2col layout's C-float runs make the NumPy scatter slow (1.5x measured on a
+            # stride-2 upsampling); the compiled col2im writes each pixel once, same bits.
+            out = _col2im_compiled(jit, cols, shape, *self.geom, ws)
+        else:
+            out = _col2im(cols, shape, *self.geom, ws)
         if b is not None:
             out += b
         return out
@@ -295,11 +320,29 @@ class MaxPool2DFn(Function):
     """y = max over each window (padding never wins); the gradient goes to the window's FIRST
     maximum in row-major order, and overlapping windows add up (as PyTorch)."""
 
-    def forward(self, x, pool=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)), out_hw=None, ws=None):
+    def forward(
+        self,
+        x,
+        pool=(2, 2),
+        stride=(2, 2),
+        pads=((0, 0), (0, 0)),
+        out_hw=None,
+        ws=None,
+        relu_of=None,
+    ):
         self.geom = (pool, stride, (1, 1), pads, out_hw)
-        self.x_shape, self.ws = x.shape, ws
+        self.x_shape, self.ws, self.relu_of = x.shape, ws, relu_of
         xp = _pad(x, pads, ws, fill=-np.inf)
         out = empty(ws, (x.shape[0], out_hw[0], out_hw[1], x.shape[3]), x.dtype)
+        self.jit = image_kernels(x.dtype) if x.flags.c_contiguous else None
+        if self.jit is not None:
+            # One compiled pass finds the maxima and, when a gradient may follow, which tap
+            # of each window holds the first of them (5x faster backward than the NumPy path).
+            want = is_grad_enabled()
+            self.taps = empty(ws, out.shape if want else (1, 1, 1, 1), self.jit.taps_dtype(pool))
+            self.jit.max_pool_forward(xp, *pool, *stride, out, self.taps, want)
+            self.out = out
+            return out
         np.copyto(out, _tap(xp, 0, 0, stride, (1, 1), out_hw))
         for t in range(1, pool[0] * pool[1]):
             np.maximum(out, _tap(xp, t // pool[1], t % pool[1], stride, (1, 1), out_hw), out=out)
@@ -309,6 +352,8 @@ class MaxPool2DFn(Function):
 
     def backward(self, g):
         pool, stride, _, pads, out_hw = self.geom
+        if self.jit is not None:
+            return (self._backward_compiled(g),)
         ws, xp, out = self.ws, self.xp, self.out
         if stride == pool:
             dxp = empty(ws, xp.shape, g.dtype)
@@ -339,6 +384,28 @@ class MaxPool2DFn(Function):
             tap = _tap(dxp, i, j, stride, (1, 1), out_hw)
             np.add(tap, np.multiply(g, hit, out=part), out=tap)
         return (_crop(dxp, pads, self.x_shape, ws),)
+
+    def _backward_compiled(self, g):
+        pool, stride, _, pads, out_hw = self.geom
+        ws, jit = self.ws, self.jit
+        g = np.ascontiguousarray(g)
+        padded = _padded_shape(self.x_shape, pads)
+        if stride == pool:
+            dxp = empty(ws, padded, g.dtype)
+            # Only the bottom rows and right columns outside every window need zeros.
+            dxp[:, out_hw[0] * stride[0] :] = 0
+            dxp[:, :, out_hw[1] * stride[1] :] = 0
+            relu = self.relu_of is not None
+            jit.max_pool_backward_tiled(g, self.taps, *pool, dxp, self.out, relu)
+            if relu:
+                # The ReLU mask is applied here, on the pooled maxima: the conv that made
+                # this input skips its own full-size mask pass if this very array is all the
+                # gradient it receives (then nothing else was added to it).
+                self.relu_of.premasked = dxp
+        else:
+            dxp = zeros(ws, padded, g.dtype)
+            jit.max_pool_backward_add(g, self.taps, *pool, *stride, dxp)
+        return _crop(dxp, pads, self.x_shape, ws)
 
 
 def _blocks(xp, pool, out_hw):
@@ -407,8 +474,14 @@ def conv2d_transpose(
 
 
 def max_pool2d(x, pool, stride, pads, out_hw, ws=None) -> Tensor:
-    """NHWC max pooling; `pads` and `out_hw` from `conv_geometry`."""
-    return MaxPool2DFn.apply(x, pool=pool, stride=stride, pads=pads, out_hw=out_hw, ws=ws)
+    """NHWC max pooling; `pads` and `out_hw` from `conv_geometry`. On the output of a conv
+    with a fused ReLU, the ReLU's backward mask is applied at the pooled size instead
+    (max(relu(a)) = relu(max(a)), so the gradient is the same)."""
+    ctx = getattr(x, "_ctx", None)
+    relu_of = ctx if type(ctx) is Conv2DFn and ctx.relu else None
+    return MaxPool2DFn.apply(
+        x, pool=pool, stride=stride, pads=pads, out_hw=out_hw, ws=ws, relu_of=relu_of
+    )
 
 
 def avg_pool2d(x, pool, stride, pads, out_hw, ws=None) -> Tensor:

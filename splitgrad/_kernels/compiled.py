@@ -1,0 +1,28 @@
+"""Access to the numba-compiled kernels, imported on first use.
+
+Importing numba takes about 0.4 s, so nothing imports it with `import splitgrad`: an op asks
+`image_kernels()` when it first runs. Where numba cannot be imported (a platform without its
+wheels), that returns None and the op keeps its NumPy path, which gives the same results.
+`ENABLED = False` forces the NumPy path (the tests run both paths against PyTorch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ENABLED = True
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_loaded = {}
+
+
+def image_kernels(dtype):
+    """The `image_jit` module (max pooling, col2im) for float32/float64 arrays, else None."""
+    if not ENABLED or np.dtype(dtype) not in _DTYPES:
+        return None
+    if "image" not in _loaded:
+        try:
+            from . import image_jit
+        except ImportError:  # numba missing or broken here: the NumPy path stays correct
+            image_jit = None
+        _loaded["image"] = image_jit
+    return _loaded["image"]
