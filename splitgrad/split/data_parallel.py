@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 
+from . import elastic, replicas
 from . import host as host_ops
-from . import replicas
 from .allreduce import AllReduce, assemble, ring_bytes, send
 from .base import Way
-from .places import DataLost, PlaceUnreachable
+from .places import DataLost
 
 
 # ----- place side ------------------------------------------------------------------------------
@@ -168,23 +168,7 @@ class DataParallel(Way):
         """Restart dead places (a place that cannot come back is retired and its workers move
         to the others: elastic) and bring every replica to the most advanced survivor's state."""
         before = self.slots()
-        for h in hosts:
-            try:
-                self.places.restart(h)
-            except PlaceUnreachable as err:
-                self.places.retire(h)
-                event = {
-                    "place": h,
-                    "event": f"retired ({err})",
-                    "step": step,
-                    "places_left": len(self.places.live()),
-                }
-                run.traffic.extra.setdefault("elastic", []).append(event)
-                print(
-                    f"{self.name}: place {h} cannot come back; continuing on "
-                    f"{len(self.places.live())} place(s)",
-                    flush=True,
-                )
+        elastic.restart_or_retire(self, run, hosts, step)
         # The last completed step's reduced pieces usually outlive their places (the object
         # store keeps them), so the survivors can still apply it. When a whole node died, the
         # pieces it held died with it: then the step is done again below.

@@ -7,6 +7,8 @@ step of a server optimizer with that update (FedAvgM, FedAdam, FedYogi, FedAdagr
 server_optim.py). With `client_eval`, each client keeps that share of its rows and evaluates
 the global weights on them when sampled; the round reports the weighted mean and the spread.
 Clients may drop out (left out and reported). Clients are logical: many live on one place.
+Elastic: a place that cannot come back is retired, its clients move to the survivors (their
+rows counted as sent) and the round is redone with the same clients (see `recover`).
 One `fit` epoch = one round. Clients train with fit's batch_size unless `local_batch_size` is
 given; `local_batch_size=None` means one full-batch step per local epoch.
 """
@@ -20,8 +22,8 @@ import numpy as np
 
 from ..data import batch_order
 from ..layers.layer import generators
+from . import elastic, replicas, robust
 from . import host as host_ops
-from . import replicas, robust
 from .base import Way
 from .secure_agg import SecureAggregation
 from .server_optim import ServerOptimizer
@@ -244,8 +246,10 @@ class Federated(Way):
             self._dp = UserLevelDP(
                 expected_clients=expected, sample_rate=self.fraction, seed=self.seed, **self.dp
             )
+        # Where each client lives (its place); only a retired place's clients ever move.
+        self._home = np.array([self.places.host_of(k) for k in range(self.clients)], np.int64)
         self._spec = self.places.put(run.spec())
-        self._setup_places(run, range(self.places.n))
+        self._setup_places(run, self.places.live())
         self.rounds = []
         self._logs = {}
 
@@ -265,11 +269,22 @@ class Federated(Way):
 
     def recover(self, run, hosts, step):
         """Clients keep no state between rounds: restart the places, give their clients their
-        data again; the round is redone from the last completed global weights."""
-        for h in hosts:
-            self.places.restart(h)
-        self._setup_places(run, hosts)
+        data again; the round is redone from the last completed global weights.
+
+        Elastic: a place that cannot come back is retired and its clients move, round robin,
+        to the surviving places; each moved client's rows (training and held-out) are counted
+        as sent to its new place ("state" traffic, driver → place). The round is redone with
+        the same sampled clients, whose updates do not depend on the place that computes
+        them, so the weights equal a run that started without that place. With secure
+        aggregation the redone round runs the protocol with all its clients (none drops)."""
+        restarted, events = elastic.restart_or_retire(self, run, hosts, step)
+        self._setup_places(run, restarted)
+        elastic.rehome_clients(self, run, events, self._home, self._rows_of, step)
         return False
+
+    def _rows_of(self, k) -> int:
+        """How many rows client k owns (training and held out)."""
+        return len(self._parts[k]) + (len(self._held_out[k]) if self.client_eval else 0)
 
     def epoch_logs(self, run):
         return self._logs
@@ -307,7 +322,7 @@ class Federated(Way):
                 traffic.record("state", "server", f"client{k}", size=8)
             ops.append(
                 self.places.submit(
-                    self.places.host_of(k),
+                    int(self._home[k]),
                     client_round,
                     self._parts[k],
                     w_ref,
