@@ -16,7 +16,7 @@ from splitgrad.split import Federated, FedProx, Inline, RayPlaces
 from splitgrad.split.elastic import rehome_clients
 from splitgrad.split.federated import PLACE, DPFedAvg, RobustFederated
 from splitgrad.split.host import Host, reset
-from splitgrad.split.places import Pending, PlaceFailure, PlaceUnreachable
+from splitgrad.split.places import Pending, PlaceFailure, PlaceUnreachable, restart_or_retire
 
 
 class Places(Inline):
@@ -54,15 +54,7 @@ class Places(Inline):
         self.retired.add(host)
 
     def ensure_alive(self):
-        events = []
-        for h in sorted(self.dead - self.retired):
-            try:
-                self.restart(h)
-                events.append({"place": h, "event": "replaced before the run"})
-            except PlaceUnreachable as err:
-                self.retire(h)
-                events.append({"place": h, "event": f"retired before the run ({err})"})
-        return events
+        return restart_or_retire(self, sorted(self.dead - self.retired))
 
     def _at(self, host):
         assert host not in self.retired, f"an op was sent to retired place {host}"

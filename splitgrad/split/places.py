@@ -293,15 +293,7 @@ class RayPlaces:
     def ensure_alive(self) -> list:
         """Before a run: places that died since they started are started again; one that
         cannot be is retired. Returns the events, e.g. {"place": 1, "event": "replaced"}."""
-        events = []
-        for h in self.dead_hosts():
-            try:
-                self.restart(h)
-                events.append({"place": h, "event": "replaced before the run"})
-            except PlaceUnreachable as err:
-                self.retire(h)
-                events.append({"place": h, "event": f"retired before the run ({err})"})
-        return events
+        return restart_or_retire(self, self.dead_hosts())
 
     def submit(self, host: int, op, *args) -> Pending:
         value, busy = self._actors[host].call.options(num_returns=2).remote(op, *args)
@@ -466,3 +458,17 @@ def make_places(kind="inline", n=1, address=None, **kwargs):
     if kind == "ray":
         return RayPlaces(n, address=address, **kwargs)
     raise ValueError(f"unknown places {kind!r}; expected 'inline' or 'ray'")
+
+
+def restart_or_retire(places, hosts) -> list:
+    """Start each dead place in `hosts` again, or retire it when it cannot be; the events,
+    e.g. {"place": 1, "event": "replaced before the run"}."""
+    events = []
+    for h in hosts:
+        try:
+            places.restart(h)
+            events.append({"place": h, "event": "replaced before the run"})
+        except PlaceUnreachable as err:
+            places.retire(h)
+            events.append({"place": h, "event": f"retired before the run ({err})"})
+    return events
