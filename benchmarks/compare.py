@@ -1,24 +1,32 @@
 """Side-by-side speed of splitgrad and PyTorch on the workloads of docs/benchmarks.md.
 
     python benchmarks/compare.py W1 W5                 # 3 processes x 5 repeats each
-    python benchmarks/compare.py W2 --processes 1 --repeats 3
+    python benchmarks/compare.py all --processes 2     # W1-W7
+    python benchmarks/compare.py all --blas-kernel Haswell    # the kernel forced
+    python benchmarks/compare.py W2 --processes 1 --repeats 3 --malloc system
     python benchmarks/compare.py W1 W2 --frameworks splitgrad splitgrad@../old \
         --baseline splitgrad@../old
 
 Each (framework, workload) runs in its own fresh processes; the processes run in interleaved
-rounds across frameworks so that machine drift hits everyone alike. Reported: median steps/s
-over all repeats (min, max), the ratio splitgrad / PyTorch, peak RSS, minor page faults per
-step and CPU cores busy. Float32, 2 threads, the same fixed batch on every step.
-`splitgrad@PATH` is splitgrad imported from another checkout (e.g. a `git worktree` of an
-older commit), to check that a change made nothing slower; `--baseline` picks the framework the
-ratio column divides by (PyTorch by default).
+rounds across frameworks so that machine drift hits everyone alike. Every process runs in the
+state a training program is in (benchenv.py): glibc malloc tuned as after loading a data set
+(`--malloc system` to turn that off), and the BLAS kernel of `--blas-kernel` (auto: what a
+user's NumPy detects; Haswell: OPENBLAS_CORETYPE=Haswell; env: the environment's). Each step
+trains on the next of 16 distinct batches, cycled. Reported: median steps/s over all repeats
+(min, max), GFLOPS, peak RSS, minor page faults per step, CPU cores busy, the ratio to the
+baseline and its geometric mean (also of the fastest repeats, "best": on a shared machine the
+fastest repeat is the one least slowed by other programs), and the BLAS kernel and malloc
+setting each child reported. Float32, 2 threads. `splitgrad@PATH` is splitgrad imported from
+another checkout (e.g. a `git worktree` of an older commit), to check that a change made
+nothing slower; `--baseline` picks the framework the ratio column divides by (PyTorch by
+default).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import resource
 import statistics
 import subprocess
@@ -27,22 +35,23 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # benchenv.py and workloads.py sit next to this script
+
+import benchenv
 
 
 def worker(framework: str, workload: str, repeats: int) -> dict:
     """Runs inside a fresh process: warm up, time `repeats` × N steps, report as JSON."""
     import numpy  # noqa: F401 - imported first so the framework import time is its own
-
-    sys.path.insert(0, str(HERE))
     from workloads import BUILDERS
 
     t0 = time.perf_counter()
     __import__("splitgrad" if framework == "splitgrad" else "torch")
     import_s = time.perf_counter() - t0
     step = BUILDERS[framework](workload)
-    # Warm up: at least 5 steps and 0.3 s.
+    # Warm up (docs/benchmarks.md): at least 20 steps (the 16-batch stream at least once) and 1 s.
     start, warm = time.perf_counter(), 0
-    while warm < 5 or time.perf_counter() - start < 0.3:
+    while warm < 20 or time.perf_counter() - start < 1.0:
         step()
         warm += 1
     per_step = (time.perf_counter() - start) / warm
@@ -69,26 +78,19 @@ def worker(framework: str, workload: str, repeats: int) -> dict:
         "peak_rss_mb": ru1.ru_maxrss / 1024,
         "minor_faults_per_step": (ru1.ru_minflt - ru0.ru_minflt) / (n * repeats),
         "cores_busy": cpu / wall,
+        **benchenv.runtime(),
     }
-
-
-def blas_info() -> str:
-    from threadpoolctl import threadpool_info
-
-    info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(
-        f"{i['internal_api']} {i.get('architecture', '?')} x{i['num_threads']}" for i in info
-    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workloads", nargs="*", default=["W1", "W5"])
+    parser.add_argument("workloads", nargs="*", default=["W1", "W5"], help="W1 ... W8, or all")
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frameworks", nargs="+", default=["splitgrad", "torch"])
     parser.add_argument("--baseline", default="torch", help="the ratio column divides by it")
     parser.add_argument("--json", help="also write the raw results here")
+    benchenv.add_options(parser)
     parser.add_argument(
         "--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS
     )
@@ -97,15 +99,16 @@ def main(argv=None):
         print(json.dumps(worker(*args.worker, args.repeats)))
         return
 
-    sys.path.insert(0, str(HERE))
     from workloads import WORKLOADS
 
+    if args.workloads == ["all"]:
+        args.workloads = [w for w in WORKLOADS if w != "W8"]
     results = {(f, w): [] for w in args.workloads for f in args.frameworks}
     for round_ in range(args.processes):
         for w in args.workloads:
             for f in args.frameworks:
                 name, _, tree = f.partition("@")
-                env = {**os.environ, "PYTHONPATH": tree} if tree else None
+                env = benchenv.child_env(args.blas_kernel, args.malloc, pythonpath=tree)
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", name, w, "--repeats", str(args.repeats)],
                     capture_output=True,
@@ -123,12 +126,32 @@ def main(argv=None):
                     file=sys.stderr,
                 )
 
-    print(f"BLAS: {blas_info()}")
+    summary = report(results, args, WORKLOADS)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+
+
+def report(results, args, workloads) -> dict:
+    """Print the table (kernel and malloc lines first) and return the summary for --json."""
+    runs_all = [run for runs in results.values() for run in runs]
+    for f in args.frameworks:
+        seen = sorted({run["blas"] for (g, _), runs in results.items() if g == f for run in runs})
+        print(f"BLAS kernel that ran ({f}): {' | '.join(seen) or 'no run'}")
+    loads = [run["load_1min"] for run in runs_all]
+    low, high = min(loads, default=0), max(loads, default=0)
+    print(f"1-min load average at the workers' ends: {low:.1f}-{high:.1f} (2 cores)")
+    print(
+        f"malloc: {' | '.join(sorted({run['malloc'] for run in runs_all})) or 'no run'} "
+        f"(tuned = GLIBC_TUNABLES={benchenv.MALLOC_TUNED}); --blas-kernel {args.blas_kernel}; "
+        f"{args.processes} processes x {args.repeats} repeats, 16 distinct batches cycled"
+    )
     print(
         f"{'wl':4s} {'framework':9s} {'steps/s':>9s} {'min':>9s} {'max':>9s} {'GFLOPS':>7s} "
-        f"{'RSS MB':>7s} {'faults/step':>11s} {'cores':>5s} {'ratio':>6s}"
+        f"{'RSS MB':>7s} {'faults/step':>11s} {'cores':>5s} {'ratio':>6s} {'best':>6s}"
     )
-    summary = {}
+    summary, ratios = {}, {f: [] for f in args.frameworks}
+    best_ratios = {f: [] for f in args.frameworks}
+    base = args.baseline
     for w in args.workloads:
         medians = {
             f: statistics.median(r for run in results[(f, w)] for r in run["rates"])
@@ -141,7 +164,7 @@ def main(argv=None):
                 continue
             rates = [r for run in runs for r in run["rates"]]
             med = medians[f]
-            summary[f"{w}/{f}"] = {
+            s = summary[f"{w}/{f}"] = {
                 "median": med,
                 "min": min(rates),
                 "max": max(rates),
@@ -150,20 +173,42 @@ def main(argv=None):
                 "faults_per_step": statistics.median(run["minor_faults_per_step"] for run in runs),
                 "cores_busy": statistics.median(run["cores_busy"] for run in runs),
                 "import_s": statistics.median(run["import_s"] for run in runs),
+                "blas": sorted({run["blas"] for run in runs}),
+                "malloc": sorted({run["malloc"] for run in runs}),
+                "load_1min": [run["load_1min"] for run in runs],
             }
-            s = summary[f"{w}/{f}"]
-            base = args.baseline
-            ratio = med / medians[base] if f != base and base in medians else None
+            ratio = best = None
+            if f != base and base in medians:
+                ratio = med / medians[base]
+                best = s["max"] / max(r for run in results[(base, w)] for r in run["rates"])
+                ratios[f].append(ratio)
+                best_ratios[f].append(best)
+                s["ratio"], s["best_ratio"] = ratio, best
             print(
                 f"{w:4s} {f:9s} {med:9.1f} {s['min']:9.1f} {s['max']:9.1f} "
-                f"{WORKLOADS[w][2] * med / 1e9:7.1f} {s['peak_rss_mb']:7.0f} "
+                f"{workloads[w][2] * med / 1e9:7.1f} {s['peak_rss_mb']:7.0f} "
                 f"{s['faults_per_step']:11.1f} {s['cores_busy']:5.2f} "
-                f"{'' if ratio is None else f'{ratio:5.2f}x'}"
+                f"{'' if ratio is None else f'{ratio:5.2f}x'} "
+                f"{'' if best is None else f'{best:5.2f}x'}"
             )
-        if "splitgrad" in medians and args.baseline in medians:
-            summary[f"{w}/ratio"] = medians["splitgrad"] / medians[args.baseline]
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        if "splitgrad" in medians and base in medians:
+            summary[f"{w}/ratio"] = medians["splitgrad"] / medians[base]
+    for f, values in ratios.items():
+        if values:
+            geo = math.exp(sum(math.log(v) for v in values) / len(values))
+            top = math.exp(sum(math.log(v) for v in best_ratios[f]) / len(values))
+            summary[f"geomean/{f}"], summary[f"geomean_best/{f}"] = geo, top
+            print(
+                f"geometric mean of {f} / {base} over {len(values)} workloads: {geo:.2f}x "
+                f"(fastest repeats: {top:.2f}x)"
+            )
+    summary["settings"] = {
+        "blas_kernel": args.blas_kernel,
+        "malloc": args.malloc,
+        "processes": args.processes,
+        "repeats": args.repeats,
+    }
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
-"""The benchmark workloads W1–W6 of docs/benchmarks.md, built in splitgrad and in PyTorch,
+"""The benchmark workloads W1–W7 of docs/benchmarks.md, built in splitgrad and in PyTorch,
 and W8, a VAE of W4's sizes.
 
 Each builder returns a `step()` function that runs one training step (or one inference pass
-for W6) on a fixed synthetic batch made with numpy.random.default_rng(0).
+for W6) on the next batch of a stream of STREAM = 16 distinct synthetic batches, made once with
+numpy.random.default_rng(0) and cycled, so that no framework is timed on one over-fitted batch
+(a state training never reaches). `make_data(w)` is the first batch of that stream.
+
+W7 is MIT 6.S191 lab 2's CNN (the fashion-cnn recipe): Conv 24 3×3 ReLU → MaxPool 2 → Conv 36
+3×3 ReLU → MaxPool 2 → Dense 900→128 ReLU → Dense 10, batch 64. MACs/sample
+26·26·24·9 + 11·11·36·9·24 + 900·128 + 128·10 = 1,203,392.
 
 W8: encoder 784-512 ReLU → μ and log σ² (Dense 32 each) → z = μ + σ·ε → decoder 32-512 ReLU →
 784 logits; loss Σ BCE-with-logits / batch + KL (the ELBO); ε is drawn every step (splitgrad's
@@ -10,6 +16,8 @@ generator, torch.randn_like). MACs/sample 784·512 + 2·512·32 + 32·512 + 512�
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -22,17 +30,31 @@ WORKLOADS = {
     "W4": (128, "autoencoder 784-512-32-512-784, MSE", 641.7e6),
     "W5": (32, "MLP 30-16-1 ReLU, BCE with logits", 95232.0),
     "W6": (256, "W2 CNN inference", 1347.1e6),
+    "W7": (64, "lab CNN 28x28x1 conv24-pool-conv36-pool-128-10", 462.1e6),
     "W8": (128, "VAE 784-512-(2x32)-512-784, BCE sum + KL", 654.3e6),
 }
 
 
-def make_data(workload):
-    """The fixed synthetic batch (inputs N(0,1), W4 U[0,1), uniform integer labels)."""
+STREAM = 16  # distinct batches per workload, cycled
+
+
+def make_batches(workload, count=STREAM):
+    """`count` distinct synthetic batches (inputs N(0,1), W4/W8 U[0,1), uniform integer labels),
+    drawn one after another from default_rng(0): the first is the old fixed batch."""
     rng = np.random.default_rng(0)
+    return [_one_batch(workload, rng) for _ in range(count)]
+
+
+def make_data(workload):
+    """The first batch of the workload's stream (x, y)."""
+    return make_batches(workload, 1)[0]
+
+
+def _one_batch(workload, rng):
     batch = WORKLOADS[workload][0]
     if workload == "W1":
         return rng.standard_normal((batch, 784)).astype(np.float32), rng.integers(0, 10, batch)
-    if workload in ("W2", "W6"):
+    if workload in ("W2", "W6", "W7"):
         return (
             rng.standard_normal((batch, 28, 28, 1)).astype(np.float32),
             rng.integers(0, 10, batch),
@@ -53,7 +75,7 @@ def make_data(workload):
 
 # ----- splitgrad -------------------------------------------------------------------------
 def splitgrad_layers(workload):
-    """The layers of the workload's splitgrad model (W1–W6) and its loss."""
+    """The layers of the workload's splitgrad model (W1–W7) and its loss."""
     import splitgrad as sg
     from splitgrad import nn
 
@@ -61,11 +83,12 @@ def splitgrad_layers(workload):
     if workload == "W1":
         layers = [nn.Dense(256, activation="relu"), nn.Dense(128, activation="relu"), nn.Dense(10)]
         loss = ce
-    elif workload in ("W2", "W6"):
+    elif workload in ("W2", "W6", "W7"):
+        first, second = (24, 36) if workload == "W7" else (32, 64)
         layers = [
-            nn.Conv2D(32, 3, activation="relu"),
+            nn.Conv2D(first, 3, activation="relu"),
             nn.MaxPool2D(2),
-            nn.Conv2D(64, 3, activation="relu"),
+            nn.Conv2D(second, 3, activation="relu"),
             nn.MaxPool2D(2),
             nn.Flatten(),
             nn.Dense(128, activation="relu"),
@@ -91,7 +114,7 @@ def splitgrad_layers(workload):
 
 
 def splitgrad_model(workload):
-    """The workload's compiled, built splitgrad model (W1–W6) and its fixed batch (x, y)."""
+    """The workload's compiled, built splitgrad model (W1–W7) and its first batch (x, y)."""
     import splitgrad as sg
     from splitgrad import nn
 
@@ -106,35 +129,37 @@ def splitgrad_model(workload):
 def splitgrad_step(workload):
     import splitgrad as sg
 
+    stream = itertools.cycle(make_batches(workload))
     if workload == "W8":
-        return _splitgrad_vae(make_data(workload)[0])
-    model, x, y = splitgrad_model(workload)
+        return _splitgrad_vae(stream)
+    model, _, _ = splitgrad_model(workload)
     if workload == "W6":
         model.eval()
 
         def infer():
             with sg.no_grad():
-                model(x)
+                model(next(stream)[0])
 
         return infer
     model.train()
 
     def step():
-        model.train_step(x, y)
+        model.train_step(*next(stream))
 
     return step
 
 
-def _splitgrad_vae(x):
+def _splitgrad_vae(stream):
     import splitgrad as sg
     from splitgrad.generative import VAE
 
     model = VAE(latent_dim=32, kind="dense", hidden=(512,))
     model.compile(optimizer=sg.optim.Adam(learning_rate=1e-3))
-    model.build_from_sample(x)
+    model.build_from_sample(make_data("W8")[0])
     model.train()
 
     def step():
+        x = next(stream)[0]
         model.train_step(x, x)
 
     return step
@@ -146,29 +171,31 @@ def torch_step(workload):
     from torch import nn
 
     torch.set_num_threads(2)
-    x_np, y_np = make_data(workload)
-    if workload in ("W2", "W6"):
-        x_np = x_np.transpose(0, 3, 1, 2).copy()  # torch prefers NCHW
-    x = torch.from_numpy(x_np)
-    y = torch.from_numpy(y_np)
+    batches = []
+    for x_np, y_np in make_batches(workload):
+        if workload in ("W2", "W6", "W7"):
+            x_np = x_np.transpose(0, 3, 1, 2).copy()  # torch prefers NCHW
+        batches.append((torch.from_numpy(x_np), torch.from_numpy(y_np)))
+    stream = itertools.cycle(batches)
     if workload == "W8":
-        return _torch_vae(x)
+        return _torch_vae(stream)
     ce = nn.CrossEntropyLoss()
     if workload == "W1":
         model = nn.Sequential(
             nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
         )
         loss_fn = ce
-    elif workload in ("W2", "W6"):
+    elif workload in ("W2", "W6", "W7"):
+        first, second = (24, 36) if workload == "W7" else (32, 64)
         model = nn.Sequential(
-            nn.Conv2d(1, 32, 3),
+            nn.Conv2d(1, first, 3),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3),
+            nn.Conv2d(first, second, 3),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(1600, 128),
+            nn.Linear(second * 5 * 5, 128),
             nn.ReLU(),
             nn.Linear(128, 10),
         )
@@ -210,12 +237,13 @@ def torch_step(workload):
 
         def infer():
             with torch.no_grad():
-                model(x)
+                model(next(stream)[0])
 
         return infer
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
+        x, y = next(stream)
         opt.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -258,13 +286,14 @@ def torch_vae_loss(logits, x, mu, log_var):
     return rec + kl
 
 
-def _torch_vae(x):
+def _torch_vae(stream):
     import torch
 
     model = torch_vae_module()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():
+        x = next(stream)[0]
         opt.zero_grad()
         logits, mu, log_var = model(x)
         torch_vae_loss(logits, x, mu, log_var).backward()

@@ -1,0 +1,137 @@
+"""The recipes of time_to_accuracy.py written in PyTorch: same data, batches, optimizer, schedule.
+
+`train(name, epochs, seed, clock)` trains recipe `name`'s model the way `splitgrad train NAME`
+trains it and returns its test metrics ({"loss", "accuracy"}); `clock` gets splitgrad's
+callback hooks (on_train_begin, on_epoch_begin, on_train_batch_end, on_epoch_end with the
+epoch's loss, accuracy and val_* values). The data come from the recipe's own `load_data`
+(NumPy arrays), so both sides train on the same rows; images go to NCHW for PyTorch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+
+def _model(name, nn):
+    """The recipe's network: digits-cnn, fashion-mlp, fashion-cnn (NCHW) or irish-lstm."""
+    if name == "digits-cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 2 * 2, 64), nn.ReLU(), nn.Linear(64, 10),
+        )  # fmt: skip
+    if name == "fashion-mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    if name == "fashion-cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 24, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(24, 36, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(36 * 5 * 5, 128), nn.ReLU(), nn.Linear(128, 10),
+        )  # fmt: skip
+
+    class Music(nn.Module):  # irish-lstm: Embedding(83, 256) → LSTM(1024) → Dense(83)
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(83, 256)
+            self.lstm = nn.LSTM(256, 1024, batch_first=True)
+            self.out = nn.Linear(1024, 83)
+
+        def forward(self, t):
+            return self.out(self.lstm(self.emb(t))[0])
+
+    return Music()
+
+
+def evaluate(torch, model, loss_fn, x, y, batch) -> dict:
+    """{"loss", "accuracy"}: the row-weighted mean cross-entropy and the share of right argmax."""
+    model.eval()
+    loss_sum, right, rows = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            logits = model(x[i : i + batch])
+            target = y[i : i + batch]
+            n = target.numel()
+            loss_sum += float(loss_fn(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))) * n
+            right += int((logits.argmax(-1) == target).sum())
+            rows += n
+    model.train()
+    return {"loss": loss_sum / rows, "accuracy": right / rows}
+
+
+def train(name, epochs, seed, clock) -> dict:
+    """Train recipe `name` in PyTorch (see the module docstring); returns its test metrics."""
+    import torch
+    from torch import nn
+
+    from splitgrad import random as sg_random
+    from splitgrad import recipes
+    from splitgrad.data import ArrayBatches
+
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    sg_random.seed(seed)
+    recipe = recipes.get(name)
+    settings = recipes.settings_for(recipe, epochs=epochs)
+    data, _ = recipes.load_recipe_data(name, recipe, False, seed)
+    model = _model(name, nn)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
+    epochs, batch = settings["epochs"], settings["batch_size"]
+
+    def tensor(a):
+        a = np.asarray(a)
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a))
+
+    if name == "irish-lstm":
+        source = recipe.batches(data, settings)  # RandomWindows over the training ids
+        val = test = (tensor(data.x_test), tensor(data.y_test))
+        val_batch, schedule = 32, None
+    else:
+        cut = int(len(data.x_train) * (1.0 - 0.1))  # Model.fit's validation_split=0.1
+        source = ArrayBatches(data.x_train[:cut], data.y_train[:cut], batch, True, seed)
+        val = (tensor(data.x_train[cut:]), tensor(data.y_train[cut:]))
+        test = (tensor(data.x_test), tensor(data.y_test))
+        val_batch, schedule = batch, None
+        if name.startswith("fashion"):  # fashion_mlp.fit_options: cosine decay to 0, per batch
+            train_rows = len(data.x_train) - int(len(data.x_train) * 0.1)  # as fit_options
+            steps = math.ceil(train_rows / batch) * epochs
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))
+            )
+    best, best_state, wait = None, None, 0  # fashion-cnn: EarlyStopping(patience 3, restore)
+    clock.on_train_begin()
+    model.train()
+    for epoch in range(epochs):
+        clock.on_epoch_begin(epoch)
+        loss_sum, right, rows = 0.0, 0, 0
+        for i, (xb, yb) in enumerate(source.batches(epoch)):
+            xb, yb = tensor(xb), tensor(yb)
+            opt.zero_grad()
+            logits = model(xb)
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1))
+            loss.backward()
+            opt.step()
+            if schedule is not None:
+                schedule.step()
+            n = len(xb)  # splitgrad's loop weighs each batch's loss by its examples
+            loss_sum += loss.item() * n
+            right += int((logits.argmax(-1) == yb).sum())
+            rows += n
+            clock.on_train_batch_end(i)
+        logs = {"loss": loss_sum / rows, "accuracy": right / (rows * (yb.numel() // len(yb)))}
+        held_out = evaluate(torch, model, loss_fn, *val, val_batch)
+        logs.update({f"val_{k}": v for k, v in held_out.items()})
+        clock.on_epoch_end(epoch, logs)
+        if name == "fashion-cnn":
+            if best is None or logs["val_loss"] < best:
+                best, best_state, wait = logs["val_loss"], copy.deepcopy(model.state_dict()), 0
+            else:
+                wait += 1
+                if wait >= 3 and epoch > 0:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return evaluate(torch, model, loss_fn, *test, 256)
