@@ -17,8 +17,10 @@ setting of docs/benchmarks.md and reports the BLAS kernel it ran on (threadpoolc
 numba version its compiled kernels came from.
 
 Ops are timed alone, so a conv's backward here always applies its own ReLU mask: the pass it
-skips behind a max pool (the pool applies the mask at pooled size) shows only in whole steps
-(benchmarks/compare.py W2/W7, a fashion-cnn epoch).
+skips behind a max pool (the pool applies the mask at pooled size) shows only in whole steps:
+the last case, "fashion-cnn train step", times the recipe's whole training step (forward,
+backward, Adam; batch 64, real Fashion-MNIST when installed), as benchmarks/compare.py's
+W2/W7 and a fashion-cnn epoch do.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def worker(calls: int) -> dict:
             del y
         # The fastest call: on a shared 2-core machine slower calls measure the neighbours.
         out[name] = (1e3 * min(fwd), 1e3 * (float("nan") if infer else min(bwd)))
+    out["fashion-cnn train step"] = (recipe_step(calls), float("nan"))
     blas = [
         f"{i['internal_api']} {i.get('architecture')} x{i['num_threads']}"
         for i in threadpool_info()
@@ -112,6 +115,37 @@ def worker(calls: int) -> dict:
         "numba": jit.__version__ if jit else "not used",
         "splitgrad": str(Path(splitgrad.__file__)),
     }
+
+
+def recipe_step(calls: int) -> float:
+    """ms of the fastest of `calls` whole training steps (forward, backward, Adam) of the
+    fashion-cnn recipe's model at batch 64, on Fashion-MNIST when it is installed (else random
+    images: timing barely depends on the pixels)."""
+    import numpy as np
+
+    import splitgrad
+    from splitgrad import recipes
+
+    rec = recipes.get("fashion-cnn")
+    splitgrad.seed(0)
+    try:
+        data = rec.load_data(False, 0)
+        x, y = data.x_train[: 64 * (calls + 5)], data.y_train[: 64 * (calls + 5)]
+    except Exception:  # noqa: BLE001 - no dataset here: random images of the same shape
+        rng = np.random.default_rng(0)
+        x = rng.random((64 * (calls + 5), 28, 28, 1), dtype=np.float32)
+        y = rng.integers(0, 10, 64 * (calls + 5))
+        data = None
+    model = rec.build_model(1e-3, data)
+    model.fit(x[:64], y[:64], batch_size=64, epochs=1, verbose=0)  # build, compile kernels
+    times = []
+    for i in range(calls + 5):
+        xb, yb = x[64 * i : 64 * (i + 1)], y[64 * i : 64 * (i + 1)]
+        t0 = time.perf_counter()
+        model.train_step(xb, yb)
+        if i >= 5:
+            times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
 
 
 def run_child(root: str, calls: int, kernel: str) -> dict:
@@ -150,7 +184,7 @@ def main(argv=None):
     print("fastest call of each process, ms: median over rounds [min-max]; ratio = other / this")
     head = f"{'case':26s} {'pass':4s} " + " ".join(f"{Path(r).name[:22]:>24s}" for r in roots)
     print(head + ("  ratio" if len(roots) > 1 else ""))
-    for name in CASES:
+    for name in results[roots[0]][0]["times"]:  # CASES, then the whole step
         for k, kind in enumerate(("fwd", "bwd")):
             cells, meds = [], []
             for r in roots:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -47,3 +49,16 @@ def scripted_score(values):
             logs["score"] = values[epoch]
 
     return Score()
+
+
+@contextlib.contextmanager
+def compiled_kernels(enabled):
+    """Run the block with splitgrad's compiled kernels on or off (off: the NumPy path)."""
+    from splitgrad._kernels import compiled
+
+    before = compiled.ENABLED
+    compiled.ENABLED = enabled
+    try:
+        yield
+    finally:
+        compiled.ENABLED = before

@@ -4,7 +4,6 @@ reproducible run to run, cheap under no_grad, and numba never imported by `impor
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 
@@ -12,25 +11,14 @@ import numpy as np
 import pytest
 import torch.nn.functional as F
 from helpers import assert_close, to_torch
+from helpers import compiled_kernels as kernels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from splitgrad import Tensor, nn, no_grad
-from splitgrad._kernels import compiled
 from splitgrad.ops.conv import conv_geometry
 
 numba = pytest.importorskip("numba")
-
-
-@contextlib.contextmanager
-def kernels(enabled):
-    """Run the block with the compiled kernels on or off (the NumPy path)."""
-    before = compiled.ENABLED
-    compiled.ENABLED = enabled
-    try:
-        yield
-    finally:
-        compiled.ENABLED = before
 
 
 def pool_grad(layer, x, r):

@@ -16,7 +16,8 @@ _loaded = {}
 
 
 def image_kernels(dtype):
-    """The `image_jit` module (max pooling, col2im) for float32/float64 arrays, else None."""
+    """The `image_jit` module (max pooling, im2col, col2im, bias + ReLU) for float32/float64
+    arrays, else None."""
     if not ENABLED or np.dtype(dtype) not in _DTYPES:
         return None
     if "image" not in _loaded:
