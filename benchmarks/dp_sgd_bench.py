@@ -5,11 +5,12 @@ docs/benchmarks.md, and an Embedding + Dense text classifier.
     python benchmarks/dp_sgd_bench.py W3b text --seconds 2  # some of them
 
 A DP-SGD step computes every example's clipped gradient in one batched pass (the per-example
-hooks of Dense, Conv2D, Embedding and the recurrent layers, layers/per_example.py), sums and
-noises them, and steps; "loop" is the same step through the per-example loop that DP-SGD falls
-back to for a layer without a hook (what the recurrent and embedding layers took before they
-had one); "plain" is `Model.train_step`. One place, float32, the same fixed batch; the three
-are interleaved, `--rounds` times, and the medians printed with the BLAS kernel (threadpoolctl).
+hooks of Dense, Conv2D, Conv2DTranspose, Embedding and the recurrent layers,
+layers/per_example.py), sums and noises them, and steps; "loop" is the same step through the
+per-example loop that DP-SGD falls back to for a layer without a hook (what the recurrent and
+embedding layers took before they had one); "plain" is `Model.train_step`. One place, float32,
+the same fixed batch; the three are interleaved, `--rounds` times, and the medians printed with
+the BLAS kernel (threadpoolctl).
 """
 
 from __future__ import annotations

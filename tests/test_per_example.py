@@ -224,3 +224,80 @@ def test_batchnorm_is_refused_with_a_message_and_a_frozen_one_accepted():
     model = compiled([nn.Dense(3), frozen, nn.Dense(2)])
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, way=DPSGD())
     same_as_loop(model, x[:5], y[:5])
+
+
+# ----- Conv2DTranspose: kernel gradient = fields(δ)ᵀ·x per example -------------------------------
+TRANSPOSED = [  # (kernel_size, strides, padding, dilation_rate, use_bias)
+    (3, 1, "valid", 1, True),
+    (3, 1, "same", 1, False),
+    (3, 2, "valid", 1, False),
+    (3, 2, "same", 1, True),
+    ((2, 3), (3, 2), "valid", 1, True),  # rows that no kernel tap reaches
+    (4, 2, 1, 1, True),  # the DCGAN generator's upsampling
+    (3, 1, "same", 2, True),
+    (2, 2, "valid", (2, 1), False),
+]
+
+
+@pytest.mark.parametrize("kernel, strides, padding, dilation, bias", TRANSPOSED)
+def test_conv2d_transpose(kernel, strides, padding, dilation, bias):
+    sg.seed(11)
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(4, 5, 4, 3)), rng.integers(0, 3, 4)
+    layer = nn.Conv2DTranspose(
+        4, kernel, strides=strides, padding=padding, dilation_rate=dilation, use_bias=bias
+    )
+    model = compiled([layer, nn.Flatten(), nn.Dense(3)])
+    same_as_loop(model, x, y)
+
+
+def test_conv2d_transpose_ghost_norm_and_a_frozen_one():
+    """Few input pixels and many channels take the ghost norm (two Gram matrices) instead of
+    building each example's kernel gradient; a frozen transposed conv is left out."""
+    sg.seed(12)
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(5, 1, 2, 8)), rng.normal(size=(5, 2))
+    model = compiled(
+        [nn.Conv2DTranspose(8, 3, strides=2, activation="tanh"), nn.Flatten(), nn.Dense(2)],
+        loss=sg.losses.MeanSquaredError(),
+    )
+    same_as_loop(model, x, y)
+    frozen = nn.Conv2DTranspose(3, 3, strides=2, padding="same")
+    frozen.trainable = False
+    model = compiled([nn.Conv2D(4, 3, activation="relu"), frozen, nn.Flatten(), nn.Dense(2)])
+    same_as_loop(model, rng.normal(size=(4, 5, 5, 2)), rng.integers(0, 2, 4))
+
+
+def autoencoder():
+    sg.seed(13)
+    return compiled(
+        [
+            nn.Conv2D(4, 3, strides=2, padding="same", activation="relu"),
+            nn.Conv2D(6, 3, strides=2, padding="same", activation="relu"),
+            nn.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu"),
+            nn.Conv2DTranspose(1, 3, strides=2, padding="same", activation="sigmoid"),
+        ],
+        loss=sg.losses.MeanSquaredError(),
+    )
+
+
+def test_conv_autoencoder_per_example_gradients():
+    rng = np.random.default_rng(13)
+    x = rng.uniform(size=(5, 8, 8, 1))
+    same_as_loop(autoencoder(), x, x)
+
+
+def test_conv_autoencoder_dp_sgd_fit_is_the_same_on_both_paths(monkeypatch):
+    rng = np.random.default_rng(14)
+    x = rng.uniform(size=(16, 8, 8, 1))
+    way = {"clip": 0.1, "noise_multiplier": 1.1, "seed": 5}
+    took, batched_pass = [], dp_sgd._batched
+    monkeypatch.setattr(dp_sgd, "_batched", lambda *a: took.append(batched_pass(*a)) or took[-1])
+    batched = autoencoder()
+    batched.fit(x, x, batch_size=8, epochs=2, seed=3, verbose=0, way=DPSGD(**way))
+    assert took and all(t is not None for t in took)  # every step took the batched pass
+    monkeypatch.setattr(dp_sgd, "_batched", lambda *args: None)  # the loop only
+    looped = autoencoder()
+    looped.fit(x, x, batch_size=8, epochs=2, seed=3, verbose=0, way=DPSGD(**way))
+    for a, b in zip(batched.get_weights(), looped.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -189,6 +189,7 @@ class Conv2D(_ConvBase):
 @register
 class Conv2DTranspose(_ConvBase):
     """y = activation(conv2dᵀ(x, W) + b): the input-gradient of a Conv2D, used to upsample.
+    Per-example gradients (DP-SGD) come through `per_example.transposed_site`.
 
     Kernel (kh, kw, filters, in) like Keras (PyTorch's (in, out, kh, kw) is
     `W.transpose(3, 2, 0, 1)`); init U(±1/sqrt(filters·kh·kw)) like PyTorch's ConvTranspose2d.
@@ -233,7 +234,16 @@ class Conv2DTranspose(_ConvBase):
             out_hw=out_hw,
             ws=self._ws,
         )
+        if per_example.recording_now():  # DP-SGD: per-example kernel gradients, see the hook
+            y = per_example.transposed_site(x, y, self.kernel, self.bias, self._delta_fields(pads))
         return self.activation(y)
+
+    def _delta_fields(self, pads):
+        """δ (n, H', W', filters) -> its receptive fields at each input pixel, (n, h·w,
+        kh·kw·filters): the forward conv that this layer transposes, run on δ, lands on the
+        input's grid (the matrix the op's own backward multiplies by x for the kernel)."""
+        k, s, d = self.kernel_size, self.strides, self.dilation_rate
+        return lambda delta: conv_ops.patches(delta, k, s, d, pads)
 
 
 class _Pool2D(Layer):

@@ -18,6 +18,13 @@ The hooks (each returns its input unchanged outside `recording()`):
 - `linear_site(x, pre, kernel, bias)`: Dense, and Conv2D with its receptive fields as x. δ is
   read off a zero "probe" added to `pre`: its gradient is exactly ∂loss/∂pre.
 - `embedding_site(ids, out, table)`: Embedding, with a probe on the looked-up rows.
+- `transposed_site(x, out, kernel, bias, fields)`: Conv2DTranspose. A transposed convolution
+  is the adjoint of a convolution, so its kernel gradient correlates δ with the input the other
+  way round: ∂ℓ_i/∂W = Σ_p fields(δ_i)_pᵀ x_i,p over the input pixels p, where fields(δ) are
+  the receptive fields of the output gradient at each input pixel (the im2col matrix its own
+  backward multiplies by x). That is a linear site with the roles swapped: fields(δ) as "a"
+  (known only after backward) and x as "δ". The bias, added at every output pixel, is a
+  separate site: ∂ℓ_i/∂b = Σ_t δ_i,t over the output pixels t.
 - `fused_sites(pairs)`: a fused op (SimpleRNN, LSTM, GRU) whose pre-activations never exist
   as Tensors. It returns a `fill` callable that the op calls from its own backward with the
   inputs and δ of every (kernel, bias) pair, time-major: x·W_ih + b_ih and h_{t−1}·W_hh + b_hh.
@@ -79,6 +86,30 @@ def embedding_site(ids, out: Tensor, table) -> Tensor:
     return out + probe
 
 
+def transposed_site(x, out: Tensor, kernel, bias, fields) -> Tensor:
+    """`out` = conv2dᵀ(x, kernel) + bias (x: (n, h, w, in), kernel (kh, kw, out, in)), with a
+    probe while recording. `fields(δ)` gives the receptive fields of an output gradient δ at
+    each of the h·w input pixels: (n, h·w, kh·kw·out), rows in the kernel's (kh, kw, out)
+    order. They are built once, after backward, when the norms or sums first need them."""
+    recorder = _recorder()
+    if recorder is None:
+        return out
+    probe = _probe(out)
+    a = x.data if isinstance(x, Tensor) else np.asarray(x)
+    built = []
+
+    def delta_fields():
+        if not built:
+            built.append(None if probe.grad is None else fields(probe.grad))
+        return built[0]
+
+    # kernel gradient: fields(δ)ᵀ·x per example, a linear site with "a" = fields(δ), "δ" = x
+    recorder.sites.append(_Linear(kernel, None, delta_fields, lambda: a))
+    if bias is not None:
+        recorder.sites.append(_Bias(bias, lambda: probe.grad))
+    return out + probe
+
+
 def fused_sites(pairs):
     """None outside `recording()`; inside, one site per (kernel, bias) pair and a function
     `fill(arrays)` to call from the op's backward with [(a, δ), ...] in the same order, each
@@ -109,7 +140,7 @@ def recording():
 
 
 class Recorder:
-    """The sites of one forward pass (`_Linear` and `_Embedding` records)."""
+    """The sites of one forward pass (`_Linear`, `_Bias` and `_Embedding` records)."""
 
     def __init__(self):
         self.sites = []
@@ -169,7 +200,9 @@ def _sum_sq(arr, axes):
 
 class _Linear:
     """pre = a·kernel + bias at `positions` places per example; a and δ are 3-D (n, P, ·), or
-    (P, n, ·) with batch_axis=1. `delta()` gives ∂loss/∂pre (None: no gradient reached it)."""
+    (P, n, ·) with batch_axis=1. `delta()` gives ∂loss/∂pre (None: no gradient reached it);
+    `a` is an array, or a function giving one (None: no gradient) for a site whose "a" side
+    only exists after backward (Conv2DTranspose's receptive fields of δ)."""
 
     wanted = (True, True)  # (kernel, bias) in the gradient; set by Recorder.gradients
 
@@ -184,9 +217,10 @@ class _Linear:
         """(a, δ, memo) as 3-D arrays in their own layout, or None when δ is absent; memo
         holds δ's Gram matrices once computed (shared by sites with the same δ)."""
         raw = None if self.delta is None else self.delta()
-        if raw is None or self.a is None:
+        a = self.a() if callable(self.a) else self.a
+        if raw is None or a is None:
             return None
-        a = np.asarray(self.a)
+        a = np.asarray(a)
         d = raw
         if self.batch_axis == 0:
             a = a.reshape(a.shape[0], -1, a.shape[-1])
@@ -244,6 +278,37 @@ class _Linear:
         if self.wanted[1]:
             out.append((id(self.bias), w.sum(axis=(0, 1), dtype=np.float64)))
         return out
+
+
+class _Bias:
+    """out = … + bias at every position: ∂ℓ_i/∂bias = Σ_t δ_i,t (δ: (n, ..., out)), for a site
+    whose kernel part is recorded elsewhere (Conv2DTranspose's kernel site)."""
+
+    wanted = (True,)
+
+    def __init__(self, bias, delta):
+        self.bias, self.delta = bias, delta
+
+    def params(self):
+        return (self.bias,)
+
+    def _sums(self):
+        """Σ_t δ_i,t per example (n, out), or None without a gradient."""
+        d = self.delta()
+        return None if d is None else d.reshape(d.shape[0], -1, d.shape[-1]).sum(axis=1)
+
+    def sq_norms(self, shared):
+        sums = self._sums() if self.wanted[0] else None
+        return 0.0 if sums is None else _sum_sq(sums, 1)
+
+    def weighted(self, c):
+        if not self.wanted[0]:
+            return []
+        sums = self._sums()
+        if sums is None:
+            return [(id(self.bias), np.zeros(self.bias.shape))]
+        c = c.astype(sums.dtype)
+        return [(id(self.bias), (sums * c[:, None]).sum(axis=0, dtype=np.float64))]
 
 
 class _Embedding:

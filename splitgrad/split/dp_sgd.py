@@ -9,9 +9,10 @@ for the planned run. The report includes the privacy spent, ε for the chosen δ
 accounting with both conversions (privacy.py).
 
 Per-example gradients come from one batched pass when every trainable weight of the model sits
-in a layer that offers the per-example hook (layers/per_example.py: Dense, Conv2D, Embedding,
-SimpleRNN, LSTM, GRU and Bidirectional do) and the loss is a plain mean; otherwise from a loop
-over the examples, which is exact for any model whose examples do not mix.
+in a layer that offers the per-example hook (layers/per_example.py: Dense, Conv2D,
+Conv2DTranspose, Embedding, SimpleRNN, LSTM, GRU and Bidirectional do) and the loss is a plain
+mean; otherwise from a loop over the examples, which is exact for any model whose examples do
+not mix.
 
 A BatchNormalization layer in training mode normalises each example with its batch's
 statistics, so one example's gradient depends on all the others: there is no per-example
