@@ -8,6 +8,7 @@ import numpy as np
 from .. import validate as check
 from ..model import Model
 from ..tensor import no_grad
+from . import _blocks
 from .objectives import Tracker
 
 
@@ -26,6 +27,15 @@ class GenerativeModel(Model):
     def _add_trackers(self):
         self.trackers = {name: Tracker(name) for name in self.TRACKED}
         self.metrics = [*self.metrics, *self.trackers.values()]
+
+    def _set_architecture(self, latent_dim, kind, hidden, filters):
+        """Check and keep the settings every generative model's networks are built from."""
+        who = type(self).__name__
+        self.latent_dim = check.positive_int(latent_dim, f"{who}: latent_dim")
+        self.kind = _blocks.check_kind(kind, who)
+        self.hidden = _blocks.sizes(hidden, who, "hidden")
+        self.filters = _blocks.sizes(filters, who, "filters")
+        return who
 
     def record(self, count, **values):
         """Add a batch of `count` examples' loss parts to their trackers (no-op uncompiled)."""

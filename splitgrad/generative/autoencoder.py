@@ -47,11 +47,7 @@ class Autoencoder(GenerativeModel):
         dtype="float32",
     ):
         super().__init__(name=name, dtype=dtype)
-        who = type(self).__name__
-        self.latent_dim = check.positive_int(latent_dim, f"{who}: latent_dim")
-        self.kind = _blocks.check_kind(kind, who)
-        self.hidden = _blocks.sizes(hidden, who, "hidden")
-        self.filters = _blocks.sizes(filters, who, "filters")
+        who = self._set_architecture(latent_dim, kind, hidden, filters)
         activations.get(output_activation)  # an unknown name fails here, not at build
         self.output_activation = activations.name_of(output_activation)
         encoder = _blocks.from_spec(encoder, who, "encoder")

@@ -64,11 +64,7 @@ class GAN(GenerativeModel):
         dtype="float32",
     ):
         super().__init__(name=name, dtype=dtype)
-        who = type(self).__name__
-        self.latent_dim = check.positive_int(latent_dim, f"{who}: latent_dim")
-        self.kind = _blocks.check_kind(kind, who)
-        self.hidden = _blocks.sizes(hidden, who, "hidden")
-        self.filters = _blocks.sizes(filters, who, "filters")
+        who = self._set_architecture(latent_dim, kind, hidden, filters)
         if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 1.0):
             raise ValueError(f"{who}: label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)

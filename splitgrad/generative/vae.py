@@ -56,11 +56,7 @@ class VAE(GenerativeModel):
         dtype="float32",
     ):
         super().__init__(name=name, dtype=dtype)
-        who = type(self).__name__
-        self.latent_dim = check.positive_int(latent_dim, f"{who}: latent_dim")
-        self.kind = _blocks.check_kind(kind, who)
-        self.hidden = _blocks.sizes(hidden, who, "hidden")
-        self.filters = _blocks.sizes(filters, who, "filters")
+        who = self._set_architecture(latent_dim, kind, hidden, filters)
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
             raise ValueError(f"{who}: beta must be a number ≥ 0, got {beta!r}")
         self.beta = float(beta)
