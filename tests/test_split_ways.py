@@ -393,17 +393,20 @@ def test_way_from_args_and_options():
         make_way("teleport", 2)
 
 
+def _compare_build(quick, seed):
+    """A recipe-like builder for `compare`: the small model on the test data, with accuracy."""
+
+    class Data:
+        x_train, y_train, x_test, y_test = X, Y, X, Y
+
+    model = make_model(dropout=0.0)
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+    return model, Data
+
+
 def test_compare_writes_table_markdown_and_png(tmp_path):
-    def build(quick, seed):
-        class Data:
-            x_train, y_train, x_test, y_test = X, Y, X, Y
-
-        model = make_model(dropout=0.0)
-        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
-        return model, Data
-
     rows = compare(
-        build,
+        _compare_build,
         places=2,
         out=tmp_path,
         epochs=1,
@@ -510,16 +513,8 @@ def test_clients_evaluate_the_global_model_on_their_held_out_rows():
 
 
 def test_compare_to_the_same_budget_counts_steps_and_rounds(tmp_path):
-    def build(quick, seed):
-        class Data:
-            x_train, y_train, x_test, y_test = X, Y, X, Y
-
-        model = make_model(dropout=0.0)
-        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
-        return model, Data
-
     rows = compare(
-        build,
+        _compare_build,
         places=2,
         out=tmp_path,
         batch_size=16,
@@ -530,7 +525,7 @@ def test_compare_to_the_same_budget_counts_steps_and_rounds(tmp_path):
     assert [(r["steps"], r["unit"]) for r in rows] == [(4, "step"), (4, "step"), (4, "round")]
     assert "4 optimizer steps each" in (tmp_path / "compare.md").read_text()
     rows = compare(
-        build,
+        _compare_build,
         places=2,
         out=tmp_path,
         batch_size=16,
