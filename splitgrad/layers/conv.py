@@ -159,20 +159,8 @@ class Conv2D(_ConvBase):
     def call(self, x):
         check_nhwc(self, x.shape, self.kernel.shape[2])
         _, pads = self._geometry(x.shape)
-        if per_example.recording_now():  # DP-SGD: the receptive fields are a linear site
-            y = conv_ops.conv2d(
-                x,
-                self.kernel,
-                self.bias,
-                stride=self.strides,
-                dilation=self.dilation_rate,
-                pads=pads,
-            )
-            fields = conv_ops.patches(
-                x.data, self.kernel_size, self.strides, self.dilation_rate, pads
-            )
-            return self.activation(per_example.linear_site(fields, y, self.kernel, self.bias))
-        fused = self.activation_name == "relu"
+        recording = per_example.recording_now()  # DP-SGD: receptive fields as a linear site
+        fused = self.activation_name == "relu" and not recording
         y = conv_ops.conv2d(
             x,
             self.kernel,
@@ -181,8 +169,13 @@ class Conv2D(_ConvBase):
             dilation=self.dilation_rate,
             pads=pads,
             relu=fused,
-            ws=self._ws,
+            ws=None if recording else self._ws,
         )
+        if recording:
+            fields = conv_ops.patches(
+                x.data, self.kernel_size, self.strides, self.dilation_rate, pads
+            )
+            y = per_example.linear_site(fields, y, self.kernel, self.bias)
         return y if fused else self.activation(y)
 
 
