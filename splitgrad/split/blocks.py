@@ -173,6 +173,14 @@ def param_counts(model) -> list:
     return [sum(p.size for p in layer.parameters()) for layer in layers_of(model)]
 
 
+def given_or_balanced(model, cuts, parts) -> list:
+    """Block boundaries: the user's `cuts` (inner boundaries), or `parts` blocks balanced by
+    parameter count."""
+    if cuts is None:
+        return balance(param_counts(model), parts)
+    return [0, *cuts, len(layers_of(model))]
+
+
 def boundary_activations(model, x) -> list:
     """[a_0 = x, a_1, ..., a_n]: the input of each layer and the output of the last, as arrays,
     in inference mode and without a graph (one sample row is enough to know the shapes)."""

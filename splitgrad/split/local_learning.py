@@ -34,7 +34,7 @@ from ..tensor import Tensor, no_grad
 from . import host as host_ops
 from . import replicas
 from .base import Way
-from .blocks import balance, cut, layers_of
+from .blocks import cut, given_or_balanced, layers_of
 from .split_learning import (
     adopt_part,
     block_inputs,
@@ -203,10 +203,7 @@ class LocalLearning(Way):
 
     def bounds(self, model) -> list:
         """The blocks' boundaries: `cuts` (e.g. "2,4" or [2, 4]) or balanced by parameters."""
-        layers = layers_of(model)
-        if self.cuts is None:
-            return balance([sum(p.size for p in la.parameters()) for la in layers], self.blocks)
-        return [0, *self.cuts, len(layers)]
+        return given_or_balanced(model, self.cuts, self.blocks)
 
     def setup(self, run):
         model = run.model

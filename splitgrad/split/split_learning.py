@@ -35,7 +35,7 @@ from . import host as host_ops
 from . import replicas
 from .accounting import nbytes
 from .base import Way
-from .blocks import balance, cut, layers_of
+from .blocks import cut, given_or_balanced
 from .federated import partition
 from .offload import state_rows
 from .places import Pending
@@ -306,11 +306,7 @@ class SplitLearning(Way):
     def bounds(self, model) -> list:
         """Where the model is cut: `cuts` (U-shaped: two), or balanced by parameter count
         (`blocks.balance`)."""
-        layers = layers_of(model)
-        if self.cuts is None:
-            costs = [sum(p.size for p in la.parameters()) for la in layers]
-            return balance(costs, 3 if self.u_shaped else 2)
-        return [0, *self.cuts, len(layers)]
+        return given_or_balanced(model, self.cuts, 3 if self.u_shaped else 2)
 
     def setup(self, run):
         model = run.model
