@@ -169,3 +169,48 @@ def test_bias_relu_and_mask_keep_nan_and_signed_zero_as_numpy(dtype):
     got = np.empty_like(g)
     image_jit.relu_mask(g, mask_of, got)
     np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{got.itemsize}"))
+
+
+@pytest.mark.parametrize("team", [2, 3])
+@pytest.mark.parametrize(
+    "shape,filters,kwargs",
+    [
+        ((5, 28, 28, 1), 24, {"activation": "relu"}),  # tap-major gathering (C < 4)
+        ((5, 9, 9, 3), 4, {"padding": "same", "strides": 2}),
+        ((5, 13, 13, 24), 36, {"activation": "relu"}),  # compiled im2col, bias outside
+        ((4, 9, 8, 6), 5, {"padding": 1, "dilation_rate": 2, "use_bias": False}),
+    ],
+)
+def test_batch_split_over_the_team_matches_torch_and_both_paths(
+    monkeypatch, team, shape, filters, kwargs
+):
+    """Inside own_threads a conv and a pool cut their batch into one slice per team member
+    (here 5 images over 2 or 3): the same values and gradients as PyTorch's, the compiled and
+    NumPy paths bitwise equal (they cut alike), the same bits run to run."""
+    from splitgrad._kernels import thread_team
+
+    monkeypatch.setattr(thread_team, "team_size", lambda: team)
+    rng = np.random.default_rng(team)
+    layer = nn.Conv2D(filters, 3, dtype="float64", **kwargs)
+    pool = nn.MaxPool2D(2, padding="same", dtype="float64")
+    x = rng.standard_normal(shape)
+    layer.build(x.shape)
+    layer.built = True
+    xt, wt, bt, yt = torch_conv(layer, x, kwargs.get("activation") == "relu")
+    yt = F.max_pool2d(yt.permute(0, 3, 1, 2), 2, ceil_mode=True).permute(0, 2, 3, 1)
+    r = rng.standard_normal(yt.shape)
+    (yt * to_torch(r, False)).sum().backward()
+    results = []
+    for enabled in (True, False, True):
+        with kernels(enabled), thread_team.own_threads:
+            assert thread_team.batch_groups(shape[0])[-1] != slice(0, shape[0])
+            results.append(conv_step(layer, x, r, then=pool))
+    got = results[0]
+    assert_close(got[0], yt, what="forward")
+    assert_close(got[1], xt.grad, what="dx")
+    assert_close(got[2], wt.grad, what="dW")
+    if layer.use_bias:
+        assert_close(got[3], bt.grad, what="db")
+    for other in results[1:]:
+        for a, b in zip(got, other):
+            np.testing.assert_array_equal(a, b)

@@ -81,6 +81,19 @@ def test_run_pieces_reraises_a_helper_error_and_stays_usable(split_everything):
     assert sorted(done) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("spin", [True, False], ids=["spinning", "locks only"])
+def test_hand_offs_with_and_without_spinning(split_everything, monkeypatch, spin):
+    """Helpers wait for work by spinning (spin_jit) or, where numba is missing, on their locks
+    alone: either way every piece runs once, on both threads, hand-off after hand-off."""
+    if not spin:
+        monkeypatch.setattr(thread_team, "_spin", [None])
+    seen = []
+    for round_ in range(50):
+        thread_team.run_pieces([lambda r=round_: seen.append(r), lambda r=round_: seen.append(r)])
+    assert sorted(seen) == sorted(list(range(50)) * 2)
+    assert all(not helper.flags.any() for helper in thread_team._helpers)
+
+
 def test_own_threads_restores_the_blas_and_nests():
     before = _blas_counts()
     with thread_team.own_threads:

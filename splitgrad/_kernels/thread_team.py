@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import partial
 
 import numpy as np
 
@@ -32,21 +33,67 @@ _SPLIT_WORK = 1 << 21  # multiply-adds; below this a product runs as one single-
 
 
 class _Helper:
-    """One daemon thread that runs the task it is handed and signals when it is done."""
+    """One daemon thread that runs the task it is handed and signals when it is done.
+
+    Each signal is a flag (for a spinning waiter, see `_wait`) and a lock (for a sleeping
+    one): plain locks used as binary semaphores, taken here and released to signal.
+    """
 
     def __init__(self):
         self.task = None
-        self.go = threading.Semaphore(0)
-        self.done = threading.Semaphore(0)
+        self.flags = np.zeros(2, np.int64)  # [task handed over, task done]
+        self.go, self.done = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
         threading.Thread(target=self._loop, daemon=True, name="splitgrad-helper").start()
 
     def _loop(self):
         while True:
+            _wait(self.flags, 0)
             self.go.acquire()
+            self.flags[0] = 0
             try:
                 self.task()
             finally:
+                self.flags[1] = 1
                 self.done.release()
+
+    def hand(self, task):
+        self.task = task
+        self.flags[0] = 1
+        self.go.release()
+
+    def join(self):
+        _wait(self.flags, 1)
+        self.done.acquire()
+        self.flags[1] = 0
+
+
+_SPIN_ROUNDS = 80_000  # about 2 ms of polling (25 ns a round measured) before sleeping
+_spin = []  # [wait_until or None], loaded at the first hand-off
+
+
+def _wait(flags, index):
+    """Spin until flags[index] is set, for up to about 2 ms, without the GIL (spin_jit.py);
+    the caller then takes its lock, which no longer blocks if the flag came in time."""
+    spin = _spinner()
+    if spin is not None:
+        spin(flags, index, 1, _SPIN_ROUNDS)
+
+
+def _spinner():
+    """spin_jit.wait_until, or None where numba is missing or the CPU is not x86."""
+    if not _spin:
+        try:
+            from . import spin_jit
+
+            wait_until = spin_jit.wait_until if spin_jit.X86 else None
+            if wait_until is not None:
+                wait_until(np.ones(1, np.int64), 0, 1, 0)  # compile (or load) it now
+            _spin.append(wait_until)
+        except ImportError:  # no numba here: sleeping on the lock is correct, only slower
+            _spin.append(None)
+    return _spin[0]
 
 
 _helpers: list[_Helper] = []
@@ -72,6 +119,7 @@ os.register_at_fork(after_in_child=_forget_helpers)
 def _blas_libraries():
     global _blas
     if _blas is None:
+        _spinner()  # numba's first compile may load another BLAS (SciPy's): scan after it
         from threadpoolctl import ThreadpoolController
 
         _blas = ThreadpoolController().select(user_api="blas").lib_controllers
@@ -109,6 +157,20 @@ class _OwnThreads:
 own_threads = _OwnThreads()
 
 
+class OnOwnThreads:
+    """A mixin for an op (a `Function`) whose `_forward` and `_backward` split their work over
+    the team: each runs inside `own_threads` (a no-op within a model that already is), so a
+    bare layer call or a hand-written training loop runs the same way as `fit`."""
+
+    def forward(self, *args, **kwargs):
+        with own_threads:
+            return self._forward(*args, **kwargs)
+
+    def backward(self, g):
+        with own_threads:
+            return self._backward(g)
+
+
 def in_own_threads() -> bool:
     """True inside an `own_threads` block (so nested layers need not look again)."""
     return _depth > 0
@@ -133,6 +195,46 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         return np.matmul(a, b, out=out)
     run_pieces(product(a[rows], b, out[..., rows, :]) for rows in row_groups(m))
     return out
+
+
+def batch_groups(n: int) -> list[slice]:
+    """Slices of a batch of n examples, one per team member inside `own_threads`, else one
+    slice for the whole batch (a convolution or pooling splits its batch this way: examples
+    never mix there)."""
+    return row_groups(n) if n > 1 and _depth else [slice(0, n)]
+
+
+def run_groups(piece, groups, parallel=True) -> None:
+    """piece(k, group) for each of the slices `groups`: on the team's threads when `parallel`
+    and there are several, else one after the other here. Each piece must write only its own
+    rows; a sum over the batch (a weight gradient) is then summed from one part per piece with
+    `sum_parts`, always in the same order: the same bits from run to run (a team of another
+    size may round differently)."""
+    if parallel and len(groups) > 1:
+        run_pieces(partial(piece, k, group) for k, group in enumerate(groups))
+    else:
+        for k, group in enumerate(groups):
+            piece(k, group)
+
+
+def sum_parts(parts):
+    """parts[0] + parts[1] + ... in that order (parts[0] itself when there is one)."""
+    if len(parts) == 1:
+        return parts[0]
+    total = parts[0] + parts[1]
+    for part in parts[2:]:
+        total += part
+    return total
+
+
+def piece_product(a, b, out):
+    """a @ b into out, letting go of the GIL, so that pieces on different threads multiply at
+    the same time. np.matmul keeps the GIL for results of under ~500 elements (a small weight
+    gradient: two pieces then ran one after the other, measured with NumPy 2.4); np.dot lets
+    go for every size, but copies a transposed slice that np.matmul reads as it is."""
+    if out.size < 4096:
+        return np.dot(a, b, out=out)
+    return np.matmul(a, b, out=out)
 
 
 def product(a, b, out):
@@ -164,14 +266,13 @@ def run_pieces(pieces) -> None:
             shares = [pieces[i::threads] for i in range(threads)]
             errors = []
             for helper, share in zip(_helpers, shares[1:]):
-                helper.task = _guarded(share, errors)
-                helper.go.release()
+                helper.hand(_guarded(share, errors))
             try:
                 for piece in shares[0]:
                     piece()
             finally:  # wait for every helper even if this thread's share failed
                 for helper in _helpers[: threads - 1]:
-                    helper.done.acquire()
+                    helper.join()
             if errors:
                 raise errors[0]
     finally:

@@ -149,6 +149,8 @@ class Conv2D(_ConvBase):
     an int (that many pixels on every side). activation="relu" runs fused inside the conv op.
     """
 
+    wants_own_threads = True  # its op splits the batch over splitgrad's own threads
+
     def build(self, input_shape):
         check_nhwc(self, input_shape)
         self._geometry(input_shape)  # a kernel that does not fit fails before any weight

@@ -25,7 +25,14 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .._kernels.compiled import image_kernels
-from .._kernels.thread_team import matmul
+from .._kernels.thread_team import (
+    OnOwnThreads,
+    batch_groups,
+    matmul,
+    piece_product,
+    run_groups,
+    sum_parts,
+)
 from .._kernels.workspace import empty, zeros
 from ..tensor import Function, Tensor, is_grad_enabled
 
@@ -117,36 +124,63 @@ def _padded_shape(shape, pads):
 
 def _im2col(x, k, stride, dilation, pads, out_hw, ws, ones=False):
     """The (N·Ho·Wo, kh·kw·C) matrix of receptive fields, plus a column of ones if `ones`."""
-    n, c = x.shape[0], x.shape[3]
-    rows, width = n * out_hw[0] * out_hw[1], k[0] * k[1] * c
-    cols = empty(ws, (rows, width + ones), x.dtype)
-    jit = image_kernels(x.dtype) if c >= 4 and x.flags.c_contiguous else None
+    rows = x.shape[0] * out_hw[0] * out_hw[1]
+    cols = empty(ws, (rows, k[0] * k[1] * x.shape[3] + ones), x.dtype)
+    _gatherer(x, k, stride, dilation, pads, out_hw, ws, ones)(slice(0, x.shape[0]), cols)
+    return cols
+
+
+def _gatherer(x, k, stride, dilation, pads, out_hw, ws, ones=False, tap_major=False):
+    """fill(images, cols): writes the receptive fields of x[images] (a slice of the batch)
+    into `cols`, their rows of the im2col matrix, or with `tap_major` their columns of its
+    transpose (one row per kernel tap and channel). Any padded copy is made here, once, so the
+    fills of different slices can run on different threads."""
+    c, width = x.shape[3], k[0] * k[1] * x.shape[3]
+    jit = image_kernels(x.dtype) if c >= 4 and x.flags.c_contiguous and not tap_major else None
     if jit is not None:
         # One compiled pass writes each row whole and reads the padding as zeros: no padded
         # copy, and no 6-D copy crawling along C-float runs (1.6x faster on the lab CNN's
-        # second conv; with fewer channels the tap-by-tap copy below is faster).
-        jit.im2col(x, *k, *stride, *dilation, pads[0][0], pads[1][0], *out_hw, cols, ones)
-        return cols
+        # second conv; with fewer channels the tap-major copy below is faster).
+        def fill(images, cols):
+            jit.im2col(
+                x[images], *k, *stride, *dilation, pads[0][0], pads[1][0], *out_hw, cols, ones
+            )
+
+        return fill
     xp = _pad(x, pads, ws)
-    step = cols.strides[0]
-    # A 6-D view of the patch part, so one copy lays out every receptive field.
-    blocks = as_strided(
-        cols,
-        (n, out_hw[0], out_hw[1], k[0], k[1], c),
-        (step * out_hw[0] * out_hw[1], step * out_hw[1], step)
-        + (cols.itemsize * k[1] * c, cols.itemsize * c, cols.itemsize),
-    )
-    if c < 4:
-        # With very few channels the one 6-D copy crawls along length-c rows; copying kernel
-        # tap by tap streams whole image rows instead (3x faster for grayscale input).
-        for t in range(k[0] * k[1]):
-            i, j = divmod(t, k[1])
-            np.copyto(blocks[:, :, :, i, j], _tap(xp, i, j, stride, dilation, out_hw))
-    else:
-        np.copyto(blocks, _windows(xp, k, stride, dilation, out_hw))
-    if ones:
-        cols[:, width] = 1
-    return cols
+
+    def fill(images, cols):
+        src = xp[images]
+        if tap_major:
+            # Each tap's pixels land in one contiguous row: whole image rows are copied, not
+            # C floats at a time (for a grayscale batch 0.26 -> 0.09 ms on the lab CNN).
+            for t in range(k[0] * k[1]):
+                tap = _tap(src, t // k[1], t % k[1], stride, dilation, out_hw)
+                for ch in range(c):
+                    np.copyto(cols[t * c + ch].reshape(tap.shape[:3]), tap[..., ch])
+            if ones:
+                cols[width] = 1
+            return
+        step = cols.strides[0]
+        # A 6-D view of the patch part, so one copy lays out every receptive field.
+        blocks = as_strided(
+            cols,
+            (src.shape[0], out_hw[0], out_hw[1], k[0], k[1], c),
+            (step * out_hw[0] * out_hw[1], step * out_hw[1], step)
+            + (cols.itemsize * k[1] * c, cols.itemsize * c, cols.itemsize),
+        )
+        if c < 4:
+            # With very few channels the one 6-D copy crawls along length-c rows; copying
+            # kernel tap by tap streams whole image rows instead (3x faster for grayscale).
+            for t in range(k[0] * k[1]):
+                i, j = divmod(t, k[1])
+                np.copyto(blocks[:, :, :, i, j], _tap(src, i, j, stride, dilation, out_hw))
+        else:
+            np.copyto(blocks, _windows(src, k, stride, dilation, out_hw))
+        if ones:
+            cols[:, width] = 1
+
+    return fill
 
 
 def _col2im(cols, x_shape, k, stride, dilation, pads, out_hw, ws):
@@ -161,8 +195,9 @@ def _col2im(cols, x_shape, k, stride, dilation, pads, out_hw, ws):
     return _crop(dxp, pads, x_shape, ws)
 
 
-def _col2im_taps(taps, x_shape, k, stride, dilation, pads, out_hw, ws):
-    """Like `_col2im`, but from a (kh·kw, N·Ho·Wo, C) array: one contiguous block per tap.
+def _col2im_taps(taps, x_shape, k, stride, dilation, pads, out_hw, ws, out):
+    """Like `_col2im`, but from a (kh·kw, N·Ho·Wo, C) array (one contiguous block per tap),
+    written into `out`.
 
     Each tap's add then reads a contiguous source and writes runs of Wo·C floats (stride 1),
     instead of the im2col layout's C-float runs, whose short inner loops made `_col2im` ~3x
@@ -173,14 +208,14 @@ def _col2im_taps(taps, x_shape, k, stride, dilation, pads, out_hw, ws):
     jit = image_kernels(taps.dtype) if taps.flags.c_contiguous else None
     if jit is not None:
         # One pass, each image row zeroed and summed in L1, cropped on the fly; same bits.
-        out = empty(ws, x_shape, taps.dtype)
         jit.col2im_taps(blocks, *k, *stride, *dilation, pads[0][0], pads[1][0], out)
         return out
     dxp = zeros(ws, _padded_shape(x_shape, pads), taps.dtype)
     for t in range(k[0] * k[1]):
         tap = _tap(dxp, t // k[1], t % k[1], stride, dilation, out_hw)
         np.add(tap, blocks[t], out=tap)
-    return _crop(dxp, pads, x_shape, ws)
+    np.copyto(out, _crop(dxp, pads, x_shape, ws))
+    return out
 
 
 def _col2im_compiled(jit, cols, x_shape, k, stride, dilation, pads, out_hw, ws):
@@ -192,7 +227,7 @@ def _col2im_compiled(jit, cols, x_shape, k, stride, dilation, pads, out_hw, ws):
     return out
 
 
-class Conv2DFn(Function):
+class Conv2DFn(OnOwnThreads, Function):
     """y = relu?(Σ_{i,j,c} xpad[n, s·h + d·i, s·w + d·j, c]·W[i, j, c, o] + b[o]) (NHWC, im2col).
 
     `premasked`: set by a max pool reading this ReLU output to the gradient array it returned
@@ -202,7 +237,7 @@ class Conv2DFn(Function):
 
     premasked = None
 
-    def forward(
+    def _forward(
         self,
         x,
         w,
@@ -228,75 +263,147 @@ class Conv2DFn(Function):
         wm = w.reshape(k, co)
         if self.fold:
             wm = np.concatenate([wm, b.reshape(1, co).astype(wm.dtype)])
-        cols = (
-            _im2col(x, (kh, kw), stride, dilation, pads, (ho, wo), ws, ones=self.fold)
-            if self.gather
-            else x.reshape(-1, c)
-        )
+        # With few channels the receptive fields are gathered tap-major, as the transpose
+        # of the im2col matrix (see `_gatherer`); the GEMMs read it transposed.
+        self.tap_major = self.gather and c < 4
+        if self.gather:
+            shape = (k + self.fold, n * ho * wo)
+            cols = empty(ws, shape if self.tap_major else shape[::-1], x.dtype)
+            geom = ((kh, kw), stride, dilation, pads, (ho, wo))
+            gather = _gatherer(x, *geom, ws, self.fold, self.tap_major)
+        else:
+            cols = x.reshape(-1, c)
+        self.cols = cols
         out = empty(ws, (n, ho, wo, co), np.result_type(x, w))
-        matmul(cols, wm, out=out.reshape(-1, co))
+        out2 = out.reshape(-1, co)
         add_bias = b is not None and not self.fold
         # (A bias of another dtype keeps NumPy's `out += b`: it adds in the wider type.)
         same = not add_bias or b.dtype == out.dtype
         jit = image_kernels(out.dtype) if (add_bias or relu) and same else None
-        if jit is not None:
-            # Bias and ReLU in one pass over the GEMM output instead of one pass each.
-            bias = b.reshape(-1) if add_bias else out.reshape(-1)[:co]
-            jit.bias_relu(out.reshape(-1, co), bias, add_bias, relu)
-        else:
+        bias = None if jit is None else (b.reshape(-1) if add_bias else out.reshape(-1)[:co])
+        per = ho * wo
+
+        groups = batch_groups(n)
+        mm = _product(groups)
+
+        def piece(_, images):
+            rows = slice(images.start * per, images.stop * per)
+            if self.gather:
+                gather(images, cols[:, rows] if self.tap_major else cols[rows])
+            mm(self._cols(rows), wm, out=out2[rows])
+            if jit is not None:
+                # Bias and ReLU in one pass over the GEMM output instead of one pass each.
+                jit.bias_relu(out2[rows], bias, add_bias, relu)
+
+        _on_team(piece, groups, out.dtype)
+        if jit is None:
             if add_bias:
                 out += b
             if relu:
                 np.maximum(out, 0, out=out)
         if relu:
             self.out = out
-        self.cols = cols
         return out
 
-    def backward(self, g):
+    def _backward(self, g):
         ws, w, co = self.ws, self.w, self.w.shape[3]
         k = w.size // co
         premasked, self.premasked = self.premasked, None
-        if self.relu and g is not premasked:
+        mask = self.relu and g is not premasked
+        n = self.x_shape[0]
+        groups = batch_groups(n)
+        # One call per group of images (one per team member; see `on_team`), each in its own
+        # rows of every buffer below, all of which are taken here, in the calling thread.
+        mm = _product(groups)
+        if mask:
             jit = image_kernels(g.dtype)
-            if jit is not None and g.flags.c_contiguous and g.dtype == self.out.dtype:
-                # The mask and the product in one pass, no boolean temporary.
-                masked = empty(ws, g.shape, g.dtype)
-                jit.relu_mask(g.reshape(-1), self.out.reshape(-1), masked.reshape(-1))
-                g = masked
-            else:
+            if jit is None or not g.flags.c_contiguous or g.dtype != self.out.dtype:
                 mask = np.greater(self.out, 0, out=empty(ws, g.shape, bool))
-                g = np.multiply(g, mask, out=empty(ws, g.shape, g.dtype))
+                g, mask = np.multiply(g, mask, out=empty(ws, g.shape, g.dtype)), False
+            else:
+                # The mask and the product in one pass per piece, no boolean temporary.
+                src, g = g, empty(ws, g.shape, g.dtype)
         g2 = g.reshape(-1, co)
+        per = g2.shape[0] // n
         gx = gw = gb = None
         want_b = len(self.needs) > 2 and self.needs[2]
-        if self.needs[1] or (want_b and self.fold):
-            cols = self.cols
-            if cols.shape[1] > co:
-                # OpenBLAS runs this shape ~2x faster as (gᵀ·cols)ᵀ than as colsᵀ·g (measured
-                # on the lab CNN's second conv); with few columns the plain order is as fast.
-                gwb = matmul(g2.T, cols).T
-            else:
-                gwb = matmul(cols.T, g2)
+        want_w = self.needs[1] or (want_b and self.fold)
+        if want_w:
+            # OpenBLAS runs this shape ~2x faster as (gᵀ·cols)ᵀ than as colsᵀ·g (measured on
+            # the lab CNN's second conv); with few columns the plain order is as fast.
+            flip = self._cols(slice(0, 1)).shape[1] > co
+            parts = empty(
+                ws, (len(groups),) + ((co, k + self.fold) if flip else (k + self.fold, co)), g.dtype
+            )
+        if want_b and not self.fold:
+            ones = empty(ws, (g2.shape[0],), g2.dtype)  # a GEMV with ones sums rows fastest
+            ones.fill(1)
+            bias_parts = empty(ws, (len(groups), co), g.dtype)
+        if self.needs[0]:
+            gx = empty(ws, self.x_shape, g.dtype)
+            wt = w.reshape(-1, w.shape[2], co).transpose(0, 2, 1)  # (taps, O, C)
+            dtaps = empty(ws, (wt.shape[0] * g2.shape[0] * w.shape[2],), g.dtype)
+
+        def piece(part, images):
+            rows = slice(images.start * per, images.stop * per)
+            if mask:
+                jit.relu_mask(
+                    src.reshape(-1)[rows.start * co : rows.stop * co],
+                    self.out.reshape(-1)[rows.start * co : rows.stop * co],
+                    g.reshape(-1)[rows.start * co : rows.stop * co],
+                )
+            gp = g2[rows]
+            if want_w:
+                if flip:
+                    mm(gp.T, self._cols(rows), out=parts[part])
+                else:
+                    mm(self._cols(rows).T, gp, out=parts[part])
+            if want_b and not self.fold:
+                np.matmul(ones[rows], gp, out=bias_parts[part])
+            if self.needs[0]:
+                self._input_gradient(mm, gp, images, wt, dtaps, gx)
+
+        _on_team(piece, groups, g.dtype)
+        if want_w:
+            gwb = sum_parts(parts)
+            gwb = gwb.T if flip else gwb
             gw, gb = gwb[:k].reshape(w.shape), gwb[k] if self.fold else None
         if want_b and not self.fold:
-            # A GEMV with ones sums the rows far faster than a reduction over axis 0.
-            ones = empty(ws, (g2.shape[0],), g2.dtype)
-            ones.fill(1)
-            gb = ones @ g2
-        if self.needs[0]:
-            if self.gather:
-                # One GEMM per kernel tap, (rows, O) @ (O, C), stacked tap-major so that the
-                # scatter-add streams whole image rows (see `_col2im_taps`).
-                taps = w.shape[0] * w.shape[1]
-                wt = w.reshape(taps, w.shape[2], co).transpose(0, 2, 1)
-                dtaps = matmul(g2, wt, out=empty(ws, (taps, g2.shape[0], w.shape[2]), g.dtype))
-                gx = _col2im_taps(dtaps, self.x_shape, *self.geom, ws)
-            else:
-                gx = matmul(
-                    g2, w.reshape(k, co).T, out=empty(ws, (g2.shape[0], k), g.dtype)
-                ).reshape(self.x_shape)
+            gb = sum_parts(bias_parts)
         return gx, gw, gb
+
+    def _cols(self, rows):
+        """The im2col matrix's `rows` (a view, whichever way it was gathered)."""
+        return self.cols[:, rows].T if self.tap_major else self.cols[rows]
+
+    def _input_gradient(self, mm, gp, images, wt, dtaps, gx):
+        """gx[images] from gp, their rows of the output gradient."""
+        if not self.gather:
+            mm(gp, self.w.reshape(-1, self.w.shape[3]).T, out=gx[images].reshape(len(gp), -1))
+            return
+        # One GEMM per kernel tap, (rows, O) @ (O, C), stacked tap-major so that the
+        # scatter-add streams whole image rows (see `_col2im_taps`).
+        taps, ci, first = (
+            wt.shape[0],
+            wt.shape[2],
+            images.start * len(gp) // (images.stop - images.start),
+        )
+        mine = dtaps[taps * ci * first :][: taps * ci * len(gp)].reshape(taps, len(gp), ci)
+        matmul(gp, wt, out=mine) if mm is matmul else np.matmul(gp, wt, out=mine)
+        _col2im_taps(mine, gx[images].shape, *self.geom, self.ws, out=gx[images])
+
+
+def _product(groups):
+    """The 2-D product inside a piece: thread_team's matmul when there is one piece (it may cut
+    a big product itself), else `piece_product`, which runs alongside the other pieces."""
+    return matmul if len(groups) == 1 else piece_product
+
+
+def _on_team(piece, groups, dtype):
+    """`run_groups`, on the team's threads only where the compiled kernels run: the NumPy
+    fallback takes buffers from the workspace inside its pieces, so it runs them in order
+    (in the same groups, so both paths give the same bits)."""
+    run_groups(piece, groups, parallel=image_kernels(dtype) is not None)
 
 
 class Conv2DTransposeFn(Function):
@@ -351,11 +458,11 @@ class Conv2DTransposeFn(Function):
         return gx, gw, gb
 
 
-class MaxPool2DFn(Function):
+class MaxPool2DFn(OnOwnThreads, Function):
     """y = max over each window (padding never wins); the gradient goes to the window's FIRST
     maximum in row-major order, and overlapping windows add up (as PyTorch)."""
 
-    def forward(
+    def _forward(
         self,
         x,
         pool=(2, 2),
@@ -375,7 +482,13 @@ class MaxPool2DFn(Function):
             # of each window holds the first of them (5x faster backward than the NumPy path).
             want = is_grad_enabled()
             self.taps = empty(ws, out.shape if want else (1, 1, 1, 1), self.jit.taps_dtype(pool))
-            self.jit.max_pool_forward(xp, *pool, *stride, out, self.taps, want)
+            taps, jit = self.taps, self.jit
+
+            def piece(_, images):
+                mine = taps[images] if want else taps
+                jit.max_pool_forward(xp[images], *pool, *stride, out[images], mine, want)
+
+            _on_team(piece, batch_groups(x.shape[0]), x.dtype)
             self.out = out
             return out
         np.copyto(out, _tap(xp, 0, 0, stride, (1, 1), out_hw))
@@ -385,7 +498,7 @@ class MaxPool2DFn(Function):
         self.xp, self.out = xp, out
         return out
 
-    def backward(self, g):
+    def _backward(self, g):
         pool, stride, _, pads, out_hw = self.geom
         if self.jit is not None:
             return (self._backward_compiled(g),)
@@ -431,15 +544,24 @@ class MaxPool2DFn(Function):
             dxp[:, out_hw[0] * stride[0] :] = 0
             dxp[:, :, out_hw[1] * stride[1] :] = 0
             relu = self.relu_of is not None
-            jit.max_pool_backward_tiled(g, self.taps, *pool, dxp, self.out, relu)
+            taps, out = self.taps, self.out
+
+            def piece(_, im):
+                jit.max_pool_backward_tiled(g[im], taps[im], *pool, dxp[im], out[im], relu)
+
+            _on_team(piece, batch_groups(g.shape[0]), g.dtype)
             if relu:
                 # The ReLU mask is applied here, on the pooled maxima: the conv that made
                 # this input skips its own full-size mask pass if this very array is all the
                 # gradient it receives (then nothing else was added to it).
                 self.relu_of.premasked = dxp
         else:
-            dxp = zeros(ws, padded, g.dtype)
-            jit.max_pool_backward_add(g, self.taps, *pool, *stride, dxp)
+            dxp, taps = zeros(ws, padded, g.dtype), self.taps
+
+            def piece(_, im):
+                jit.max_pool_backward_add(g[im], taps[im], *pool, *stride, dxp[im])
+
+            _on_team(piece, batch_groups(g.shape[0]), g.dtype)
         return _crop(dxp, pads, self.x_shape, ws)
 
 

@@ -34,12 +34,12 @@ from functools import partial
 import numpy as np
 
 from .._kernels.panels import PanelMatmul
-from .._kernels.thread_team import matmul, own_threads, row_groups, run_pieces
+from .._kernels.thread_team import OnOwnThreads, matmul, row_groups, run_pieces
 from .._kernels.workspace import empty
 from ..tensor import Function
 
 
-class _Recurrence(Function):
+class _Recurrence(OnOwnThreads, Function):
     """Shared driver: input projection, output packing and the end-of-sequence GEMMs.
 
     Subclasses give `prepare_scan` (buffers shared by all rows), `scan(rows)` (the forward time
@@ -47,15 +47,6 @@ class _Recurrence(Function):
     """
 
     gates = 1
-
-    def forward(self, *args, **kwargs):
-        # Each pass runs on splitgrad's own threads (a no-op when the model already does).
-        with own_threads:
-            return self._forward(*args, **kwargs)
-
-    def backward(self, g):
-        with own_threads:
-            return self._backward(g)
 
     def _forward(
         self,
