@@ -1,9 +1,10 @@
-"""Side-by-side speed of splitgrad and PyTorch on the workloads of docs/benchmarks.md.
+"""Side-by-side speed of splitgrad and PyTorch (and JAX) on the workloads of docs/benchmarks.md.
 
     python benchmarks/compare.py W1 W5                 # 3 processes x 5 repeats each
     python benchmarks/compare.py all --processes 2     # W1-W7
     python benchmarks/compare.py all --blas-kernel Haswell    # the kernel forced
     python benchmarks/compare.py W2 --processes 1 --repeats 3 --malloc system
+    python benchmarks/compare.py W1 W7 --frameworks splitgrad torch jax   # needs the bench extra
     python benchmarks/compare.py W1 W2 --frameworks splitgrad splitgrad@../old \
         --baseline splitgrad@../old
 
@@ -19,7 +20,9 @@ fastest repeat is the one least slowed by other programs), and the BLAS kernel a
 setting each child reported. Float32, 2 threads. `splitgrad@PATH` is splitgrad imported from
 another checkout (e.g. a `git worktree` of an older commit), to check that a change made
 nothing slower; `--baseline` picks the framework the ratio column divides by (PyTorch by
-default).
+default). `jax` (optional: `pip install -e ".[bench]"`) is the same workloads in JAX
+(jax_workloads.py: a jit-compiled step, optax Adam); its kernel line names JAX's backend and
+devices, and its import time includes optax.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ sys.path.insert(0, str(HERE))  # benchenv.py and workloads.py sit next to this s
 
 import benchenv
 
+# The modules whose first import is timed as the framework's import time.
+IMPORTS = {"splitgrad": ("splitgrad",), "torch": ("torch",), "jax": ("jax", "optax")}
+
 
 def worker(framework: str, workload: str, repeats: int) -> dict:
     """Runs inside a fresh process: warm up, time `repeats` × N steps, report as JSON."""
@@ -46,7 +52,8 @@ def worker(framework: str, workload: str, repeats: int) -> dict:
     from workloads import BUILDERS
 
     t0 = time.perf_counter()
-    __import__("splitgrad" if framework == "splitgrad" else "torch")
+    for module in IMPORTS[framework]:
+        __import__(module)
     import_s = time.perf_counter() - t0
     step = BUILDERS[framework](workload)
     # Warm up (docs/benchmarks.md): at least 20 steps (the 16-batch stream at least once) and 1 s.
@@ -72,13 +79,18 @@ def worker(framework: str, workload: str, repeats: int) -> dict:
         time.process_time() - t_cpu0,
         time.perf_counter() - wall0,
     )
+    info = benchenv.runtime()
+    if framework == "jax":  # XLA brings its own kernels: say what it ran on
+        from jax_workloads import describe
+
+        info["blas"] = f"{info['blas']}, {describe()}"
     return {
         "rates": rates,
         "import_s": import_s,
         "peak_rss_mb": ru1.ru_maxrss / 1024,
         "minor_faults_per_step": (ru1.ru_minflt - ru0.ru_minflt) / (n * repeats),
         "cores_busy": cpu / wall,
-        **benchenv.runtime(),
+        **info,
     }
 
 
@@ -87,7 +99,12 @@ def main(argv=None):
     parser.add_argument("workloads", nargs="*", default=["W1", "W5"], help="W1 ... W8, or all")
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--frameworks", nargs="+", default=["splitgrad", "torch"])
+    parser.add_argument(
+        "--frameworks",
+        nargs="+",
+        default=["splitgrad", "torch"],
+        help="splitgrad, torch, jax (optional), or splitgrad@PATH",
+    )
     parser.add_argument("--baseline", default="torch", help="the ratio column divides by it")
     parser.add_argument("--json", help="also write the raw results here")
     benchenv.add_options(parser)
@@ -99,8 +116,20 @@ def main(argv=None):
         print(json.dumps(worker(*args.worker, args.repeats)))
         return
 
-    from workloads import WORKLOADS
+    from workloads import BUILDERS, WORKLOADS
 
+    for f in args.frameworks:
+        if f.partition("@")[0] not in BUILDERS:
+            parser.error(f"--frameworks {f}: unknown; expected one of {', '.join(BUILDERS)}")
+    if "jax" in args.frameworks:
+        import importlib.util
+
+        missing = [m for m in IMPORTS["jax"] if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.error(
+                f"--frameworks jax: {' and '.join(missing)} not installed; install the bench "
+                'extra (pip install -e ".[bench]") or leave jax out'
+            )
     if args.workloads == ["all"]:
         args.workloads = [w for w in WORKLOADS if w != "W8"]
     results = {(f, w): [] for w in args.workloads for f in args.frameworks}
@@ -161,6 +190,7 @@ def report(results, args, workloads) -> dict:
         for f in args.frameworks:
             runs = results[(f, w)]
             if not runs:
+                print(f"{w:4s} {f:9s} {'n/a':>9s} (no run finished; see the errors above)")
                 continue
             rates = [r for run in runs for r in run["rates"]]
             med = medians[f]

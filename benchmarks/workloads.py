@@ -1,5 +1,5 @@
-"""The benchmark workloads W1–W7 of docs/benchmarks.md, built in splitgrad and in PyTorch,
-and W8, a VAE of W4's sizes.
+"""The benchmark workloads W1–W7 of docs/benchmarks.md, built in splitgrad and in PyTorch
+(and in JAX, in jax_workloads.py), and W8, a VAE of W4's sizes.
 
 Each builder returns a `step()` function that runs one training step (or one inference pass
 for W6) on the next batch of a stream of STREAM = 16 distinct synthetic batches, made once with
@@ -302,4 +302,12 @@ def _torch_vae(stream):
     return step
 
 
-BUILDERS = {"splitgrad": splitgrad_step, "torch": torch_step}
+def jax_step(workload):
+    """The JAX builder (jax_workloads.py), imported only when JAX is asked for: JAX is optional
+    (the `bench` extra installs it)."""
+    from jax_workloads import jax_step as build
+
+    return build(workload)
+
+
+BUILDERS = {"splitgrad": splitgrad_step, "torch": torch_step, "jax": jax_step}
