@@ -3,6 +3,7 @@
     python benchmarks/compare.py W1 W5                 # 3 processes x 5 repeats each
     python benchmarks/compare.py all --processes 2     # W1-W7
     python benchmarks/compare.py all --blas-kernel Haswell    # the kernel forced
+    python benchmarks/compare.py W3 W3b --roofline     # + splitgrad as % of roofline.py's
     python benchmarks/compare.py W2 --processes 1 --repeats 3 --malloc system
     python benchmarks/compare.py W1 W7 --frameworks splitgrad torch jax   # needs the bench extra
     python benchmarks/compare.py W1 W2 --frameworks splitgrad splitgrad@../old \
@@ -107,6 +108,12 @@ def main(argv=None):
     )
     parser.add_argument("--baseline", default="torch", help="the ratio column divides by it")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument(
+        "--roofline",
+        action="store_true",
+        help="W3/W3b: also time the step's GEMMs alone in NumPy (roofline.py, a fresh process "
+        "under the same kernel and malloc) and show splitgrad's steps/s as %% of that roofline",
+    )
     benchenv.add_options(parser)
     parser.add_argument(
         "--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"), help=argparse.SUPPRESS
@@ -156,6 +163,12 @@ def main(argv=None):
                 )
 
     summary = report(results, args, WORKLOADS)
+    if args.roofline:
+        import roofline
+
+        summary["roofline"] = roofline.beside(
+            summary, args.frameworks, args.blas_kernel, args.malloc
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .. import ops
 from .._kernels.workspace import Workspace
 from ..ops import conv as conv_ops
+from ..ops import pooling as pooling_ops
 from ..ops.conv import conv_geometry, pair
 from . import per_example
 from .core import KernelLayer
@@ -278,7 +279,7 @@ class MaxPool2D(_Pool2D):
 
     def call(self, x):
         out_hw, pads = self._geometry(x.shape)
-        return conv_ops.max_pool2d(x, self.pool_size, self.strides, pads, out_hw, ws=self._ws)
+        return pooling_ops.max_pool2d(x, self.pool_size, self.strides, pads, out_hw, ws=self._ws)
 
 
 @register
@@ -292,7 +293,7 @@ class AvgPool2D(_Pool2D):
 
     def call(self, x):
         out_hw, pads = self._geometry(x.shape)
-        return conv_ops.avg_pool2d(x, self.pool_size, self.strides, pads, out_hw, ws=self._ws)
+        return pooling_ops.avg_pool2d(x, self.pool_size, self.strides, pads, out_hw, ws=self._ws)
 
 
 @register

@@ -13,7 +13,8 @@ no other module defines a Function).
 | linalg.py | MatMul, Linear (x·W + b, the Dense layer) |
 | reductions.py | Sum, Mean, Max, Min |
 | shape.py | Reshape, Transpose, BroadcastTo, GetItem, Concatenate, Stack |
-| conv.py | Conv2DFn, Conv2DTransposeFn, MaxPool2DFn, AvgPool2DFn (NHWC, im2col + GEMM) |
+| conv.py | Conv2DFn, Conv2DTransposeFn (NHWC, im2col + GEMM) |
+| pooling.py | MaxPool2DFn, AvgPool2DFn (NHWC) |
 | normalization.py | BatchNormFn |
 | recurrent.py | SimpleRNNSeq, LSTMSeq, GRUSeq (a whole sequence per call, BPTT inside) |
 | embedding.py | EmbeddingLookup |
@@ -32,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Tensor
-from . import checkpointing, conv, embedding, losses, normalization, recurrent
+from . import checkpointing, conv, embedding, losses, normalization, pooling, recurrent
 from .activations import (
     ELU,
     GELU,
@@ -108,8 +109,8 @@ PRIMITIVES = {
         Stack,
         conv.Conv2DFn,
         conv.Conv2DTransposeFn,
-        conv.MaxPool2DFn,
-        conv.AvgPool2DFn,
+        pooling.MaxPool2DFn,
+        pooling.AvgPool2DFn,
         normalization.BatchNormFn,
         recurrent.SimpleRNNSeq,
         recurrent.LSTMSeq,

@@ -1,0 +1,310 @@
+"""The BLAS roofline of the recurrent workloads W3 and W3b: every GEMM of one training step,
+timed alone in NumPy under a given OpenBLAS kernel, summed into the fastest step the BLAS allows.
+
+    python benchmarks/roofline.py W3 W3b                        # the auto-detected kernel
+    python benchmarks/roofline.py W3 W3b --blas-kernel Haswell  # the environment's guard kernel
+    python benchmarks/roofline.py W3b --json                    # the figures as JSON on stdout
+
+One step of Embedding(83, 256) · LSTM(H) · Dense(83) over batch B × T = 100 steps performs, as
+splitgrad's fused LSTM op (splitgrad/ops/recurrent.py) and Dense (ops/linalg.py) call them:
+
+    forward   input projection  (T·B, 256) @ (256, 4H)        once, all time steps together
+              recurrent product (B, H) @ (H, 4H)               T times, one call per step
+              Dense logits      (T·B, H) @ (H, 83)             once
+    backward  Dense dx, dW      (T·B, 83) @ (83, H), (H, T·B) @ (T·B, 83)
+              recurrent product (B, 4H) @ (4H, H) = dz·W_hhᵀ   T − 1 times (h0 takes no gradient)
+              LSTM dx           (T·B, 4H) @ (4H, 256)          once (the Embedding needs it)
+              dW_ih, dW_hh      (256, T·B) @ (T·B, 4H), (H, T·B) @ (T·B, 4H)
+
+Each shape is timed with np.matmul into a preallocated output, float32, the BLAS's own threads,
+operands laid out as the op has them (a transposed weight is a transposed view, which OpenBLAS
+takes without a copy). The per-step products are timed as the workload makes them: `count`
+separate calls in a row, each on its own time step's rows, because OpenBLAS repacks the whole
+weight on every call and that, not the arithmetic, is what a 8-row product costs. Each entry is
+warmed up once and then repeated for about `--seconds`; its best repeat counts. The roofline is
+the sum of the entries' best times; `roofline steps/s` is its inverse. Adam is elementwise, not
+a GEMM: its time (a plain in-place NumPy Adam over all parameters) is shown on its own line and
+left out of the roofline.
+
+The timing runs in a fresh child process under benchenv.py's kernel and malloc settings
+(`--blas-kernel auto|env|NAME`, `--malloc tuned|system`), which reports the kernel that ran
+(threadpoolctl: internal_api, architecture, threads). compare.py's `--roofline` calls `beside`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # benchenv.py and workloads.py sit next to this script
+
+import benchenv
+
+# The recurrent workloads: hidden units; batch comes from workloads.WORKLOADS.
+UNITS = {"W3": 1024, "W3b": 256}
+EMBED, VOCAB, STEPS = 256, 83, 100
+
+
+class Gemm(NamedTuple):
+    """`count` products a (m, k) @ b (k, n) per step; `a_t`/`b_t`: that operand is a transposed
+    view; `sequence`: the calls are separate, one per time step (else one call)."""
+
+    name: str
+    phase: str
+    m: int
+    k: int
+    n: int
+    count: int
+    a_t: bool = False
+    b_t: bool = False
+    sequence: bool = False
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.k * self.n * self.count
+
+
+def gemms(workload: str) -> list[Gemm]:
+    """Every GEMM of one W3/W3b training step, in the order the step runs them."""
+    from workloads import WORKLOADS
+
+    if workload not in UNITS:
+        raise SystemExit(f"roofline: workload {workload!r} is not recurrent; give W3 or W3b")
+    b, h, t = WORKLOADS[workload][0], UNITS[workload], STEPS
+    rows, g = t * b, 4 * h  # all time steps' rows; the four gates' width
+    return [
+        Gemm("input projection x·W_ih", "forward", rows, EMBED, g, 1),
+        Gemm("recurrent h·W_hh", "forward", b, h, g, t, sequence=True),
+        Gemm("Dense logits", "forward", rows, h, VOCAB, 1),
+        Gemm("Dense dx = dy·Wᵀ", "backward", rows, VOCAB, h, 1, b_t=True),
+        Gemm("Dense dW = xᵀ·dy", "backward", h, rows, VOCAB, 1, a_t=True),
+        Gemm("recurrent dz·W_hhᵀ", "backward", b, g, h, t - 1, b_t=True, sequence=True),
+        Gemm("LSTM dx = dz·W_ihᵀ", "backward", rows, g, EMBED, 1, b_t=True),
+        Gemm("dW_ih = xᵀ·dz", "backward", EMBED, rows, g, 1, a_t=True),
+        Gemm("dW_hh = hᵀ·dz", "backward", h, rows, g, 1, a_t=True),
+    ]
+
+
+def parameters(workload: str) -> int:
+    """The model's parameter count (Embedding, LSTM weights and both biases, Dense)."""
+    h = UNITS[workload]
+    return VOCAB * EMBED + (EMBED + h + 2) * 4 * h + h * VOCAB + VOCAB
+
+
+# ----- the child: timing -----------------------------------------------------------------
+def _operand(rng, rows, cols, transposed):
+    import numpy as np
+
+    shape = (cols, rows) if transposed else (rows, cols)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    return x.T if transposed else x
+
+
+def _best(run, seconds, least=3):
+    """Warm up once, then repeat `run` for about `seconds` (at least `least` times): best time."""
+    run()
+    best, start, done = float("inf"), time.perf_counter(), 0
+    while done < least or time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t)
+        done += 1
+    return best
+
+
+def time_gemm(gemm: Gemm, seconds: float) -> float:
+    """Best seconds for the entry's `count` products (one call, or `count` calls in a row)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    calls = gemm.count if gemm.sequence else 1
+    if gemm.sequence:  # a (T, m, k) block: call t reads step t's rows, as the time loop does
+        a = rng.standard_normal((calls, gemm.m, gemm.k), dtype=np.float32)
+    else:
+        a = _operand(rng, gemm.m, gemm.k, gemm.a_t)
+    b = _operand(rng, gemm.k, gemm.n, gemm.b_t)
+    out = np.empty((calls, gemm.m, gemm.n), np.float32)
+    matmul = np.matmul
+    if gemm.sequence:
+
+        def run():
+            for i in range(calls):
+                matmul(a[i], b, out=out[i])
+    else:
+
+        def run():
+            matmul(a, b, out=out[0])
+
+    return _best(run, seconds) * (1 if gemm.sequence else gemm.count)
+
+
+def time_adam(size: int, seconds: float) -> float:
+    """Best seconds for one plain in-place NumPy Adam update of `size` float32 parameters."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    p, grad = (rng.standard_normal(size, dtype=np.float32) for _ in range(2))
+    m, v, tmp = (np.zeros(size, np.float32) for _ in range(3))
+    b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+
+    def run():  # in-place ufuncs only, as an optimizer that allocates nothing would do
+        np.multiply(m, b1, out=m)
+        np.multiply(grad, 1 - b1, out=tmp)
+        np.add(m, tmp, out=m)
+        np.multiply(v, b2, out=v)
+        np.multiply(grad, grad, out=tmp)
+        np.multiply(tmp, 1 - b2, out=tmp)
+        np.add(v, tmp, out=v)
+        np.sqrt(v, out=tmp)
+        np.add(tmp, eps, out=tmp)
+        np.divide(m, tmp, out=tmp)
+        np.multiply(tmp, lr, out=tmp)
+        np.subtract(p, tmp, out=p)
+
+    return _best(run, seconds)
+
+
+def measure(workloads, seconds: float) -> dict:
+    """Runs in the child: every entry of every workload timed, the roofline, the kernel."""
+    import os
+
+    import numpy  # noqa: F401 - loads OpenBLAS before threadpoolctl looks
+    from threadpoolctl import threadpool_info
+    from workloads import WORKLOADS
+
+    # Another busy process on 2 cores stalls OpenBLAS's second thread on every call, and small
+    # products then take 10-100x longer: the load at the start is reported with the figures.
+    out = {"workloads": {}, "load_1min_start": os.getloadavg()[0]}
+    for w in workloads:
+        rows, total = [], 0.0
+        for g in gemms(w):
+            s = time_gemm(g, seconds)
+            total += s
+            shape = f"{g.m}x{g.k}{'ᵀ' if g.a_t else ''} @ {g.k}x{g.n}{'ᵀ' if g.b_t else ''}"
+            rows.append(
+                {**g._asdict(), "shape": shape, "flops": g.flops, "ms": s * 1e3,
+                 "gflops": g.flops / s / 1e9}
+            )  # fmt: skip
+        flops = sum(g.flops for g in gemms(w))
+        out["workloads"][w] = {
+            "gemms": rows,
+            "total_ms": total * 1e3,
+            "gflop": flops / 1e9,
+            "gflops": flops / total / 1e9,
+            "roofline_steps_per_s": 1.0 / total,
+            "convention_gflop": WORKLOADS[w][2] / 1e9,  # docs/benchmarks.md's 3 × forward
+            "adam_ms": time_adam(parameters(w), min(seconds, 1.0)) * 1e3,
+            "parameters": parameters(w),
+        }
+    out["threadpool"] = [
+        {k: i.get(k) for k in ("internal_api", "architecture", "num_threads", "version")}
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+    out["runtime"] = benchenv.runtime()
+    return out
+
+
+# ----- the parent: a fresh child under the kernel, then the table -----------------------
+def run_child(workloads, blas_kernel="auto", malloc="tuned", seconds=1.0) -> dict:
+    """Time `workloads` in a fresh process under benchenv's kernel and malloc settings."""
+    cmd = [sys.executable, __file__, "--worker", *workloads, "--seconds", str(seconds)]
+    env = benchenv.child_env(blas_kernel, malloc)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if done.returncode:
+        raise SystemExit(f"roofline: the timing process failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["settings"] = {"blas_kernel": blas_kernel, "malloc": malloc, "seconds": seconds}
+    return result
+
+
+def print_table(result: dict) -> None:
+    rt, s = result["runtime"], result["settings"]
+    print(
+        f"BLAS kernel that ran: {rt['blas']} (--blas-kernel {s['blas_kernel']}, "
+        f"OPENBLAS_CORETYPE={rt['coretype']}); malloc {rt['malloc']}; 1-min load "
+        f"{result['load_1min_start']:.1f} at the start, {rt['load_1min']:.1f} at the end "
+        f"(2 cores); best repeat of ~{s['seconds']} s per entry"
+    )
+    for w, r in result["workloads"].items():
+        print(f"\n{w}: every GEMM of one training step, timed alone in NumPy (float32)")
+        print(f"  {'GEMM':26s} {'phase':8s} {'shape (m×k @ k×n)':24s} {'count':>5s} "
+              f"{'ms':>8s} {'GFLOPS':>7s}")  # fmt: skip
+        for g in r["gemms"]:
+            print(
+                f"  {g['name']:26s} {g['phase']:8s} {g['shape']:24s} {g['count']:5d} "
+                f"{g['ms']:8.2f} {g['gflops']:7.1f}"
+            )
+        print(
+            f"  {'total':26s} {'':8s} {r['gflop']:17.2f} GFLOP {'':5s} {r['total_ms']:8.2f} "
+            f"{r['gflops']:7.1f}"
+        )
+        print(f"  roofline steps/s: {r['roofline_steps_per_s']:.2f}")
+        print(
+            f"  Adam over {r['parameters']:,} parameters (elementwise, not in the roofline): "
+            f"{r['adam_ms']:.2f} ms"
+        )
+
+
+def beside(summary: dict, frameworks, blas_kernel: str, malloc: str, seconds=1.0) -> dict:
+    """For compare.py --roofline: time W3/W3b's roofline in a fresh process under the same
+    kernel and malloc, print splitgrad's steps/s next to it, and return the rows."""
+    workloads = [w for w in UNITS if any(f"{w}/{f}" in summary for f in frameworks)]
+    if not workloads:
+        print("roofline: no W3 or W3b figures to compare with")
+        return {}
+    result = run_child(workloads, blas_kernel, malloc, seconds)
+    print(f"\nroofline (benchmarks/roofline.py; BLAS kernel that ran: {result['runtime']['blas']})")
+    print(f"{'wl':4s} {'framework':9s} {'steps/s':>9s} {'roofline steps/s':>16s} "
+          f"{'% of roofline':>13s}")  # fmt: skip
+    rows = {}
+    for w in workloads:
+        roof = result["workloads"][w]["roofline_steps_per_s"]
+        for f in frameworks:
+            if not f.startswith("splitgrad") or f"{w}/{f}" not in summary:
+                continue
+            med = summary[f"{w}/{f}"]["median"]
+            rows[f"{w}/{f}"] = {"steps_per_s": med, "roofline_steps_per_s": roof,
+                                "percent": 100 * med / roof}  # fmt: skip
+            print(f"{w:4s} {f:9s} {med:9.1f} {roof:16.2f} {100 * med / roof:12.0f}%")
+    return {"rows": rows, "blas": result["runtime"]["blas"], "detail": result}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workloads", nargs="*", default=["W3", "W3b"], help="W3 and/or W3b")
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="timing budget per GEMM entry (best repeat)"
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="the figures as JSON: on stdout instead of the table, or into PATH",
+    )
+    benchenv.add_options(parser)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for w in args.workloads:
+        gemms(w)  # a clear message for a workload that is not recurrent, before any timing
+    if args.worker:
+        print(json.dumps(measure(args.workloads, args.seconds)))
+        return
+    result = run_child(args.workloads, args.blas_kernel, args.malloc, args.seconds)
+    if args.json == "-":
+        print(json.dumps(result, indent=1))
+        return
+    print_table(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
