@@ -1,12 +1,15 @@
 """Access to the numba-compiled kernels, imported on first use.
 
 Importing numba takes about 0.4 s, so nothing imports it with `import splitgrad`: an op asks
-`image_kernels()` when it first runs. Where numba cannot be imported (a platform without its
-wheels), that returns None and the op keeps its NumPy path, which gives the same results.
+`image_kernels()` (an optimizer `optimizer_kernels()`) when it first runs. Where numba cannot be
+imported (a platform without its wheels), that returns None and the op keeps its NumPy path,
+which gives the same results.
 `ENABLED = False` forces the NumPy path (the tests run both paths against PyTorch).
 """
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 
@@ -18,12 +21,21 @@ _loaded = {}
 def image_kernels(dtype):
     """The `image_jit` module (max pooling, im2col, col2im, bias + ReLU) for float32/float64
     arrays, else None."""
+    return _kernels("image_jit", dtype)
+
+
+def optimizer_kernels(dtype):
+    """The `optim_jit` module (Adam's update) for float32/float64 arrays, else None."""
+    return _kernels("optim_jit", dtype)
+
+
+def _kernels(name, dtype):
     if not ENABLED or np.dtype(dtype) not in _DTYPES:
         return None
-    if "image" not in _loaded:
+    if name not in _loaded:
         try:
-            from . import image_jit
+            module = importlib.import_module(f"{__package__}.{name}")
         except ImportError:  # numba missing or broken here: the NumPy path stays correct
-            image_jit = None
-        _loaded["image"] = image_jit
-    return _loaded["image"]
+            module = None
+        _loaded[name] = module
+    return _loaded[name]

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._kernels.compiled import optimizer_kernels
 from .base import Optimizer, _l2
 
 
@@ -41,6 +42,15 @@ class Adam(Optimizer):
                 g = _l2(p, g, h.weight_decay, s1)
         m, v = state[0], state[1]
         b1, b2 = h.beta_1, h.beta_2
+        jit = optimizer_kernels(p.dtype)
+        if jit is not None and p.dtype == g.dtype == m.dtype:
+            # The same operations in one compiled pass (same bits; _kernels/optim_jit.py).
+            f = p.dtype.type
+            vmax = state[2] if h.amsgrad else v
+            keep, fresh, root = f(1 - b1), f(1 - b2), f(math.sqrt(1 - b2**t))
+            step = f(-(lr / (1 - b1**t)))
+            jit.adam(p, g, m, v, vmax, h.amsgrad, keep, f(b2), fresh, root, f(h.epsilon), step)
+            return
         np.subtract(g, m, out=s0)  # m.lerp_(g, 1 − β1), as PyTorch writes it
         s0 *= 1 - b1
         m += s0
