@@ -327,3 +327,29 @@ def test_torch_layout_round_trip_and_mismatch_error():
         assert_close(value, ref.state_dict()[key], rtol=1e-7, atol=1e-8)
     with pytest.raises(ValueError, match=r"w_hh.*\(6, 2\).*\(9, 3\)"):
         nn.GRU(3).load_torch_state_dict({**ref.state_dict(), "weight_ih_l0": torch.zeros(9, 3)})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_lstm_compiled_backward_step_gives_the_numpy_bits(dtype):
+    """The LSTM's compiled backward step (_kernels/recurrent_jit.py) against the NumPy loop it
+    replaces: the same bits for every gradient, with the final cell state as an output too
+    (its gradient starts the carried dc) and an initial state that needs gradients."""
+    pytest.importorskip("numba")
+    from helpers import compiled_kernels
+
+    rng = np.random.default_rng(5)
+    layer = nn.LSTM(7, return_sequences=True, return_state=True, dtype=dtype)
+    x = rng.standard_normal((5, 9, 3)).astype(dtype)
+    h0, c0 = (rng.standard_normal((5, 7)).astype(dtype) for _ in range(2))
+    layer(x)
+    results = []
+    for enabled in (True, False):
+        with compiled_kernels(enabled):
+            xt, ht, ct = (sg.Tensor(a, requires_grad=True) for a in (x, h0, c0))
+            seq, h, c = layer(xt, initial_state=[ht, ct])
+            ((seq * seq).sum() + (h * 3).sum() + (c * c).sum()).backward()
+            results.append([xt.grad, ht.grad, ct.grad] + [w.grad.copy() for w in layer.weights])
+            for w in layer.weights:
+                w.grad = None
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

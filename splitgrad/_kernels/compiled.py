@@ -29,6 +29,11 @@ def optimizer_kernels(dtype):
     return _kernels("optim_jit", dtype)
 
 
+def recurrent_kernels(dtype):
+    """The `recurrent_jit` module (the LSTM's backward step) for float32/float64, else None."""
+    return _kernels("recurrent_jit", dtype)
+
+
 def _kernels(name, dtype):
     if not ENABLED or np.dtype(dtype) not in _DTYPES:
         return None

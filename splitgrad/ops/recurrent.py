@@ -33,6 +33,7 @@ from functools import partial
 
 import numpy as np
 
+from .._kernels.compiled import recurrent_kernels
 from .._kernels.panels import PanelMatmul
 from .._kernels.thread_team import OnOwnThreads, matmul, row_groups, run_pieces
 from .._kernels.workspace import empty
@@ -230,7 +231,9 @@ class LSTMSeq(_Recurrence):
         units = hs.shape[2]
         self.dy, self.dc_last = dy, dc_last
         self.dgates = empty(self.ws, acts.shape, dtype)
-        self.dtanh = empty(self.ws, self.tcs.shape, dtype)
+        # The NumPy path's o·(1 − tanh²c), for all steps (the compiled step needs none).
+        compiled = recurrent_kernels(dtype) is not None
+        self.dtanh = None if compiled else empty(self.ws, self.tcs.shape, dtype)
         self.dh0 = np.zeros(hs.shape[1:], dtype) if self.want_h0() else None
         want_c0 = len(self.needs) > 6 and self.needs[6]
         self.dc0 = np.zeros((hs.shape[1], units), dtype) if want_c0 else None
@@ -239,6 +242,33 @@ class LSTMSeq(_Recurrence):
     def bptt(self, r):
         """With dh = dy_t + dh_rec and dc carried back: dc += dh·o·(1 − tanh²c),
         d(i|f|g) = dc·(g | c_{t−1} | i)·σ'/tanh', do = dh·tanh c·σ', dc_{t−1} = dc·f."""
+        acts, cs, tcs, w_hh_t = self.acts[:, r], self.cs[:, r], self.tcs[:, r], self.step_w
+        dy, dgates = self.dy[:, r], self.dgates[:, r]
+        steps, rows, width = acts.shape
+        dh = np.empty((rows, width // 4), acts.dtype)
+        drec = np.zeros_like(dh)
+        dc = (
+            np.zeros_like(dh) if self.dc_last is None else np.array(self.dc_last[r], dtype=dh.dtype)
+        )
+        jit = recurrent_kernels(acts.dtype)
+        if jit is None:
+            self._bptt_numpy(r, dh, drec, dc)
+        else:
+            # Each step's elementwise work in one compiled pass (the same bits as below).
+            one, zero = acts.dtype.type(1), acts.dtype.type(0)
+            for t in range(steps - 1, -1, -1):
+                jit.lstm_step_backward(
+                    acts[t], cs[t], tcs[t], dy[t], drec, dc, dh, dgates[t], one, zero
+                )
+                if t or self.dh0 is not None:
+                    w_hh_t(dgates[t], drec)
+        if self.dh0 is not None:
+            self.dh0[r] = drec
+        if self.dc0 is not None:
+            self.dc0[r] = dc
+
+    def _bptt_numpy(self, r, dh, drec, dc):
+        """`bptt` in NumPy calls (the fallback where numba is missing)."""
         acts, cs, tcs, w_hh_t = self.acts[:, r], self.cs[:, r], self.tcs[:, r], self.step_w
         dy, dgates, dtanh = self.dy[:, r], self.dgates[:, r], self.dtanh[:, r]
         steps, rows, width = acts.shape
@@ -254,12 +284,7 @@ class LSTMSeq(_Recurrence):
         b = np.ones(width, acts.dtype)
         b[u2:u3] = 0.0
         block = max(1, (1 << 18) // (rows * width * acts.itemsize))
-        dh = np.empty((rows, units), acts.dtype)
         tmp = np.empty_like(dh)
-        drec = np.zeros_like(dh)
-        dc = (
-            np.zeros_like(dh) if self.dc_last is None else np.array(self.dc_last[r], dtype=dh.dtype)
-        )
         for end in range(steps, 0, -block):
             ts = slice(max(0, end - block), end)
             z, dz, dt = acts[ts], dgates[ts], dtanh[ts]
@@ -284,10 +309,6 @@ class LSTMSeq(_Recurrence):
                 dc *= acts[t, :, units:u2]
                 if t or self.dh0 is not None:
                     w_hh_t(dg, drec)
-        if self.dh0 is not None:
-            self.dh0[r] = drec
-        if self.dc0 is not None:
-            self.dc0[r] = dc
 
 
 class GRUSeq(_Recurrence):
