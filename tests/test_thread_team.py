@@ -120,7 +120,7 @@ def test_one_thread_blas_means_a_team_of_one():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_panel_matmul_equals_numpy(monkeypatch, transposed, layout, dtype):
     """Panels of (kc, width), including K split into several panels (partial sums)."""
-    monkeypatch.setattr(panel_matmul, "plan", lambda k, n, rows, dtype: layout)
+    monkeypatch.setattr(panel_matmul, "plan", lambda k, n, rows, dtype, small: layout)
     rng = np.random.default_rng(0)
     w = rng.standard_normal((32, 16) if transposed else (16, 32)).astype(dtype)
     w = w.T if transposed else w
@@ -141,6 +141,20 @@ def test_panel_plan():
     assert panel_matmul.plan(32, 128, 4) is None  # small weight: one plain matmul
     assert panel_matmul.plan(1024, 4100, 4) is None  # no panel width divides N
     assert panel_matmul.plan(1024, 4096, 4, np.float64) is None  # measured for float32 only
+    assert panel_matmul.plan(1024, 4096, 4, small=False) is None  # no small-matrix kernel
+
+
+def test_panels_only_with_openblas_avx512_kernels(monkeypatch):
+    """Panels pay off only through OpenBLAS's AVX-512 small-matrix kernel (SkylakeX here; not
+    under OPENBLAS_CORETYPE=Haswell): small_kernel() says which one this process runs."""
+    arch = [lib.get("architecture", "") for lib in threadpool_info() if lib["user_api"] == "blas"]
+    want = bool(arch) and all(
+        a.lower() in ("skylakex", "cooperlake", "sapphirerapids") for a in arch
+    )
+    monkeypatch.setattr(panel_matmul, "_small", [])
+    assert panel_matmul.small_kernel() is want
+    w = np.ones((1024, 4096), np.float32)
+    assert (panel_matmul.PanelMatmul(w, 8).layout is not None) is want
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
@@ -155,7 +169,7 @@ def test_recurrent_results_do_not_depend_on_row_groups(monkeypatch, kind):
     def run(groups, panels=False):
         if panels:
             monkeypatch.setattr(
-                panel_matmul, "plan", lambda k, n, rows, dtype: (k if k <= 16 else 8, 8)
+                panel_matmul, "plan", lambda k, n, rows, dtype, small: (k if k <= 16 else 8, 8)
             )
         monkeypatch.setattr(
             rnn_ops,

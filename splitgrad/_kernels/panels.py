@@ -14,6 +14,12 @@ panels, which then stay in the shared L3 cache.
 Measured on this project's 2-core machine (OpenBLAS 0.3.31, float32, one thread): one
 (8 × 1024)·(1024 × 4096) step takes 1.6 ms as one matmul (2 BLAS threads) and 0.7 ms over
 panels; the backward (8 × 4096)·(4096 × 1024) likewise.
+
+That small-matrix kernel is OpenBLAS's AVX-512 one (its SkylakeX family of kernels). Where
+OpenBLAS runs another kernel (OPENBLAS_CORETYPE=Haswell, or an older CPU) a panel product goes
+through the ordinary packing path, and the panels lose: 100 of those steps took 125 ms over
+panels and 68 ms as plain matmuls (benchmarks/roofline.py). So panels are used only where the
+BLAS reports an AVX-512 kernel (`small_kernel`).
 """
 
 from __future__ import annotations
@@ -29,10 +35,26 @@ _MAX_ROWS = 16  # beyond this many rows the packing is paid back: one plain matm
 _MIN_WEIGHT = 1 << 18  # elements (1 MiB in float32); a smaller W packs cheaply
 
 
-def plan(k: int, n: int, rows: int, dtype=np.float32):
+_SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")  # OpenBLAS's AVX-512 cores
+_small = []  # [bool], decided at the first PanelMatmul
+
+
+def small_kernel() -> bool:
+    """True when NumPy's BLAS is OpenBLAS running one of its AVX-512 kernels, which have the
+    copy-free small-matrix path that panels rely on."""
+    if not _small:
+        from .thread_team import blas_libraries
+
+        cores = [str(getattr(lib, "architecture", "")).lower() for lib in blas_libraries()]
+        _small.append(bool(cores) and all(core in _SMALL_KERNEL_CORES for core in cores))
+    return _small[0]
+
+
+def plan(k: int, n: int, rows: int, dtype=np.float32, small=True):
     """(panel rows, panel columns) for h (rows, k) @ W (k, n), or None for one plain matmul.
-    Only float32 was measured faster over panels, so other dtypes keep the plain product."""
-    if np.dtype(dtype) != np.float32 or rows > _MAX_ROWS or k * n < _MIN_WEIGHT:
+    Only float32 was measured faster over panels, so other dtypes keep the plain product; and
+    only with the BLAS's small-matrix kernel (`small`, see `small_kernel`)."""
+    if not small or np.dtype(dtype) != np.float32 or rows > _MAX_ROWS or k * n < _MIN_WEIGHT:
         return None
     most = _PANEL_K if rows <= 8 else _PANEL_K // 2  # measured: more rows, shorter panels
     kc = k if k <= most else next((c for c in (1024, 512, 256) if c <= most and k % c == 0), None)
@@ -52,7 +74,7 @@ class PanelMatmul:
 
     def __init__(self, w: np.ndarray, rows: int, workspace=None):
         k, n = w.shape
-        self.layout = plan(k, n, rows, w.dtype)
+        self.layout = plan(k, n, rows, w.dtype, small_kernel())
         if self.layout is None:
             # One plain matmul per step; a transposed view is copied once, because the
             # per-step product runs about twice as fast on contiguous rows.

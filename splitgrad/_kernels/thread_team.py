@@ -116,7 +116,7 @@ def _forget_helpers():
 os.register_at_fork(after_in_child=_forget_helpers)
 
 
-def _blas_libraries():
+def blas_libraries():
     global _blas
     if _blas is None:
         _spinner()  # numba's first compile may load another BLAS (SciPy's): scan after it
@@ -134,7 +134,7 @@ class _OwnThreads:
         with _scope:
             _depth += 1
             if _depth == 1:
-                libs = _blas_libraries()
+                libs = blas_libraries()
                 _saved = [lib.get_num_threads() for lib in libs]
                 _team = max(_saved, default=1)
                 if _team > 1:
@@ -148,7 +148,7 @@ class _OwnThreads:
             _depth -= 1
             if _depth == 0:
                 if _team > 1:
-                    for lib, n in zip(_blas_libraries(), _saved):
+                    for lib, n in zip(blas_libraries(), _saved):
                         lib.set_num_threads(n)
                 _team = 0
         return False
@@ -180,7 +180,7 @@ def team_size() -> int:
     """Threads to split work over: the team inside `own_threads`, else the BLAS's count."""
     if _depth:
         return _team
-    return max((lib.get_num_threads() for lib in _blas_libraries()), default=1)
+    return max((lib.get_num_threads() for lib in blas_libraries()), default=1)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
