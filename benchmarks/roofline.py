@@ -20,11 +20,13 @@ Each shape is timed with np.matmul into a preallocated output, float32, the BLAS
 operands laid out as the op has them (a transposed weight is a transposed view, which OpenBLAS
 takes without a copy). The per-step products are timed as the workload makes them: `count`
 separate calls in a row, each on its own time step's rows, because OpenBLAS repacks the whole
-weight on every call and that, not the arithmetic, is what a 8-row product costs. Each entry is
-warmed up once and then repeated for about `--seconds`; its best repeat counts. The roofline is
-the sum of the entries' best times; `roofline steps/s` is its inverse. Adam is elementwise, not
-a GEMM: its time (a plain in-place NumPy Adam over all parameters) is shown on its own line and
-left out of the roofline.
+weight on every call and that, not the arithmetic, is what an 8-row product costs. Each entry
+is warmed up and timed for about `--seconds`, split into `--passes` interleaved rounds over all
+entries: a single product counts its best call, a per-step entry `count` × the 10th percentile
+of its calls (each timed on its own; `Timer.seconds` says why not the best whole loop, which is
+shown too). The roofline is the sum of the entries' times; `roofline steps/s` is its inverse.
+Adam is elementwise, not a GEMM: its time (a plain in-place NumPy Adam over all parameters) is
+shown on its own line and left out of the roofline.
 
 The timing runs in a fresh child process under benchenv.py's kernel and malloc settings
 (`--blas-kernel auto|env|NAME`, `--malloc tuned|system`), which reports the kernel that ran
@@ -106,42 +108,66 @@ def _operand(rng, rows, cols, transposed):
     return x.T if transposed else x
 
 
-def _best(run, seconds, least=3):
-    """Warm up once, then repeat `run` for about `seconds` (at least `least` times): best time."""
+def _repeat(run, seconds, least=3):
+    """Warm up once, then call `run` for about `seconds` (at least `least` times); returns the
+    list of what each timed call returned."""
     run()
-    best, start, done = float("inf"), time.perf_counter(), 0
-    while done < least or time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t)
-        done += 1
-    return best
+    samples, start = [], time.perf_counter()
+    while len(samples) < least or time.perf_counter() - start < seconds:
+        samples.append(run())
+    return samples
 
 
-def time_gemm(gemm: Gemm, seconds: float) -> float:
-    """Best seconds for the entry's `count` products (one call, or `count` calls in a row)."""
-    import numpy as np
+class Timer:
+    """One entry's products on operands laid out as the op has them. `timed()` makes the
+    entry's calls once and returns each call's seconds (`count` calls in a row for a per-step
+    entry, each on its own time step's rows, as the loop does; else the one call)."""
 
-    rng = np.random.default_rng(0)
-    calls = gemm.count if gemm.sequence else 1
-    if gemm.sequence:  # a (T, m, k) block: call t reads step t's rows, as the time loop does
-        a = rng.standard_normal((calls, gemm.m, gemm.k), dtype=np.float32)
-    else:
-        a = _operand(rng, gemm.m, gemm.k, gemm.a_t)
-    b = _operand(rng, gemm.k, gemm.n, gemm.b_t)
-    out = np.empty((calls, gemm.m, gemm.n), np.float32)
-    matmul = np.matmul
-    if gemm.sequence:
+    def __init__(self, gemm: Gemm):
+        import numpy as np
 
-        def run():
-            for i in range(calls):
-                matmul(a[i], b, out=out[i])
-    else:
+        self.gemm, self.samples, self.loops = gemm, [], []
+        rng = np.random.default_rng(0)
+        self.b = _operand(rng, gemm.k, gemm.n, gemm.b_t)
+        calls = gemm.count if gemm.sequence else 1
+        if gemm.sequence:
+            self.a = rng.standard_normal((calls, gemm.m, gemm.k), dtype=np.float32)
+        else:
+            self.a = _operand(rng, gemm.m, gemm.k, gemm.a_t)[None]
+        self.out = np.empty((calls, gemm.m, gemm.n), np.float32)
 
-        def run():
-            matmul(a, b, out=out[0])
+    def timed(self):
+        import numpy as np
 
-    return _best(run, seconds) * (1 if gemm.sequence else gemm.count)
+        a, b, out, clock = self.a, self.b, self.out, time.perf_counter
+        times = []
+        for i in range(len(out)):
+            t = clock()
+            np.matmul(a[i], b, out=out[i])
+            times.append(clock() - t)
+        return times
+
+    def run(self, seconds):
+        """One pass: time the entry for about `seconds` and keep the samples."""
+        for times in _repeat(self.timed, seconds):
+            self.samples += times
+            self.loops.append(sum(times))
+
+    def seconds(self):
+        """(roofline seconds, best whole loop) for the entry's `count` products.
+
+        One product: its best call. Per-step products: `count` × the 10th percentile of all
+        their calls. On this shared 2-core machine another busy process stalls OpenBLAS's
+        second thread for a scheduler tick on some calls (an 8-row call then takes ~10 ms
+        instead of ~1), and a 100-call loop is rarely left alone from start to end; the best
+        whole loop is kept alongside for comparison.
+        """
+        import numpy as np
+
+        g = self.gemm
+        if not g.sequence:
+            return min(self.samples) * g.count, min(self.loops) * g.count
+        return float(np.percentile(self.samples, 10)) * g.count, min(self.loops)
 
 
 def time_adam(size: int, seconds: float) -> float:
@@ -152,8 +178,10 @@ def time_adam(size: int, seconds: float) -> float:
     p, grad = (rng.standard_normal(size, dtype=np.float32) for _ in range(2))
     m, v, tmp = (np.zeros(size, np.float32) for _ in range(3))
     b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+    clock = time.perf_counter
 
     def run():  # in-place ufuncs only, as an optimizer that allocates nothing would do
+        t = clock()
         np.multiply(m, b1, out=m)
         np.multiply(grad, 1 - b1, out=tmp)
         np.add(m, tmp, out=m)
@@ -166,30 +194,39 @@ def time_adam(size: int, seconds: float) -> float:
         np.divide(m, tmp, out=tmp)
         np.multiply(tmp, lr, out=tmp)
         np.subtract(p, tmp, out=p)
+        return clock() - t
 
-    return _best(run, seconds)
+    return min(_repeat(run, seconds))
 
 
-def measure(workloads, seconds: float) -> dict:
-    """Runs in the child: every entry of every workload timed, the roofline, the kernel."""
+def measure(workloads, seconds: float, passes: int) -> dict:
+    """Runs in the child: every entry of every workload timed, the roofline, the kernel.
+
+    The entries are timed in `passes` interleaved rounds of seconds/passes each, so that a
+    burst of another program's work on the shared cores spoils one round of an entry, not all
+    of its samples."""
     import os
 
     import numpy  # noqa: F401 - loads OpenBLAS before threadpoolctl looks
     from threadpoolctl import threadpool_info
     from workloads import WORKLOADS
 
-    # Another busy process on 2 cores stalls OpenBLAS's second thread on every call, and small
-    # products then take 10-100x longer: the load at the start is reported with the figures.
     out = {"workloads": {}, "load_1min_start": os.getloadavg()[0]}
+    timers = {w: [Timer(g) for g in gemms(w)] for w in workloads}
+    for _ in range(passes):
+        for w in workloads:
+            for timer in timers[w]:
+                timer.run(seconds / passes)
     for w in workloads:
         rows, total = [], 0.0
-        for g in gemms(w):
-            s = time_gemm(g, seconds)
+        for timer in timers[w]:
+            g = timer.gemm
+            s, loop = timer.seconds()
             total += s
             shape = f"{g.m}x{g.k}{'ᵀ' if g.a_t else ''} @ {g.k}x{g.n}{'ᵀ' if g.b_t else ''}"
             rows.append(
                 {**g._asdict(), "shape": shape, "flops": g.flops, "ms": s * 1e3,
-                 "gflops": g.flops / s / 1e9}
+                 "loop_ms": loop * 1e3, "gflops": g.flops / s / 1e9}
             )  # fmt: skip
         flops = sum(g.flops for g in gemms(w))
         out["workloads"][w] = {
@@ -212,15 +249,21 @@ def measure(workloads, seconds: float) -> dict:
 
 
 # ----- the parent: a fresh child under the kernel, then the table -----------------------
-def run_child(workloads, blas_kernel="auto", malloc="tuned", seconds=1.0) -> dict:
+def run_child(workloads, blas_kernel="auto", malloc="tuned", seconds=1.0, passes=3) -> dict:
     """Time `workloads` in a fresh process under benchenv's kernel and malloc settings."""
     cmd = [sys.executable, __file__, "--worker", *workloads, "--seconds", str(seconds)]
+    cmd += ["--passes", str(passes)]
     env = benchenv.child_env(blas_kernel, malloc)
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise SystemExit(f"roofline: the timing process failed:\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["settings"] = {"blas_kernel": blas_kernel, "malloc": malloc, "seconds": seconds}
+    result["settings"] = {
+        "blas_kernel": blas_kernel,
+        "malloc": malloc,
+        "seconds": seconds,
+        "passes": passes,
+    }
     return result
 
 
@@ -230,16 +273,17 @@ def print_table(result: dict) -> None:
         f"BLAS kernel that ran: {rt['blas']} (--blas-kernel {s['blas_kernel']}, "
         f"OPENBLAS_CORETYPE={rt['coretype']}); malloc {rt['malloc']}; 1-min load "
         f"{result['load_1min_start']:.1f} at the start, {rt['load_1min']:.1f} at the end "
-        f"(2 cores); best repeat of ~{s['seconds']} s per entry"
+        f"(2 cores); ~{s['seconds']} s per entry in {s['passes']} interleaved passes"
     )
     for w, r in result["workloads"].items():
         print(f"\n{w}: every GEMM of one training step, timed alone in NumPy (float32)")
         print(f"  {'GEMM':26s} {'phase':8s} {'shape (m×k @ k×n)':24s} {'count':>5s} "
-              f"{'ms':>8s} {'GFLOPS':>7s}")  # fmt: skip
+              f"{'ms':>8s} {'GFLOPS':>7s} {'best whole loop ms':>18s}")  # fmt: skip
         for g in r["gemms"]:
+            loop = f"{g['loop_ms']:18.2f}" if g["sequence"] else ""
             print(
                 f"  {g['name']:26s} {g['phase']:8s} {g['shape']:24s} {g['count']:5d} "
-                f"{g['ms']:8.2f} {g['gflops']:7.1f}"
+                f"{g['ms']:8.2f} {g['gflops']:7.1f} {loop}"
             )
         print(
             f"  {'total':26s} {'':8s} {r['gflop']:17.2f} GFLOP {'':5s} {r['total_ms']:8.2f} "
@@ -280,7 +324,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workloads", nargs="*", default=["W3", "W3b"], help="W3 and/or W3b")
     parser.add_argument(
-        "--seconds", type=float, default=1.0, help="timing budget per GEMM entry (best repeat)"
+        "--seconds",
+        type=float,
+        default=1.0,
+        help="timing budget per GEMM entry, all passes together",
+    )
+    parser.add_argument(
+        "--passes", type=int, default=3, help="interleaved rounds the budget is split into"
     )
     parser.add_argument(
         "--json",
@@ -295,9 +345,9 @@ def main(argv=None):
     for w in args.workloads:
         gemms(w)  # a clear message for a workload that is not recurrent, before any timing
     if args.worker:
-        print(json.dumps(measure(args.workloads, args.seconds)))
+        print(json.dumps(measure(args.workloads, args.seconds, args.passes)))
         return
-    result = run_child(args.workloads, args.blas_kernel, args.malloc, args.seconds)
+    result = run_child(args.workloads, args.blas_kernel, args.malloc, args.seconds, args.passes)
     if args.json == "-":
         print(json.dumps(result, indent=1))
         return

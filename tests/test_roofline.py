@@ -57,7 +57,7 @@ def test_script_json_has_the_fields():
         timeout=300,
     )
     result = json.loads(done.stdout)
-    assert set(result["settings"]) == {"blas_kernel", "malloc", "seconds"}
+    assert set(result["settings"]) == {"blas_kernel", "malloc", "seconds", "passes"}
     assert result["settings"]["blas_kernel"] == "auto"
     assert {"blas", "malloc", "coretype", "load_1min"} <= set(result["runtime"])
     pool = result["threadpool"][0]
@@ -66,7 +66,7 @@ def test_script_json_has_the_fields():
     assert {"gemms", "total_ms", "gflop", "gflops", "roofline_steps_per_s", "adam_ms"} <= set(w)
     assert len(w["gemms"]) == len(roofline.gemms("W3b"))
     for g in w["gemms"]:
-        assert {"name", "phase", "shape", "count", "ms", "gflops", "flops"} <= set(g)
+        assert {"name", "phase", "shape", "count", "ms", "loop_ms", "gflops", "flops"} <= set(g)
     assert w["total_ms"] == pytest.approx(sum(g["ms"] for g in w["gemms"]))
     assert w["roofline_steps_per_s"] == pytest.approx(1e3 / w["total_ms"])
 
