@@ -330,10 +330,10 @@ def test_torch_layout_round_trip_and_mismatch_error():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_lstm_compiled_backward_step_gives_the_numpy_bits(dtype):
-    """The LSTM's compiled backward step (_kernels/recurrent_jit.py) against the NumPy loop it
-    replaces: the same bits for every gradient, with the final cell state as an output too
-    (its gradient starts the carried dc) and an initial state that needs gradients."""
+def test_lstm_compiled_steps_give_the_numpy_bits(dtype):
+    """The LSTM's compiled time steps (_kernels/recurrent_jit.py) against the NumPy loops they
+    replace: the same bits for the outputs and every gradient, with the final cell state as an
+    output too (its gradient starts the carried dc) and an initial state that needs gradients."""
     pytest.importorskip("numba")
     from helpers import compiled_kernels
 
@@ -348,8 +348,37 @@ def test_lstm_compiled_backward_step_gives_the_numpy_bits(dtype):
             xt, ht, ct = (sg.Tensor(a, requires_grad=True) for a in (x, h0, c0))
             seq, h, c = layer(xt, initial_state=[ht, ct])
             ((seq * seq).sum() + (h * 3).sum() + (c * c).sum()).backward()
-            results.append([xt.grad, ht.grad, ct.grad] + [w.grad.copy() for w in layer.weights])
+            outputs = [seq.data, h.data, c.data, xt.grad, ht.grad, ct.grad]
+            results.append(outputs + [w.grad.copy() for w in layer.weights])
             for w in layer.weights:
                 w.grad = None
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_embedding_compiled_gradient_gives_the_numpy_bits(dtype):
+    """The embedding's compiled scatter (_kernels/embedding_jit.py) against the sorted
+    reduceat it replaces (which sums pairwise): equal to rounding, with ids repeated, ids
+    unused and −0 rows, and the same bits run to run."""
+    pytest.importorskip("numba")
+    from helpers import compiled_kernels
+
+    from splitgrad.ops.embedding import embedding
+
+    rng = np.random.default_rng(2)
+    weight = rng.standard_normal((11, 6)).astype(dtype)
+    ids = rng.integers(0, 9, (7, 13))  # ids 9 and 10 never appear
+    g = rng.standard_normal((7, 13, 6)).astype(dtype)
+    g[ids == 3] = -0.0
+    results = []
+    for enabled in (True, True, False):
+        with compiled_kernels(enabled):
+            w = sg.Tensor(weight, requires_grad=True)
+            (embedding(w, ids) * sg.Tensor(g)).sum().backward()
+            results.append(w.grad)
+    np.testing.assert_array_equal(results[0], results[1])
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    np.testing.assert_allclose(results[0], results[2], rtol=tol, atol=tol)
+    assert np.signbit(results[0][3]).all() and np.signbit(results[2][3]).all()  # −0 stays
+    assert not results[0][9:].any()

@@ -34,6 +34,11 @@ def recurrent_kernels(dtype):
     return _kernels("recurrent_jit", dtype)
 
 
+def embedding_kernels(dtype):
+    """The `embedding_jit` module (the embedding's weight gradient), else None."""
+    return _kernels("embedding_jit", dtype)
+
+
 def _kernels(name, dtype):
     if not ENABLED or np.dtype(dtype) not in _DTYPES:
         return None

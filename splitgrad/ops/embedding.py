@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels.compiled import embedding_kernels
 from .._kernels.workspace import empty
 from ..tensor import Function
 
@@ -21,6 +22,12 @@ class EmbeddingLookup(Function):
         flat = self.ids.reshape(-1)
         rows = g.reshape(-1, self.shape[1])
         out = np.zeros(self.shape, dtype=g.dtype)
+        jit = embedding_kernels(g.dtype)
+        if jit is not None:
+            # One compiled pass adding each row into its id's row (equal to rounding to below).
+            seen = np.zeros(self.shape[0], bool)
+            jit.embedding_grad(flat, np.ascontiguousarray(rows), out, seen)
+            return out, None
         # Sorting groups equal ids so one reduceat sums each group: much faster than
         # np.add.at's per-element scatter when ids repeat (a character vocabulary).
         order = np.argsort(flat, kind="stable")

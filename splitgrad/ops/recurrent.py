@@ -210,9 +210,17 @@ class LSTMSeq(_Recurrence):
         u2, u3 = 2 * units, 3 * units
         rec = np.empty(acts[0, r].shape, acts.dtype)
         tmp = np.empty(hs[0, r].shape, acts.dtype)
+        jit = recurrent_kernels(acts.dtype)
         for t in range(acts.shape[0]):
             z = acts[t, r]
             w_hh(hs[t, r], rec)
+            if jit is not None:  # the same steps in fewer calls (same bits; recurrent_jit.py)
+                jit.lstm_gates_in(z, rec, scale)
+                np.tanh(z, out=z)
+                jit.lstm_cell(z, scale, shift, cs[t, r], cs[t + 1, r])
+                np.tanh(cs[t + 1, r], out=tcs[t, r])
+                np.multiply(z[:, u3:], tcs[t, r], out=hs[t + 1, r])
+                continue
             z += rec
             z *= scale
             np.tanh(z, out=z)
