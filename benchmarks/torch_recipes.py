@@ -88,7 +88,7 @@ def train(name, epochs, seed, clock) -> dict:
     if name == "irish-lstm":
         source = recipe.batches(data, settings)  # RandomWindows over the training ids
         val = test = (tensor(data.x_test), tensor(data.y_test))
-        val_batch, schedule = 32, None
+        val_batch, schedule = recipes.SEQUENCE_EVAL_BATCH, None
     else:
         cut = int(len(data.x_train) * (1.0 - 0.1))  # Model.fit's validation_split=0.1
         source = ArrayBatches(data.x_train[:cut], data.y_train[:cut], batch, True, seed)
@@ -134,4 +134,4 @@ def train(name, epochs, seed, clock) -> dict:
                     break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return evaluate(torch, model, loss_fn, *test, 256)
+    return evaluate(torch, model, loss_fn, *test, recipes.eval_batch(recipe))  # as test_metrics

@@ -78,11 +78,23 @@ def settings_for(recipe, quick=False, **overrides) -> dict:
     return settings
 
 
+# Held-out examples evaluated at once. A recipe trained from a batch source (a sequence model)
+# takes 32: its examples are whole sequences, and 256 windows of the music model held about
+# 0.8 GB of LSTM activations at once.
+EVAL_BATCH, SEQUENCE_EVAL_BATCH = 256, 32
+
+
+def eval_batch(recipe) -> int:
+    """How many held-out examples `recipe`'s model evaluates at once."""
+    return SEQUENCE_EVAL_BATCH if hasattr(recipe, "batches") else EVAL_BATCH
+
+
 def test_metrics(recipe, model, data) -> dict:
     """The compiled loss and metrics on the test set, plus R² for regression."""
-    out = model.evaluate(data.x_test, data.y_test, batch_size=256, return_dict=True)
+    batch = eval_batch(recipe)
+    out = model.evaluate(data.x_test, data.y_test, batch_size=batch, return_dict=True)
     if getattr(recipe, "TASK", "") == "regression":
-        pred = model.predict(data.x_test, batch_size=256).reshape(-1)
+        pred = model.predict(data.x_test, batch_size=batch).reshape(-1)
         y = np.asarray(data.y_test, dtype=np.float64).reshape(-1)
         out["r2"] = float(1.0 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     return {k: float(v) for k, v in out.items()}
@@ -120,7 +132,7 @@ def fit_recipe(
             epochs=settings["epochs"],
             validation_data=None if held_out is None else (held_out, data.y_test),
             verbose=verbose,
-            validation_batch_size=32,
+            validation_batch_size=SEQUENCE_EVAL_BATCH,
             way=way,
             **fit_kw,
         )
