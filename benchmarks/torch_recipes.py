@@ -88,7 +88,7 @@ def train(name, epochs, seed, clock) -> dict:
     if name == "irish-lstm":
         source = recipe.batches(data, settings)  # RandomWindows over the training ids
         val = test = (tensor(data.x_test), tensor(data.y_test))
-        val_batch, schedule = recipes.SEQUENCE_EVAL_BATCH, None
+        val_batch, schedule = recipes.eval_batch(recipe), None  # as fit_recipe
     else:
         cut = int(len(data.x_train) * (1.0 - 0.1))  # Model.fit's validation_split=0.1
         source = ArrayBatches(data.x_train[:cut], data.y_train[:cut], batch, True, seed)

@@ -78,19 +78,12 @@ def settings_for(recipe, quick=False, **overrides) -> dict:
     return settings
 
 
-# Held-out examples evaluated at once by a recipe trained from a batch source (a sequence
-# model): its examples are whole sequences, and 256 windows of the music model held about 0.8 GB
-# of LSTM activations at once.
-SEQUENCE_EVAL_BATCH = 32
-
-
 def eval_batch(recipe) -> int:
-    """How many held-out examples `recipe`'s model evaluates at once: SEQUENCE_EVAL_BATCH for a
-    sequence model, else its training batch, so that the test pass reuses the training step's
-    buffers (fashion-cnn's test pass in batches of 256 added 55 MB to the peak memory)."""
-    if hasattr(recipe, "batches"):
-        return SEQUENCE_EVAL_BATCH
-    return getattr(recipe, "DEFAULTS", {}).get("batch_size", SEQUENCE_EVAL_BATCH)
+    """How many held-out examples `recipe`'s model evaluates at once (validation and test): its
+    training batch, so that those passes reuse the training step's buffers instead of adding
+    their own. In batches of 256, fashion-cnn's test pass added 55 MB to the peak memory, and
+    the music model's held about 0.8 GB of LSTM activations."""
+    return getattr(recipe, "DEFAULTS", {}).get("batch_size", 32)
 
 
 def test_metrics(recipe, model, data) -> dict:
@@ -136,7 +129,7 @@ def fit_recipe(
             epochs=settings["epochs"],
             validation_data=None if held_out is None else (held_out, data.y_test),
             verbose=verbose,
-            validation_batch_size=SEQUENCE_EVAL_BATCH,
+            validation_batch_size=eval_batch(recipe),
             way=way,
             **fit_kw,
         )
