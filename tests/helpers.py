@@ -62,3 +62,25 @@ def compiled_kernels(enabled):
         yield
     finally:
         compiled.ENABLED = before
+
+
+def compiled_and_numpy(run):
+    """(compiled, numpy): what `run()` (a list of arrays) returns with splitgrad's compiled
+    kernels and with the NumPy path; the compiled run is made twice and must give the same bits
+    both times (reproducible from run to run)."""
+    results = []
+    for enabled in (True, False, True):
+        with compiled_kernels(enabled):
+            results.append([np.array(a, copy=True) for a in run()])
+    for a, b in zip(results[0], results[2]):
+        np.testing.assert_array_equal(a, b)
+    return results[0], results[1]
+
+
+def assert_bitwise_equal(got, want, dtype=None):
+    """Every array of `got` equals its partner in `want` bit for bit (and has `dtype`)."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        if dtype is not None:
+            assert a.dtype == b.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(a, b)

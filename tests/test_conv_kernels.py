@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close, to_torch
+from helpers import assert_bitwise_equal, assert_close, compiled_and_numpy, to_torch
 from helpers import compiled_kernels as kernels
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,16 +122,8 @@ def test_compiled_and_numpy_paths_are_bitwise_equal(shape, filters, kwargs, pool
     pool = nn.MaxPool2D(2, dtype=dtype) if pooled else None
     y = layer(x)
     r = rng.standard_normal(pool(y).shape if pooled else y.shape).astype(dtype)
-    results = {}
-    for enabled in (True, False, True):
-        with kernels(enabled):
-            got = conv_step(layer, x, r, then=pool)
-        if enabled in results:  # the second compiled run: reproducible bit for bit
-            assert all(np.array_equal(a, b) for a, b in zip(results[enabled], got))
-        results[enabled] = got
-    for a, b in zip(results[True], results[False]):
-        assert a.dtype == b.dtype == np.dtype(dtype)
-        np.testing.assert_array_equal(a, b)
+    compiled, numpy_path = compiled_and_numpy(lambda: conv_step(layer, x, r, then=pool))
+    assert_bitwise_equal(compiled, numpy_path, dtype)
 
 
 def test_transpose_conv_paths_are_bitwise_equal():
@@ -140,12 +132,7 @@ def test_transpose_conv_paths_are_bitwise_equal():
     layer = nn.Conv2DTranspose(6, 3, strides=2, padding="same")
     x = rng.standard_normal((2, 5, 5, 8)).astype(np.float32)
     r = rng.standard_normal(layer(x).shape).astype(np.float32)
-    results = []
-    for enabled in (True, False):
-        with kernels(enabled):
-            results.append(conv_step(layer, x, r))
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    assert_bitwise_equal(*compiled_and_numpy(lambda: conv_step(layer, x, r)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -200,17 +187,16 @@ def test_batch_split_over_the_team_matches_torch_and_both_paths(
     yt = F.max_pool2d(yt.permute(0, 3, 1, 2), 2, ceil_mode=True).permute(0, 2, 3, 1)
     r = rng.standard_normal(yt.shape)
     (yt * to_torch(r, False)).sum().backward()
-    results = []
-    for enabled in (True, False, True):
-        with kernels(enabled), thread_team.own_threads:
+
+    def split_step():
+        with thread_team.own_threads:
             assert thread_team.batch_groups(shape[0])[-1] != slice(0, shape[0])
-            results.append(conv_step(layer, x, r, then=pool))
-    got = results[0]
+            return conv_step(layer, x, r, then=pool)
+
+    got, numpy_path = compiled_and_numpy(split_step)
     assert_close(got[0], yt, what="forward")
     assert_close(got[1], xt.grad, what="dx")
     assert_close(got[2], wt.grad, what="dW")
     if layer.use_bias:
         assert_close(got[3], bt.grad, what="db")
-    for other in results[1:]:
-        for a, b in zip(got, other):
-            np.testing.assert_array_equal(a, b)
+    assert_bitwise_equal(got, numpy_path)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch.nn.functional as F
-from helpers import assert_close, to_torch
+from helpers import assert_bitwise_equal, assert_close, compiled_and_numpy, to_torch
 from helpers import compiled_kernels as kernels
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,16 +84,7 @@ def test_compiled_and_numpy_paths_are_bitwise_equal(shape, pool, stride, padding
     x = np.maximum(rng.standard_normal(shape), 0).astype(dtype)
     layer = nn.MaxPool2D(pool, stride, padding, dtype=dtype)
     r = rng.standard_normal(layer(x).shape).astype(dtype)
-    results = {}
-    for enabled in (True, False, True):
-        with kernels(enabled):
-            got = pool_grad(layer, x, r)
-        if enabled in results:  # the second compiled run: reproducible bit for bit
-            assert all(np.array_equal(a, b) for a, b in zip(results[enabled], got))
-        results[enabled] = got
-    for a, b in zip(results[True], results[False]):
-        assert a.dtype == b.dtype == np.dtype(dtype)
-        np.testing.assert_array_equal(a, b)
+    assert_bitwise_equal(*compiled_and_numpy(lambda: pool_grad(layer, x, r)), dtype)
 
 
 def test_no_grad_forward_matches_and_records_nothing():

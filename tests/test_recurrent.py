@@ -335,25 +335,25 @@ def test_lstm_compiled_steps_give_the_numpy_bits(dtype):
     replace: the same bits for the outputs and every gradient, with the final cell state as an
     output too (its gradient starts the carried dc) and an initial state that needs gradients."""
     pytest.importorskip("numba")
-    from helpers import compiled_kernels
+    from helpers import assert_bitwise_equal, compiled_and_numpy
 
     rng = np.random.default_rng(5)
     layer = nn.LSTM(7, return_sequences=True, return_state=True, dtype=dtype)
     x = rng.standard_normal((5, 9, 3)).astype(dtype)
     h0, c0 = (rng.standard_normal((5, 7)).astype(dtype) for _ in range(2))
     layer(x)
-    results = []
-    for enabled in (True, False):
-        with compiled_kernels(enabled):
-            xt, ht, ct = (sg.Tensor(a, requires_grad=True) for a in (x, h0, c0))
-            seq, h, c = layer(xt, initial_state=[ht, ct])
-            ((seq * seq).sum() + (h * 3).sum() + (c * c).sum()).backward()
-            outputs = [seq.data, h.data, c.data, xt.grad, ht.grad, ct.grad]
-            results.append(outputs + [w.grad.copy() for w in layer.weights])
-            for w in layer.weights:
-                w.grad = None
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+
+    def step():
+        xt, ht, ct = (sg.Tensor(a, requires_grad=True) for a in (x, h0, c0))
+        seq, h, c = layer(xt, initial_state=[ht, ct])
+        ((seq * seq).sum() + (h * 3).sum() + (c * c).sum()).backward()
+        out = [seq.data, h.data, c.data, xt.grad, ht.grad, ct.grad]
+        out += [w.grad.copy() for w in layer.weights]
+        for w in layer.weights:
+            w.grad = None
+        return out
+
+    assert_bitwise_equal(*compiled_and_numpy(step))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -362,7 +362,7 @@ def test_embedding_compiled_gradient_gives_the_numpy_bits(dtype):
     reduceat it replaces (which sums pairwise): equal to rounding, with ids repeated, ids
     unused and −0 rows, and the same bits run to run."""
     pytest.importorskip("numba")
-    from helpers import compiled_kernels
+    from helpers import compiled_and_numpy
 
     from splitgrad.ops.embedding import embedding
 
@@ -371,14 +371,14 @@ def test_embedding_compiled_gradient_gives_the_numpy_bits(dtype):
     ids = rng.integers(0, 9, (7, 13))  # ids 9 and 10 never appear
     g = rng.standard_normal((7, 13, 6)).astype(dtype)
     g[ids == 3] = -0.0
-    results = []
-    for enabled in (True, True, False):
-        with compiled_kernels(enabled):
-            w = sg.Tensor(weight, requires_grad=True)
-            (embedding(w, ids) * sg.Tensor(g)).sum().backward()
-            results.append(w.grad)
-    np.testing.assert_array_equal(results[0], results[1])
+
+    def grad():
+        w = sg.Tensor(weight, requires_grad=True)
+        (embedding(w, ids) * sg.Tensor(g)).sum().backward()
+        return [w.grad]
+
+    (compiled,), (numpy_path,) = compiled_and_numpy(grad)  # compiled: same bits twice
     tol = 1e-6 if dtype == "float32" else 1e-14
-    np.testing.assert_allclose(results[0], results[2], rtol=tol, atol=tol)
-    assert np.signbit(results[0][3]).all() and np.signbit(results[2][3]).all()  # −0 stays
-    assert not results[0][9:].any()
+    np.testing.assert_allclose(compiled, numpy_path, rtol=tol, atol=tol)
+    assert np.signbit(compiled[3]).all() and np.signbit(numpy_path[3]).all()  # −0 stays
+    assert not compiled[9:].any()
