@@ -320,7 +320,7 @@ class Conv2DFn(OnOwnThreads, Function):
         mask = self.relu and g is not premasked
         n = self.x_shape[0]
         groups = batch_groups(n)
-        # One call per group of images (one per team member; see `on_team`), each in its own
+        # One call per group of images (one per team member; see `_on_team`), each in its own
         # rows of every buffer below, all of which are taken here, in the calling thread.
         mm = _product(groups)
         if mask:
@@ -339,7 +339,7 @@ class Conv2DFn(OnOwnThreads, Function):
         if want_w:
             # OpenBLAS runs this shape ~2x faster as (gᵀ·cols)ᵀ than as colsᵀ·g (measured on
             # the lab CNN's second conv); with few columns the plain order is as fast.
-            flip = self._cols(slice(0, 1)).shape[1] > co
+            flip = k + self.fold > co  # the im2col matrix's width
             parts = empty(
                 ws, (len(groups),) + ((co, k + self.fold) if flip else (k + self.fold, co)), g.dtype
             )
@@ -355,10 +355,9 @@ class Conv2DFn(OnOwnThreads, Function):
         def piece(part, images):
             rows = slice(images.start * per, images.stop * per)
             if mask:
+                flat = slice(rows.start * co, rows.stop * co)
                 jit.relu_mask(
-                    src.reshape(-1)[rows.start * co : rows.stop * co],
-                    self.out.reshape(-1)[rows.start * co : rows.stop * co],
-                    g.reshape(-1)[rows.start * co : rows.stop * co],
+                    src.reshape(-1)[flat], self.out.reshape(-1)[flat], g.reshape(-1)[flat]
                 )
             gp = g2[rows]
             if want_w:
@@ -367,9 +366,9 @@ class Conv2DFn(OnOwnThreads, Function):
                 else:
                     mm(self._cols(rows).T, gp, out=parts[part])
             if want_b and not self.fold:
-                np.matmul(ones[rows], gp, out=bias_parts[part])
+                np.dot(ones[rows], gp, out=bias_parts[part])  # (np.dot lets go of the GIL)
             if self.needs[0]:
-                self._input_gradient(mm, gp, images, wt, dtaps, gx)
+                self._input_gradient(mm, gp, images, rows, wt, dtaps, gx)
 
         _on_team(piece, groups, g.dtype)
         if want_w:
@@ -384,20 +383,17 @@ class Conv2DFn(OnOwnThreads, Function):
         """The im2col matrix's `rows` (a view, whichever way it was gathered)."""
         return self.cols[:, rows].T if self.tap_major else self.cols[rows]
 
-    def _input_gradient(self, mm, gp, images, wt, dtaps, gx):
-        """gx[images] from gp, their rows of the output gradient."""
+    def _input_gradient(self, mm, gp, images, rows, wt, dtaps, gx):
+        """gx[images] from gp, their `rows` of the output gradient."""
         if not self.gather:
             mm(gp, self.w.reshape(-1, self.w.shape[3]).T, out=gx[images].reshape(len(gp), -1))
             return
         # One GEMM per kernel tap, (rows, O) @ (O, C), stacked tap-major so that the
         # scatter-add streams whole image rows (see `_col2im_taps`).
-        taps, ci, first = (
-            wt.shape[0],
-            wt.shape[2],
-            images.start * len(gp) // (images.stop - images.start),
-        )
-        mine = dtaps[taps * ci * first :][: taps * ci * len(gp)].reshape(taps, len(gp), ci)
-        matmul(gp, wt, out=mine) if mm is matmul else np.matmul(gp, wt, out=mine)
+        size = wt.shape[0] * wt.shape[2]  # taps · C per row
+        mine = dtaps[size * rows.start : size * rows.stop].reshape(wt.shape[0], len(gp), -1)
+        stacked = matmul if mm is matmul else np.matmul  # (piece_product is for 2-D products)
+        stacked(gp, wt, out=mine)
         _col2im_taps(mine, gx[images].shape, *self.geom, self.ws, out=gx[images])
 
 
