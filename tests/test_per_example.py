@@ -187,13 +187,19 @@ def test_the_clipped_noised_step_is_the_same_on_both_paths(monkeypatch):
     rng = np.random.default_rng(7)
     x, y = rng.integers(0, 9, (24, 6)), rng.integers(0, 3, 24)
     way = {"clip": 0.5, "noise_multiplier": 1.3, "seed": 11}
+    batched_fit_equals_loop(monkeypatch, lstm_model, x, y, way)
+
+
+def batched_fit_equals_loop(monkeypatch, build, x, y, way):
+    """Two epochs of DP-SGD (`way` settings) on build(): every step through the batched
+    per-example pass, then through the per-example loop alone; the same weights after."""
     took, batched_pass = [], dp_sgd._batched
     monkeypatch.setattr(dp_sgd, "_batched", lambda *a: took.append(batched_pass(*a)) or took[-1])
-    batched = lstm_model()
+    batched = build()
     batched.fit(x, y, batch_size=8, epochs=2, seed=3, verbose=0, way=DPSGD(**way))
     assert took and all(t is not None for t in took)  # every step took the batched pass
     monkeypatch.setattr(dp_sgd, "_batched", lambda *args: None)  # the loop only
-    looped = lstm_model()
+    looped = build()
     looped.fit(x, y, batch_size=8, epochs=2, seed=3, verbose=0, way=DPSGD(**way))
     for a, b in zip(batched.get_weights(), looped.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -291,13 +297,4 @@ def test_conv_autoencoder_dp_sgd_fit_is_the_same_on_both_paths(monkeypatch):
     rng = np.random.default_rng(14)
     x = rng.uniform(size=(16, 8, 8, 1))
     way = {"clip": 0.1, "noise_multiplier": 1.1, "seed": 5}
-    took, batched_pass = [], dp_sgd._batched
-    monkeypatch.setattr(dp_sgd, "_batched", lambda *a: took.append(batched_pass(*a)) or took[-1])
-    batched = autoencoder()
-    batched.fit(x, x, batch_size=8, epochs=2, seed=3, verbose=0, way=DPSGD(**way))
-    assert took and all(t is not None for t in took)  # every step took the batched pass
-    monkeypatch.setattr(dp_sgd, "_batched", lambda *args: None)  # the loop only
-    looped = autoencoder()
-    looped.fit(x, x, batch_size=8, epochs=2, seed=3, verbose=0, way=DPSGD(**way))
-    for a, b in zip(batched.get_weights(), looped.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    batched_fit_equals_loop(monkeypatch, autoencoder, x, x, way)
