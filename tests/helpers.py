@@ -84,3 +84,28 @@ def assert_bitwise_equal(got, want, dtype=None):
         if dtype is not None:
             assert a.dtype == b.dtype == np.dtype(dtype)
         np.testing.assert_array_equal(a, b)
+
+
+def mlp_loss(p, x, y):
+    """The optimizer tests' model in splitgrad: mse(y, tanh(x·w1 + b1)·w2 + b2), p's Tensors."""
+    from splitgrad import losses, ops
+    from splitgrad.tensor import Tensor
+
+    h = ops.tanh(ops.linear(Tensor(x), p["w1"], p["b1"]))
+    return losses.mse(y, ops.linear(h, p["w2"], p["b2"]))
+
+
+def torch_mlp_loss(p, x, y):
+    """`mlp_loss` in PyTorch, p's torch tensors."""
+    h = torch.tanh(torch.as_tensor(x) @ p["w1"] + p["b1"])
+    return ((h @ p["w2"] + p["b2"] - torch.as_tensor(y)) ** 2).mean()
+
+
+def torch_sgd_step(loss, params, lr):
+    """One plain SGD step of PyTorch tensors `params` on `loss`: p −= lr·∂loss/∂p."""
+    for p in params:
+        p.grad = None
+    loss.backward()
+    with torch.no_grad():
+        for p in params:
+            p -= lr * p.grad

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
+from helpers import assert_close, torch_sgd_step
 
 import splitgrad as sg
 from splitgrad import nn
@@ -36,12 +36,7 @@ def _torch_step(params, images, labels, lr):
     h = h.permute(0, 2, 3, 1).reshape(len(images), -1)  # channels-last flatten, as splitgrad
     logits = F.relu(h @ w3 + c3) @ w4 + c4
     loss = F.cross_entropy(logits, torch.tensor(labels), reduction="sum")
-    for p in params:
-        p.grad = None
-    loss.backward()
-    with torch.no_grad():
-        for p in params:
-            p -= lr * p.grad
+    torch_sgd_step(loss, params, lr)
 
 
 def test_lab2_custom_training_loop_matches_torch():

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import to_torch
+from helpers import mlp_loss, to_torch, torch_mlp_loss
 
-from splitgrad import losses, ops, optim, schedules
+from splitgrad import ops, optim, schedules
 from splitgrad.tensor import Tensor
 
 torch.set_default_dtype(torch.float64)
@@ -126,19 +126,9 @@ def _ours(params):
     return {k: Tensor(v.copy(), requires_grad=True) for k, v in params.items()}
 
 
-def _loss_ours(p, x, y):
-    h = ops.tanh(ops.linear(Tensor(x), p["w1"], p["b1"]))
-    return losses.mse(y, ops.linear(h, p["w2"], p["b2"]))
-
-
-def _loss_torch(p, x, y):
-    h = torch.tanh(torch.as_tensor(x) @ p["w1"] + p["b1"])
-    return ((h @ p["w2"] + p["b2"] - torch.as_tensor(y)) ** 2).mean()
-
-
 def _run_ours(opt, p, x, y, steps, drop=None, per_param=False):
     for k in range(steps):
-        _loss_ours(p, x, y).backward()
+        mlp_loss(p, x, y).backward()
         if drop is not None and k % 3 == 1:
             p[drop].grad = None
         if per_param:  # a grad that is not the flat view forces the per-parameter path
@@ -153,7 +143,7 @@ def _run_ours(opt, p, x, y, steps, drop=None, per_param=False):
 def _run_torch(opt, p, x, y, steps, drop=None, clip=None):
     for k in range(steps):
         opt.zero_grad()
-        _loss_torch(p, x, y).backward()
+        torch_mlp_loss(p, x, y).backward()
         if drop is not None and k % 3 == 1:
             p[drop].grad = None
         if clip is not None:

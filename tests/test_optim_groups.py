@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import mlp_loss, torch_mlp_loss
 
-from splitgrad import losses, nn, ops, optim
+from splitgrad import nn, optim
 from splitgrad.tensor import Tensor
 
 torch.set_default_dtype(torch.float64)
@@ -60,16 +61,6 @@ def _init(seed=0):
     )
 
 
-def _loss_ours(p, x, y):
-    h = ops.tanh(ops.linear(Tensor(x), p["w1"], p["b1"]))
-    return losses.mse(y, ops.linear(h, p["w2"], p["b2"]))
-
-
-def _loss_torch(p, x, y):
-    h = torch.tanh(torch.as_tensor(x) @ p["w1"] + p["b1"])
-    return ((h @ p["w2"] + p["b2"] - torch.as_tensor(y)) ** 2).mean()
-
-
 def _groups(p, settings):
     return [
         {"params": [p["w1"], p["b1"]], **settings[0]},
@@ -86,7 +77,7 @@ def _run_ours(opt, p, x, y, steps, edit=None, per_param=False):
         if edit is not None:
             edit(k, opt)
         opt.zero_grad()
-        loss = _loss_ours(p, x, y)
+        loss = mlp_loss(p, x, y)
         loss.backward() if per_param else loss.backward(into=opt.grad_buffers())
         opt.step()
     return {k: v.data.copy() for k, v in p.items()}
@@ -97,7 +88,7 @@ def _run_torch(opt, p, x, y, steps, edit=None, clip=None):
         if edit is not None:
             edit(k, opt)
         opt.zero_grad()
-        _loss_torch(p, x, y).backward()
+        torch_mlp_loss(p, x, y).backward()
         if clip is not None:
             clip(list(p.values()))
         opt.step()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
+from helpers import assert_close, torch_sgd_step
 
 import splitgrad as sg
 from splitgrad import nn, optim
@@ -39,12 +39,7 @@ def _torch_epoch(params, x, y, w, batch, lr, order):
         xb, yb, wb = torch.tensor(x[idx]), torch.tensor(y[idx]), torch.tensor(w[idx])
         logits = torch.tanh(xb @ k1 + b1) @ k2 + b2
         loss = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / len(idx)
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for p in params:
-                p -= lr * p.grad
+        torch_sgd_step(loss, params, lr)
 
 
 @pytest.mark.parametrize("kind", ["class_weight", "sample_weight", "both"])
