@@ -462,6 +462,8 @@ class Model(Layer):
             if not self.built:
                 x, sample = _first_inputs(x)
                 self.build_from_sample(check.numeric_array(sample, "x"))
+            elif self.optimizer is not None:  # built by a call after compile: build the optimizer
+                self._check_optimizer()
             source = x if hasattr(x, "batches") else _Iterated(x)
             return source, None
         batch_size = check.positive_int(batch_size, "fit: batch_size")

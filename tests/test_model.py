@@ -492,6 +492,18 @@ def test_fit_trains_on_a_batch_source_and_on_a_dataloader():
         _classifier().fit(one_pass(), epochs=2, verbose=0)
 
 
+def test_a_model_built_by_a_call_after_compile_fits_a_batch_source():
+    # The optimizer is built when fit first sees the model built, whichever way it was built.
+    x, y = _blobs(64)
+    model = _classifier()
+    model(x[:1])
+    loader = sg.data.DataLoader((x, y), batch_size=16, shuffle=True, seed=0)
+    before = [p.data.copy() for p in model.parameters()]
+    history = model.fit(loader, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+
+
 def test_building_from_a_batch_source_loses_no_batch():
     x, y = _blobs(64)
     seen = []
