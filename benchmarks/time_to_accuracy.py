@@ -6,13 +6,15 @@
     python benchmarks/time_to_accuracy.py --blas-kernel Haswell --rounds 2 --json out.json
 
 splitgrad trains each recipe exactly as `splitgrad train NAME` does (its data, model, settings,
-`fit_options` schedule and callbacks, through `recipes.fit_recipe`). PyTorch trains the same
-network on the same rows: the same training/validation cut (the last 10 % validate), the same
-batch order (splitgrad's `ArrayBatches` with the same seed), batch size, Adam settings, learning-
-rate schedule (cosine decay evaluated per batch, as splitgrad's `CosineDecay`), early stopping
-(fashion-cnn: patience 3 on val_loss, best weights restored) and epochs, and validates after
-every epoch as splitgrad's loop does. irish-lstm draws its random windows from the same kind
-of `RandomWindows` source (the same text and held-out windows, not the same draws).
+`fit_options` schedule and callbacks, through `recipes.fit_recipe`), except that the model is
+built on one sample before `fit` (torch_recipes.built_model). PyTorch trains the same network
+from the same initial weights (copied from that splitgrad model) on the same rows: the same
+training/validation cut (the last 10 % validate), the same batch order (splitgrad's
+`ArrayBatches` with the same seed; irish-lstm: the same random windows), batch size, Adam
+settings, learning-rate schedule (cosine decay evaluated per batch, as splitgrad's
+`CosineDecay`), early stopping (fashion-cnn: patience 3 on val_loss, best weights restored) and
+epochs, and validates after every epoch as splitgrad's loop does. So the two runs differ only
+in float32 rounding and in speed, and the time to target compares speed, not initial luck.
 
 Each side runs in its own fresh process, under the same malloc setting and BLAS kernel
 (benchenv.py: `--malloc`, `--blas-kernel`); sides alternate which goes first in each round.
@@ -88,6 +90,8 @@ class Clock:
 
 def run_splitgrad(name, epochs):
     """The recipe through recipes.fit_recipe, as `splitgrad train NAME` trains it."""
+    from torch_recipes import built_model
+
     from splitgrad import random as sg_random
     from splitgrad import recipes
 
@@ -95,7 +99,7 @@ def run_splitgrad(name, epochs):
     settings = recipes.settings_for(recipe, epochs=epochs)
     sg_random.seed(SEED)
     data, _ = recipes.load_recipe_data(name, recipe, False, SEED)
-    model = recipe.build_model(settings["learning_rate"], data)
+    model = built_model(name, recipe, settings, data, SEED)  # PyTorch starts from these weights
     clock = Clock()
     start = time.perf_counter()
     recipes.fit_recipe(recipe, model, data, settings, SEED, verbose=0, callbacks=[clock])

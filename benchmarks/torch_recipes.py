@@ -5,6 +5,12 @@ trains it and returns its test metrics ({"loss", "accuracy"}); `clock` gets spli
 callback hooks (on_train_begin, on_epoch_begin, on_train_batch_end, on_epoch_end with the
 epoch's loss, accuracy and val_* values). The data come from the recipe's own `load_data`
 (NumPy arrays), so both sides train on the same rows; images go to NCHW for PyTorch.
+
+Both sides start from the same weights: `built_model` builds the recipe's splitgrad model on one
+sample (splitgrad's initialisation, seeded) and `copy_weights` puts those weights into the
+PyTorch network, in PyTorch's layouts. Then splitgrad's generator is reseeded, so irish-lstm's
+random windows are the same draws on both sides too. What is left to differ is the arithmetic's
+rounding (float32) and the time it takes.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import math
 import numpy as np
 
 
-def _model(name, nn):
-    """The recipe's network: digits-cnn, fashion-mlp, fashion-cnn (NCHW) or irish-lstm."""
+def _model(name, nn, data):
+    """The recipe's network: digits-cnn, fashion-mlp, fashion-cnn (NCHW) or irish-lstm (its
+    sizes from `data.sizes`, as the recipe's)."""
     if name == "digits-cnn":
         return nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -33,16 +40,75 @@ def _model(name, nn):
         )  # fmt: skip
 
     class Music(nn.Module):  # irish-lstm: Embedding(83, 256) → LSTM(1024) → Dense(83)
-        def __init__(self):
+        def __init__(self, vocab, embedding, units):
             super().__init__()
-            self.emb = nn.Embedding(83, 256)
-            self.lstm = nn.LSTM(256, 1024, batch_first=True)
-            self.out = nn.Linear(1024, 83)
+            self.emb = nn.Embedding(vocab, embedding)
+            self.lstm = nn.LSTM(embedding, units, batch_first=True)
+            self.out = nn.Linear(units, vocab)
 
         def forward(self, t):
             return self.out(self.lstm(self.emb(t))[0])
 
-    return Music()
+    return Music(len(data.vocab), data.sizes["embedding"], data.sizes["units"])
+
+
+# (height, width, channels) of the image a Flatten turns into the first Dense layer's input:
+# splitgrad flattens (H, W, C), PyTorch (C, H, W), so that layer's rows are reordered.
+FLATTENED = {"digits-cnn": (2, 2, 32), "fashion-cnn": (5, 5, 36)}
+
+
+def built_model(name, recipe, settings, data, seed):
+    """The recipe's splitgrad model, built (weights drawn) on one test sample from `seed`; the
+    generator is then reseeded, so what draws next (random windows) starts at the same place
+    on both sides."""
+    from splitgrad import no_grad
+    from splitgrad import random as sg_random
+
+    sg_random.seed(seed)
+    model = recipe.build_model(settings["learning_rate"], data)
+    with no_grad():
+        model(data.x_test[:1])
+    sg_random.seed(seed)
+    return model
+
+
+def torch_layouts(name, sg_model) -> list:
+    """splitgrad's weights as PyTorch's parameters, in PyTorch's registration order: a Conv2D
+    kernel (kh, kw, in, out) → (out, in, kh, kw), a Dense kernel (in, out) → its transpose (after
+    a Flatten also reordered to PyTorch's (C, H, W) flattening), LSTM w_ih/w_hh → transposes."""
+    out = []
+    flattened = FLATTENED.get(name)
+    for layer in sg_model.layers:
+        w = {k: p.data for k, p in layer.named_weights().items()}
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            out += [w["kernel"].transpose(3, 2, 0, 1), w["bias"]]
+        elif kind == "Dense":
+            kernel = w["kernel"]
+            if flattened is not None:  # the Dense after the Flatten: rows (H, W, C) → (C, H, W)
+                kernel = kernel.reshape(*flattened, -1).transpose(2, 0, 1, 3)
+                kernel, flattened = kernel.reshape(len(w["kernel"]), -1), None
+            out += [kernel.T, w["bias"]]
+        elif kind == "Embedding":
+            out.append(w["embeddings"])
+        elif kind == "LSTM":
+            out += [w["w_ih"].T, w["w_hh"].T, w["b_ih"], w["b_hh"]]
+        elif w:
+            raise TypeError(f"torch_recipes: no PyTorch layout for splitgrad layer {kind}")
+    return out
+
+
+def copy_weights(torch, name, sg_model, torch_model):
+    """Put splitgrad's weights into the PyTorch network (shapes checked one by one)."""
+    params = list(torch_model.parameters())
+    arrays = torch_layouts(name, sg_model)
+    if len(params) != len(arrays):
+        raise ValueError(f"{name}: {len(arrays)} splitgrad weights for {len(params)} parameters")
+    with torch.no_grad():
+        for p, a in zip(params, arrays):
+            if tuple(p.shape) != a.shape:
+                raise ValueError(f"{name}: weight {a.shape} for parameter {tuple(p.shape)}")
+            p.copy_(torch.from_numpy(np.ascontiguousarray(a)))
 
 
 def evaluate(torch, model, loss_fn, x, y, batch) -> dict:
@@ -76,7 +142,10 @@ def train(name, epochs, seed, clock) -> dict:
     recipe = recipes.get(name)
     settings = recipes.settings_for(recipe, epochs=epochs)
     data, _ = recipes.load_recipe_data(name, recipe, False, seed)
-    model = _model(name, nn)
+    model = _model(name, nn, data)
+    sg_model = built_model(name, recipe, settings, data, seed)  # reseeds splitgrad's generator
+    copy_weights(torch, name, sg_model, model)
+    del sg_model
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
     epochs, batch = settings["epochs"], settings["batch_size"]
