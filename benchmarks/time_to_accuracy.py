@@ -18,12 +18,13 @@ in float32 rounding and in speed, and the time to target compares speed, not ini
 
 Each side runs in its own fresh process, under the same malloc setting and BLAS kernel
 (benchenv.py: `--malloc`, `--blas-kernel`); sides alternate which goes first in each round.
-Reported per side: wall time of the training (fit, with the per-epoch validation), time until
-the target of TARGETS is first met at an epoch's end, the final test accuracy (irish-lstm: test
-loss), peak RSS of the process, training steps/s (validation excluded: compare it with
-compare.py's W7 for fashion-cnn and W3 for irish-lstm), the fastest epoch (on a busy machine the
-least disturbed one), the whole process's wall time, and the BLAS kernel that ran; then the
-ratios splitgrad / PyTorch.
+Reported per side: wall time of the training (fit with its per-epoch validation, from the
+first step to the restored best weights; loading the data, building the model and the test pass
+are outside it on both sides), time until the target of TARGETS is first met at an epoch's end,
+the final test accuracy (irish-lstm: test loss), peak RSS of the process, training steps/s
+(validation excluded: compare it with compare.py's W7 for fashion-cnn and W3 for irish-lstm),
+the fastest epoch (on a busy machine the least disturbed one), the whole process's wall time,
+and the BLAS kernel that ran; then the ratios splitgrad / PyTorch.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import math
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,9 +55,10 @@ SEED = 0
 
 
 class Clock:
-    """Times a run's epochs with splitgrad's callback hooks (the PyTorch loop calls them too):
-    wall time since training began at each epoch's end (after validation), and the time spent
-    in training steps alone."""
+    """Times a run with splitgrad's callback hooks (the PyTorch loop calls them too): the
+    training's wall time from on_train_begin to on_train_end (so loading the data, building the
+    model and the final test pass are outside it, on both sides), the time since training began
+    at each epoch's end (after validation), and the time spent in training steps alone."""
 
     def __init__(self):
         self.epochs, self.steps, self.step_s = [], 0, 0.0
@@ -79,10 +82,13 @@ class Clock:
         shown = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
         print(f"    epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
 
-    def summary(self, train_s) -> dict:
+    def on_train_end(self, logs=None):
+        self.train_s = time.perf_counter() - self.start
+
+    def summary(self) -> dict:
         return {
             "epochs": self.epochs,
-            "train_s": train_s,
+            "train_s": self.train_s,
             "steps": self.steps,
             "steps_per_s": self.steps / self.step_s if self.step_s else float("nan"),
         }
@@ -101,30 +107,32 @@ def run_splitgrad(name, epochs):
     data, _ = recipes.load_recipe_data(name, recipe, False, SEED)
     model = built_model(name, recipe, settings, data, SEED)  # PyTorch starts from these weights
     clock = Clock()
-    start = time.perf_counter()
     recipes.fit_recipe(recipe, model, data, settings, SEED, verbose=0, callbacks=[clock])
-    out = clock.summary(time.perf_counter() - start)
+    out = clock.summary()
     out["test"] = recipes.recipe_metrics(recipe, model, data)
     return out
 
 
-def run_torch(name, epochs):
-    """The same model, data, batches, optimizer, schedule and epochs in PyTorch."""
+def run_torch(name, epochs, initial):
+    """The same model, initial weights (the file `initial`), data, batches, optimizer,
+    schedule and epochs in PyTorch."""
     from torch_recipes import train
 
     clock = Clock()
-    start = time.perf_counter()
-    test = train(name, epochs, SEED, clock)
-    out = clock.summary(time.perf_counter() - start)
+    test = train(name, epochs, SEED, clock, initial)
+    out = clock.summary()
     out["test"] = test
     return out
 
 
-def worker(side, name, epochs):
+def worker(side, name, epochs, initial):
     """In a fresh process: train, then add peak RSS and the kernel that ran."""
     import numpy  # noqa: F401 - loaded before either framework, as in compare.py
 
-    out = {"splitgrad": run_splitgrad, "torch": run_torch}[side](name, epochs)
+    if side == "splitgrad":
+        out = run_splitgrad(name, epochs)
+    else:
+        out = run_torch(name, epochs, initial)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.update(benchenv.runtime())
     key, target, direction, _ = TARGETS[name]
@@ -243,11 +251,33 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the raw results here")
     benchenv.add_options(parser)
     parser.add_argument("--worker", nargs=2, metavar=("SIDE", "RECIPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--initial", help=argparse.SUPPRESS)  # the workers' initial weights
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.epochs)))
+        side, name = args.worker
+        if side == "initial":
+            from torch_recipes import save_initial
+
+            save_initial(name, args.initial, SEED)
+        else:
+            print(json.dumps(worker(side, name, args.epochs, args.initial)))
         return
     env = benchenv.child_env(args.blas_kernel, args.malloc)
+    with tempfile.TemporaryDirectory() as folder:
+        results = _run_rounds(args, env, Path(folder))
+    summary = report(results, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
+
+
+def _run_rounds(args, env, folder) -> dict:
+    """Each recipe's initial weights saved once (a process of its own), then `rounds` fresh
+    processes per side, alternating which side goes first; {(side, recipe): [runs]}."""
+    initial = {}
+    for name in args.recipes:
+        initial[name] = folder / f"{name}.safetensors"
+        command = [sys.executable, __file__, "--worker", "initial", name]
+        subprocess.run([*command, "--initial", str(initial[name])], check=True, env=env)
     results = {}
     for round_ in range(args.rounds):
         for name in args.recipes:
@@ -255,6 +285,7 @@ def main(argv=None):
             for side in sides:
                 print(f"round {round_ + 1}: {side} {name}", file=sys.stderr, flush=True)
                 command = [sys.executable, __file__, "--worker", side, name]
+                command += ["--initial", str(initial[name])]
                 if args.epochs:
                     command += ["--epochs", str(args.epochs)]
                 start = time.perf_counter()
@@ -267,9 +298,7 @@ def main(argv=None):
                 run = json.loads(done.stdout.strip().splitlines()[-1])
                 run["process_s"] = time.perf_counter() - start
                 results.setdefault((side, name), []).append(run)
-    summary = report(results, args)
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """The recipes of time_to_accuracy.py written in PyTorch: same data, batches, optimizer, schedule.
 
-`train(name, epochs, seed, clock)` trains recipe `name`'s model the way `splitgrad train NAME`
-trains it and returns its test metrics ({"loss", "accuracy"}); `clock` gets splitgrad's
-callback hooks (on_train_begin, on_epoch_begin, on_train_batch_end, on_epoch_end with the
-epoch's loss, accuracy and val_* values). The data come from the recipe's own `load_data`
-(NumPy arrays), so both sides train on the same rows; images go to NCHW for PyTorch.
+`train(name, epochs, seed, clock, initial)` trains recipe `name`'s model the way `splitgrad
+train NAME` trains it, from the initial weights in the file `initial`, and returns its test
+metrics ({"loss", "accuracy"}); `clock` gets splitgrad's callback hooks (on_train_begin,
+on_epoch_begin, on_train_batch_end, on_epoch_end with the epoch's loss, accuracy and val_*
+values, on_train_end). The data come from the recipe's own `load_data` (NumPy arrays), so both
+sides train on the same rows; images go to NCHW for PyTorch.
 
 Both sides start from the same weights: `built_model` builds the recipe's splitgrad model on one
-sample (splitgrad's initialisation, seeded) and `copy_weights` puts those weights into the
-PyTorch network, in PyTorch's layouts. Then splitgrad's generator is reseeded, so irish-lstm's
+sample (splitgrad's initialisation, seeded), `save_initial` writes its weights in PyTorch's
+layouts to a safetensors file (in a process of its own, so that neither side's memory or time
+counts it) and `copy_weights` puts them into the PyTorch network. splitgrad's generator is
+reseeded after the build on one side and before the batches on the other, so irish-lstm's
 random windows are the same draws on both sides too. What is left to differ is the arithmetic's
 rounding (float32) and the time it takes.
 """
@@ -98,10 +101,32 @@ def torch_layouts(name, sg_model) -> list:
     return out
 
 
-def copy_weights(torch, name, sg_model, torch_model):
-    """Put splitgrad's weights into the PyTorch network (shapes checked one by one)."""
+def save_initial(name, path, seed):
+    """Build recipe `name`'s splitgrad model (as time_to_accuracy's splitgrad side does) and
+    save its weights in PyTorch's layouts and order to the safetensors file `path`."""
+    from safetensors.numpy import save_file
+
+    from splitgrad import recipes
+
+    recipe = recipes.get(name)
+    data, _ = recipes.load_recipe_data(name, recipe, False, seed)
+    model = built_model(name, recipe, recipes.settings_for(recipe), data, seed)
+    arrays = torch_layouts(name, model)
+    save_file({f"{i:03d}": np.ascontiguousarray(a) for i, a in enumerate(arrays)}, str(path))
+
+
+def load_initial(path) -> list:
+    """The arrays save_initial wrote, in order."""
+    from safetensors.numpy import load_file
+
+    arrays = load_file(str(path))
+    return [arrays[k] for k in sorted(arrays)]
+
+
+def copy_weights(torch, name, arrays, torch_model):
+    """Put `arrays` (splitgrad's weights in PyTorch's layouts) into the PyTorch network, in
+    registration order, shapes checked one by one."""
     params = list(torch_model.parameters())
-    arrays = torch_layouts(name, sg_model)
     if len(params) != len(arrays):
         raise ValueError(f"{name}: {len(arrays)} splitgrad weights for {len(params)} parameters")
     with torch.no_grad():
@@ -127,7 +152,7 @@ def evaluate(torch, model, loss_fn, x, y, batch) -> dict:
     return {"loss": loss_sum / rows, "accuracy": right / rows}
 
 
-def train(name, epochs, seed, clock) -> dict:
+def train(name, epochs, seed, clock, initial) -> dict:
     """Train recipe `name` in PyTorch (see the module docstring); returns its test metrics."""
     import torch
     from torch import nn
@@ -143,9 +168,8 @@ def train(name, epochs, seed, clock) -> dict:
     settings = recipes.settings_for(recipe, epochs=epochs)
     data, _ = recipes.load_recipe_data(name, recipe, False, seed)
     model = _model(name, nn, data)
-    sg_model = built_model(name, recipe, settings, data, seed)  # reseeds splitgrad's generator
-    copy_weights(torch, name, sg_model, model)
-    del sg_model
+    copy_weights(torch, name, load_initial(initial), model)
+    sg_random.seed(seed)  # as built_model leaves it: the same random windows
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=settings["learning_rate"])
     epochs, batch = settings["epochs"], settings["batch_size"]
@@ -203,4 +227,5 @@ def train(name, epochs, seed, clock) -> dict:
                     break
     if best_state is not None:
         model.load_state_dict(best_state)
+    clock.on_train_end()  # as splitgrad's fit: after EarlyStopping restored the best weights
     return evaluate(torch, model, loss_fn, *test, recipes.eval_batch(recipe))  # as test_metrics

@@ -28,8 +28,8 @@ def test_the_pytorch_mirror_starts_from_splitgrads_weights(name):
     settings = recipes.settings_for(recipe)
     data, _ = recipes.load_recipe_data(name, recipe, True, 0)
     sg_model = tr.built_model(name, recipe, settings, data, 0)
-    torch_model = tr._model(name, torch.nn, data)
-    tr.copy_weights(torch, name, sg_model, torch_model)
+    torch_model = tr._model(name, torch.nn, data).float()  # (helpers.py sets float64)
+    tr.copy_weights(torch, name, tr.torch_layouts(name, sg_model), torch_model)
     x = np.asarray(data.x_test[:5])
     with no_grad():
         ours = sg_model(x).numpy()
@@ -37,6 +37,19 @@ def test_the_pytorch_mirror_starts_from_splitgrads_weights(name):
     with torch.no_grad():
         theirs = torch_model(inputs).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_the_initial_weights_file_holds_the_built_models_weights(tmp_path):
+    path = tmp_path / "digits-cnn.safetensors"
+    tr.save_initial("digits-cnn", path, 0)
+    recipe = recipes.get("digits-cnn")
+    data, _ = recipes.load_recipe_data("digits-cnn", recipe, False, 0)
+    model = tr.built_model("digits-cnn", recipe, recipes.settings_for(recipe), data, 0)
+    saved = tr.load_initial(path)
+    expected = tr.torch_layouts("digits-cnn", model)
+    assert len(saved) == len(expected) == 8
+    for a, b in zip(saved, expected):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_layer_without_a_pytorch_layout_is_named():
