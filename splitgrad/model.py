@@ -24,6 +24,7 @@ from . import sample_weights as weights_mod
 from . import validate as check
 from ._kernels.thread_team import own_threads
 from .data import ArrayBatches, DataLoader
+from .layers import fusion
 from .layers.input_layer import InputLayer
 from .layers.layer import Layer, layer_class, register
 from .random import get_rng
@@ -680,8 +681,16 @@ class Sequential(Model):
         super().build(input_shape)
 
     def call(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        layers, i = self.layers, 0
+        while i < len(layers):
+            # A first Conv2D(relu) and the MaxPool2D(2) after it run as one op (fusion.py).
+            if i + 1 < len(layers) and type(layers[i]) is fusion.Conv2D:
+                y = fusion.conv_relu_pool(layers[i], layers[i + 1], x)
+                if y is not None:
+                    x, i = y, i + 2
+                    continue
+            x = layers[i](x)
+            i += 1
         return x
 
     def get_config(self):

@@ -24,6 +24,11 @@ def image_kernels(dtype):
     return _kernels("image_jit", dtype)
 
 
+def conv_pool_kernels(dtype):
+    """The `conv_pool_jit` module (a first conv + ReLU + 2×2 max pool in one pass), else None."""
+    return _kernels("conv_pool_jit", dtype)
+
+
 def optimizer_kernels(dtype):
     """The `optim_jit` module (Adam's update) for float32/float64 arrays, else None."""
     return _kernels("optim_jit", dtype)
