@@ -455,13 +455,19 @@ def _grads_and_peak(wrap, dropout=0.3, bn=True):
     return arrays, float(loss.data), meter.peak
 
 
-def test_recomputed_gradients_are_bitwise_the_stored_ones_and_take_less_memory():
+@pytest.mark.parametrize("fused", [True, False])
+def test_recomputed_gradients_are_bitwise_the_stored_ones_and_take_less_memory(monkeypatch, fused):
+    if not fused:  # the first conv and pool one by one (layers/fusion.py): a bigger activation
+        from splitgrad.layers import fusion
+
+        monkeypatch.setattr(fusion, "conv_relu_pool", lambda conv, pool, x: None)
     plain, loss, peak = _grads_and_peak(False)
     again, loss_again, peak_again = _grads_and_peak(True)
     # Dropout draws the same masks again, batch norm updates its statistics once.
     assert loss == loss_again and len(plain) == len(again)
     assert all(np.array_equal(a, b) for a, b in zip(plain, again))
-    assert peak_again < 0.8 * peak
+    # Fused, the first block stores only its pooled output anyway: recompute saves less.
+    assert peak_again < (0.9 if fused else 0.8) * peak
 
 
 def test_recompute_op_gradient_matches_finite_differences():

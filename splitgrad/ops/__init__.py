@@ -15,6 +15,7 @@ no other module defines a Function).
 | shape.py | Reshape, Transpose, BroadcastTo, GetItem, Concatenate, Stack |
 | conv.py | Conv2DFn, Conv2DTransposeFn (NHWC, im2col + GEMM) |
 | pooling.py | MaxPool2DFn, AvgPool2DFn (NHWC) |
+| conv_pool.py | ConvReluPoolFn (a first conv + ReLU + 2×2 max pool in one op, layers/fusion.py) |
 | normalization.py | BatchNormFn |
 | recurrent.py | SimpleRNNSeq, LSTMSeq, GRUSeq (a whole sequence per call, BPTT inside) |
 | embedding.py | EmbeddingLookup |
@@ -33,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Tensor
-from . import checkpointing, conv, embedding, losses, normalization, pooling, recurrent
+from . import checkpointing, conv, conv_pool, embedding, losses, normalization, pooling, recurrent
 from .activations import (
     ELU,
     GELU,
@@ -109,6 +110,7 @@ PRIMITIVES = {
         Stack,
         conv.Conv2DFn,
         conv.Conv2DTransposeFn,
+        conv_pool.ConvReluPoolFn,
         pooling.MaxPool2DFn,
         pooling.AvgPool2DFn,
         normalization.BatchNormFn,
