@@ -169,6 +169,37 @@ def test_a_team_splits_the_batch_and_gives_the_same_bits_each_run(monkeypatch, t
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_training_batch_takes_the_backward_compiled_for_its_shape(dtype):
+    # 64 lab-CNN images in one call: the backward pass compiled with the kernel's sizes as
+    # constants; it adds in the same order as the generic one, and matches PyTorch.
+    from splitgrad._kernels import conv_pool_jit as jit
+
+    rng = np.random.default_rng(6)
+    x = rng.random((64, 28, 28, 1)).astype(dtype)
+    w = (rng.standard_normal((3, 3, 1, 24)) * 0.3).astype(dtype)
+    b = (rng.standard_normal(24) * 0.1).astype(dtype)
+    out, taps = np.empty((64, 13, 13, 24), dtype), np.empty((64, 13, 13, 24), np.uint8)
+    jit.forward(x, w, b, out, taps, *w.shape)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    grads = [(np.empty_like(w), np.empty_like(b)) for _ in range(2)]
+    fns = [jit.backward_for((x, g, out, taps, *grads[0]), w.shape), jit.backward]
+    assert fns[0] is not jit.backward
+    for fn, (gw, gb) in zip(fns, grads):
+        fn(x, g, out, taps, gw, gb, *w.shape)
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-6)
+    if dtype == "float64":
+        model = _pair(24)
+        model(x[:1])
+        model.layers[0].kernel.data[...] = w
+        model.layers[0].bias.data[...] = b
+        yt, wgt, bgt = _torch(model, x, g)
+        assert_close(out, yt, what="forward")
+        assert_close(grads[0][0], wgt, what="dW")
+        assert_close(grads[0][1], bgt, what="db")
+
+
 def test_fused_training_matches_the_layers_one_by_one():
     rng = np.random.default_rng(3)
     x = rng.random((32, 12, 12, 1), dtype=np.float32)

@@ -4,7 +4,7 @@
 
 The fused op gives the same output and weight gradients (rounded differently, within float32's
 precision) and never writes the conv's full-size output (lab CNN: its first conv and pool went
-from 2.6 to 1.3 ms a training step). It is taken only where nothing can tell the difference:
+from 2.6 to about 1.2 ms a training step). It is taken only where nothing can tell the difference:
 - the conv is built, has a ReLU, "valid" padding, stride 1, no dilation and at most
   `conv_pool.MAX_CHANNELS` input channels; the pool is built, 2×2 with stride 2, "valid";
 - the input needs no gradient (a network's input: the fused op computes none for it), and no

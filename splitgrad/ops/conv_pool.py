@@ -30,15 +30,15 @@ class ConvReluPoolFn(OnOwnThreads, Function):
         kh, kw, _, co = w.shape
         ph, pw = (h - kh + 1) // 2, (wd - kw + 1) // 2
         self.jit, self.ws = conv_pool_kernels(x.dtype), ws
-        self.x = np.ascontiguousarray(x)
+        self.x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
         self.w_shape = w.shape
-        bias = np.zeros(co, x.dtype) if b is None else b
+        bias = np.zeros(co, x.dtype) if b is None else np.ascontiguousarray(b)
         self.out = empty(ws, (n, ph, pw, co), x.dtype)
         self.taps = empty(ws, self.out.shape, np.uint8)
         jit, out, taps, xc = self.jit, self.out, self.taps, self.x
 
         def piece(_, images):
-            jit.forward(xc[images], w, bias, out[images], taps[images])
+            jit.forward(xc[images], w, bias, out[images], taps[images], *w.shape)
 
         run_groups(piece, batch_groups(n))
         return self.out
@@ -54,7 +54,8 @@ class ConvReluPoolFn(OnOwnThreads, Function):
         jit, x, out, taps = self.jit, self.x, self.out, self.taps
 
         def piece(k, im):
-            jit.backward(x[im], g[im], out[im], taps[im], parts_w[k], parts_b[k])
+            arrays = (x[im], g[im], out[im], taps[im], parts_w[k], parts_b[k])
+            jit.backward_for(arrays, self.w_shape)(*arrays, *self.w_shape)
 
         run_groups(piece, groups)
         gb = sum_parts(parts_b) if len(self.needs) > 2 and self.needs[2] else None
