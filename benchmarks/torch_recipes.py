@@ -64,13 +64,11 @@ def built_model(name, recipe, settings, data, seed):
     """The recipe's splitgrad model, built (weights drawn) on one test sample from `seed`; the
     generator is then reseeded, so what draws next (random windows) starts at the same place
     on both sides."""
-    from splitgrad import no_grad
     from splitgrad import random as sg_random
 
     sg_random.seed(seed)
     model = recipe.build_model(settings["learning_rate"], data)
-    with no_grad():
-        model(data.x_test[:1])
+    model.build_from_sample(data.x_test)  # (one row, inference mode; builds the optimizer too)
     sg_random.seed(seed)
     return model
 

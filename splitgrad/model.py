@@ -684,7 +684,7 @@ class Sequential(Model):
         layers, i = self.layers, 0
         while i < len(layers):
             # A first Conv2D(relu) and the MaxPool2D(2) after it run as one op (fusion.py).
-            if i + 1 < len(layers) and type(layers[i]) is fusion.Conv2D:
+            if i + 1 < len(layers):
                 y = fusion.conv_relu_pool(layers[i], layers[i + 1], x)
                 if y is not None:
                     x, i = y, i + 2

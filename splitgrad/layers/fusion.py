@@ -43,9 +43,9 @@ def fusable(conv, pool) -> bool:
 def conv_relu_pool(conv, pool, x):
     """pool(conv(x)) as one op where this module's rules allow it, else None (then the caller
     runs the layers one by one)."""
-    if isinstance(x, Tensor) and x.requires_grad:
-        return None
     if not fusable(conv, pool) or per_example.recording_now():
+        return None
+    if isinstance(x, Tensor) and x.requires_grad:
         return None
     x = conv.to_tensor(x)
     if conv_pool_kernels(x.dtype) is None:
