@@ -6,15 +6,21 @@ timed alone in NumPy under a given OpenBLAS kernel, summed into the fastest step
     python benchmarks/roofline.py W3b --json                    # the figures as JSON on stdout
 
 One step of Embedding(83, 256) · LSTM(H) · Dense(83) over batch B × T = 100 steps performs, as
-splitgrad's fused LSTM op (splitgrad/ops/recurrent.py) and Dense (ops/linalg.py) call them:
+splitgrad's Sequential runs it (the Embedding feeding the LSTM is fused, layers/fusion.py: the
+input projection is looked up by id in the table E·W_ih) and its ops (ops/recurrent.py,
+ops/linalg.py) call them:
 
-    forward   input projection  (T·B, 256) @ (256, 4H)        once, all time steps together
+    forward   projection table  (83, 256) @ (256, 4H) = E·W_ih  once
               recurrent product (B, H) @ (H, 4H)               T times, one call per step
               Dense logits      (T·B, H) @ (H, 83)             once
     backward  Dense dx, dW      (T·B, 83) @ (83, H), (H, T·B) @ (T·B, 83)
               recurrent product (B, 4H) @ (4H, H) = dz·W_hhᵀ   T − 1 times (h0 takes no gradient)
-              LSTM dx           (T·B, 4H) @ (4H, 256)          once (the Embedding needs it)
-              dW_ih, dW_hh      (256, T·B) @ (T·B, 4H), (H, T·B) @ (T·B, 4H)
+              dE, dW_ih         (83, 4H) @ (4H, 256) = S·W_ihᵀ, (256, 83) @ (83, 4H) = Eᵀ·S,
+                                S = each id's gate gradients summed (a scatter, not a GEMM)
+              dW_hh             (H, T·B) @ (T·B, 4H)
+
+Without the fusion (PyTorch's step, and docs/benchmarks.md's FLOP count) the table and the two
+products with S have T·B rows instead of 83: (T·B, 256) @ (256, 4H) and so on.
 
 Each shape is timed with np.matmul into a preallocated output, float32, the BLAS's own threads,
 operands laid out as the op has them (a transposed weight is a transposed view, which OpenBLAS
@@ -81,14 +87,14 @@ def gemms(workload: str) -> list[Gemm]:
     b, h, t = WORKLOADS[workload][0], UNITS[workload], STEPS
     rows, g = t * b, 4 * h  # all time steps' rows; the four gates' width
     return [
-        Gemm("input projection x·W_ih", "forward", rows, EMBED, g, 1),
+        Gemm("projection table E·W_ih", "forward", VOCAB, EMBED, g, 1),
         Gemm("recurrent h·W_hh", "forward", b, h, g, t, sequence=True),
         Gemm("Dense logits", "forward", rows, h, VOCAB, 1),
         Gemm("Dense dx = dy·Wᵀ", "backward", rows, VOCAB, h, 1, b_t=True),
         Gemm("Dense dW = xᵀ·dy", "backward", h, rows, VOCAB, 1, a_t=True),
         Gemm("recurrent dz·W_hhᵀ", "backward", b, g, h, t - 1, b_t=True, sequence=True),
-        Gemm("LSTM dx = dz·W_ihᵀ", "backward", rows, g, EMBED, 1, b_t=True),
-        Gemm("dW_ih = xᵀ·dz", "backward", EMBED, rows, g, 1, a_t=True),
+        Gemm("dE = S·W_ihᵀ", "backward", VOCAB, g, EMBED, 1, b_t=True),
+        Gemm("dW_ih = Eᵀ·S", "backward", EMBED, VOCAB, g, 1, a_t=True),
         Gemm("dW_hh = hᵀ·dz", "backward", h, rows, g, 1, a_t=True),
     ]
 

@@ -683,9 +683,10 @@ class Sequential(Model):
     def call(self, x):
         layers, i = self.layers, 0
         while i < len(layers):
-            # A first Conv2D(relu) and the MaxPool2D(2) after it run as one op (fusion.py).
+            # Some pairs of layers run as one op (fusion.py: a first conv and its pool, an
+            # Embedding feeding a recurrent layer).
             if i + 1 < len(layers):
-                y = fusion.conv_relu_pool(layers[i], layers[i + 1], x)
+                y = fusion.run_pair(layers[i], layers[i + 1], x)
                 if y is not None:
                     x, i = y, i + 2
                     continue

@@ -23,12 +23,15 @@ ARCH = {"W3": (8, 1024), "W3b": (32, 256)}
 
 
 def analytic_step_flops(batch, units, embed=256, vocab=83, steps=100):
-    """Forward: input projection + T recurrent products + Dense (2 FLOPs per MAC). Backward
-    costs two products per forward one (input and weight gradient), except that h0 takes no
-    gradient: the first step's product with W_hhᵀ is skipped."""
-    gates = 4 * units
-    forward = 2 * batch * steps * (embed * gates + units * gates + units * vocab)
-    return 3 * forward - 2 * batch * units * gates, 3 * forward
+    """(splitgrad's step, docs/benchmarks.md's convention). Forward: input projection + T
+    recurrent products + Dense (2 FLOPs per MAC); backward costs two products per forward one
+    (input and weight gradient), except that h0 takes no gradient: the first step's product
+    with W_hhᵀ is skipped. splitgrad makes its input projection for the vocab's rows, not the
+    batch's tokens (layers/fusion.py)."""
+    gates, tokens = 4 * units, batch * steps
+    forward = 2 * tokens * (embed * gates + units * gates + units * vocab)
+    fused = 3 * forward - 2 * 3 * (tokens - vocab) * embed * gates
+    return fused - 2 * batch * units * gates, 3 * forward
 
 
 @pytest.mark.parametrize("workload", ["W3", "W3b"])

@@ -57,6 +57,12 @@ class Embedding(Layer):
         )
 
     def call(self, x):
+        ids = self.checked_ids(x)
+        out = EmbeddingLookup.apply(self.embeddings, ids, ws=self._ws)
+        return per_example.embedding_site(ids, out, self.embeddings)
+
+    def checked_ids(self, x):
+        """The ids array of `x` (a Tensor from to_tensor), each checked to be in range."""
         ids = x.data
         if ids.size:
             low, high = int(ids.min()), int(ids.max())
@@ -67,8 +73,7 @@ class Embedding(Layer):
                     f"{self.input_dim} (valid ids are 0..{self.input_dim - 1}). Map the ids "
                     "into range or build the layer with a larger input_dim."
                 )
-        out = EmbeddingLookup.apply(self.embeddings, ids, ws=self._ws)
-        return per_example.embedding_site(ids, out, self.embeddings)
+        return ids
 
     def get_config(self):
         return {

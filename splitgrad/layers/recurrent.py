@@ -107,7 +107,14 @@ class _Recurrent(Layer):
     def call(self, x, initial_state=None):
         self.expect_ndim(x, 3, "(batch, time, features)")
         self.expect_last_dim(x, self.w_ih.shape[0])
-        batch, steps = x.shape[0], x.shape[1]
+        return self._run(x, self.w_ih, x.shape[0], x.shape[1], initial_state)
+
+    def call_projected(self, table, ids):
+        """The layer's output for input rows e[ids] of an embedding table e, given
+        table = e·W_ih (layers/fusion.py): each step looks its projection up by id."""
+        return self._run(table, None, ids.shape[0], ids.shape[1], None, ids=ids)
+
+    def _run(self, x, w_ih, batch, steps, initial_state, **projected):
         if steps == 0:
             raise ValueError(
                 f"layer {self.name!r} ({type(self).__name__}) got a sequence of "
@@ -122,7 +129,7 @@ class _Recurrent(Layer):
         record = per_example.fused_sites(((self.w_ih, self.b_ih), (self.w_hh, self.b_hh)))
         out = self.op.apply(
             x,
-            self.w_ih,
+            w_ih,
             self.w_hh,
             self.b_ih,
             self.b_hh,
@@ -131,6 +138,7 @@ class _Recurrent(Layer):
             workspace=self._workspace,
             cell_out=self.return_state or self.stateful,
             record=record,
+            **projected,
             **self.op_options(),
         )
         if self.stateful:

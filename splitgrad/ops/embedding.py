@@ -19,25 +19,31 @@ class EmbeddingLookup(Function):
         return np.take(weight, ids, axis=0, out=out, mode="clip")
 
     def backward(self, g):
-        flat = self.ids.reshape(-1)
-        rows = g.reshape(-1, self.shape[1])
-        out = np.zeros(self.shape, dtype=g.dtype)
-        jit = embedding_kernels(g.dtype)
-        if jit is not None:
-            # One compiled pass adding each row into its id's row (equal to rounding to below).
-            seen = np.zeros(self.shape[0], bool)
-            jit.embedding_grad(flat, np.ascontiguousarray(rows), out, seen)
-            return out, None
-        # Sorting groups equal ids so one reduceat sums each group: much faster than
-        # np.add.at's per-element scatter when ids repeat (a character vocabulary).
-        order = np.argsort(flat, kind="stable")
-        ids = flat[order]
-        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
-        grouped = np.take(
-            rows, order, axis=0, out=empty(self.ws, rows.shape, rows.dtype), mode="clip"
-        )  # `order` is a permutation: always in range
-        out[ids[starts]] = np.add.reduceat(grouped, starts, axis=0)
-        return out, None
+        return scatter_rows(
+            self.ids.reshape(-1), g.reshape(-1, self.shape[1]), self.shape[0], self.ws
+        ), None
+
+
+def scatter_rows(ids, rows, count, ws=None):
+    """The (count, width) array whose row k is the sum of rows[p] over every p with ids[p] == k
+    (zeros where no id is k): an embedding table's gradient from its output rows' gradients."""
+    out = np.zeros((count, rows.shape[1]), dtype=rows.dtype)
+    jit = embedding_kernels(rows.dtype)
+    if jit is not None:
+        # One compiled pass adding each row into its id's row (equal to rounding to below).
+        seen = np.zeros(count, bool)
+        jit.embedding_grad(ids, np.ascontiguousarray(rows), out, seen)
+        return out
+    # Sorting groups equal ids so one reduceat sums each group: much faster than
+    # np.add.at's per-element scatter when ids repeat (a character vocabulary).
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    grouped = np.take(
+        rows, order, axis=0, out=empty(ws, rows.shape, rows.dtype), mode="clip"
+    )  # `order` is a permutation: always in range
+    out[ids[starts]] = np.add.reduceat(grouped, starts, axis=0)
+    return out
 
 
 def embedding(weight, ids, ws=None):

@@ -20,6 +20,13 @@ appends the final cell state as one extra timestep, giving (batch, time + 1, H).
 the input is read from the last timestep to the first and the outputs are in that processing order
 (Keras `go_backwards`). `workspace=` (a `Workspace`) lets a layer reuse its large buffers.
 
+Projected input: with `ids=` (integer (batch, time)) and w_ih None, x is a table (V, G·H) of
+every id's input projection, e·W_ih for each embedding row e (layers/fusion.py makes it for an
+Embedding feeding the layer). Step t of row b then looks up x[ids[b, t]] instead of multiplying,
+and the table's gradient is each id's gate gradients summed; the product that made the table
+gives dE and dW_ih from that (V × G·H) sum, so all three big input GEMMs shrink from
+batch·time rows to V rows.
+
 Per-example gradients (DP-SGD): `record=fill` (from layers/per_example.py's `fused_sites`)
 makes backward hand the recorder the two linear sites, time-major, before the end-of-sequence
 GEMMs: (x_t, δ of x_t·W_ih + b_ih) and (h_{t−1}, δ of h_{t−1}·W_hh + b_hh), the same δ for
@@ -38,6 +45,7 @@ from .._kernels.panels import PanelMatmul
 from .._kernels.thread_team import OnOwnThreads, matmul, row_groups, run_pieces
 from .._kernels.workspace import empty
 from ..tensor import Function
+from .embedding import scatter_rows
 
 
 class _Recurrence(OnOwnThreads, Function):
@@ -62,19 +70,29 @@ class _Recurrence(OnOwnThreads, Function):
         workspace=None,
         cell_out=True,
         record=None,
+        ids=None,
         **options,
     ):
         self.ws = ws = workspace
         self.record = record
         dtype = w_hh.dtype
-        xs = x[:, ::-1] if reverse else x
-        batch, steps, features = x.shape
-        xt = empty(ws, (steps, batch, features), dtype)
-        np.copyto(xt, xs.transpose(1, 0, 2))
         units = w_hh.shape[0]
-        self.xt, self.w_ih, self.w_hh, self.reverse = xt, w_ih, w_hh, reverse
-        proj = empty(ws, (steps, batch, w_ih.shape[1]), dtype)
-        matmul(xt.reshape(steps * batch, features), w_ih, out=proj.reshape(steps * batch, -1))
+        self.w_ih, self.w_hh, self.reverse = w_ih, w_hh, reverse
+        if ids is None:
+            xs = x[:, ::-1] if reverse else x
+            batch, steps, features = x.shape
+            xt = self.xt = empty(ws, (steps, batch, features), dtype)
+            np.copyto(xt, xs.transpose(1, 0, 2))
+            proj = empty(ws, (steps, batch, w_ih.shape[1]), dtype)
+            matmul(xt.reshape(steps * batch, features), w_ih, out=proj.reshape(steps * batch, -1))
+        else:
+            # x is the table of every id's input projection (an Embedding's table times W_ih,
+            # layers/fusion.py): each step's x_t·W_ih is a row lookup, not a product.
+            batch, steps = ids.shape
+            self.table_rows = x.shape[0]
+            self.ids = (ids[:, ::-1] if reverse else ids).T  # time-major, like the loops
+            proj = empty(ws, (steps, batch, x.shape[1]), dtype)
+            np.take(x, self.ids, axis=0, out=proj, mode="clip")  # ids checked by the Embedding
         # hs[0] is h0 and hs[t + 1] is h_t, so hs[:-1] is every step's previous state in one block.
         self.hs = empty(ws, (steps + 1, batch, units), dtype)
         self.hs[0] = h0
@@ -91,7 +109,7 @@ class _Recurrence(OnOwnThreads, Function):
         return out
 
     def _backward(self, g):
-        steps, batch, features = self.xt.shape
+        steps, batch = self.hs.shape[0] - 1, self.hs.shape[1]
         dy = g[:, :steps].transpose(1, 0, 2)
         dc_last = g[:, steps] if g.shape[1] > steps else None
         self.step_w = self.step_matmul(transposed=True)
@@ -106,14 +124,17 @@ class _Recurrence(OnOwnThreads, Function):
             self.record([(self.xt, dproj), (self.hs[:-1], drec)])
             needs = needs[:1] + [False] * 4 + needs[5:]
         dx = dw_ih = dw_hh = db_ih = db_hh = None
-        if needs[0]:
+        if needs[0] and self.w_ih is None:  # the table's gradient: each id's rows summed
+            dx = scatter_rows(self.ids.reshape(-1), dproj2, self.table_rows, self.ws)
+        elif needs[0]:
+            features = self.xt.shape[2]
             dxt = empty(self.ws, (steps, batch, features), dproj.dtype)
             matmul(dproj2, self.w_ih.T, out=dxt.reshape(steps * batch, features))
             dxb = dxt.transpose(1, 0, 2)
             dx = empty(self.ws, dxb.shape, dxb.dtype)  # batch-major copy, reused next step
             np.copyto(dx, dxb[:, ::-1] if self.reverse else dxb)
         if needs[1]:
-            dw_ih = matmul(self.xt.reshape(steps * batch, features).T, dproj2)
+            dw_ih = matmul(self.xt.reshape(steps * batch, -1).T, dproj2)
         if needs[2]:
             dw_hh = matmul(self.hs[:-1].reshape(steps * batch, -1).T, drec2)
         if needs[3]:
