@@ -196,6 +196,22 @@ def test_extreme_inputs_stay_finite():
     np.testing.assert_array_equal(out.data, [0.0, np.inf])
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_sigmoid_takes_the_stable_branch_for_each_sign(dtype):
+    # 1 / (1 + e^−a) for a ≥ 0 and e^a / (1 + e^a) for a < 0, in the input's dtype: tiny
+    # values keep their precision, inf and −inf give 1 and 0, a NaN stays NaN.
+    from splitgrad.ops.activations import sigmoid_array
+
+    a = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -30.0, -80.0, 3.5, -3.5], dtype)
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(a))
+        want = np.where(a >= 0, dtype(1) / (1 + e), e / (1 + e))
+    got = sigmoid_array(a)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want.astype(dtype))
+    assert sigmoid_array(dtype(-15.0)) > 0 and sigmoid_array(np.array([2])).dtype == np.float64
+
+
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 @given(shape=nonscalar_shapes, seed=seeds, data=st.data())
 def test_softmax_any_axis(fn, shape, seed, data):
