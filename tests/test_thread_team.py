@@ -157,16 +157,45 @@ def test_panels_only_with_openblas_avx512_kernels(monkeypatch):
     assert (panel_matmul.PanelMatmul(w, 8).layout is not None) is want
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_column_split_equals_numpy(split_everything, transposed):
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((9, 7) if transposed else (7, 9))
+    w = w.T if transposed else w
+    x = rng.standard_normal((4, 7))
+    out = np.empty((4, 9))
+    with thread_team.own_threads:
+        split = panel_matmul.ColumnSplit(w)
+        assert len(split.blocks) == 2
+        np.testing.assert_allclose(split(x, out), x @ w, rtol=1e-13, atol=1e-13)
+
+
+def test_column_split_only_without_panels_for_a_big_weight_and_few_rows(monkeypatch):
+    monkeypatch.setattr(panel_matmul, "team_size", lambda: 2)
+    big = np.ones((1024, 4096), np.float32)
+    for small_kernel, want in ((True, False), (False, True)):  # with panels, they win
+        monkeypatch.setattr(panel_matmul, "small_kernel", lambda s=small_kernel: s)
+        assert panel_matmul.column_split(big, 8) is want
+        assert panel_matmul.column_split(big.T, 8) is want  # backward: W_hhᵀ
+    assert not panel_matmul.column_split(big, 64)  # many rows: split the rows
+    assert not panel_matmul.column_split(np.ones((256, 1024), np.float32), 8)  # W3b's: small
+    assert panel_matmul.column_split(np.ones((1024, 4096)), 8)  # float64: never panels
+    monkeypatch.setattr(panel_matmul, "team_size", lambda: 1)
+    assert not panel_matmul.column_split(big, 8)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_recurrent_results_do_not_depend_on_row_groups(monkeypatch, kind):
-    """The batch's rows may be split over threads, and the per-step products may run over
-    panels (forced here, with K split in several panels backward): forward and all gradients
-    stay those of one plain loop."""
+    """The batch's rows may be split over threads, the per-step products may run over panels
+    (forced here, with K split in several panels backward) or be split by columns: forward and
+    all gradients stay those of one plain loop."""
     layer_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.SimpleRNN}[kind]
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 7, 3))
 
-    def run(groups, panels=False):
+    def run(groups, panels=False, columns=False):
+        # columns: one loop whose per-step products are split by columns over a team of two
+        monkeypatch.setattr(rnn_ops, "column_split", lambda w, rows: columns)
         if panels:
             monkeypatch.setattr(
                 panel_matmul, "plan", lambda k, n, rows, dtype, small: (k if k <= 16 else 8, 8)
@@ -186,7 +215,9 @@ def test_recurrent_results_do_not_depend_on_row_groups(monkeypatch, kind):
         return [y.data, xt.grad] + [p.grad for p in layer.parameters()]
 
     plain = run(1)
-    for other in (run(3), run(2, panels=True)):
+    real = thread_team.team_size
+    monkeypatch.setattr(thread_team, "team_size", lambda: max(2, real()))
+    for other in (run(3), run(2, panels=True), run(1, columns=True)):
         for a, b in zip(plain, other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 

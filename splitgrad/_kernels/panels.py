@@ -20,19 +20,31 @@ OpenBLAS runs another kernel (OPENBLAS_CORETYPE=Haswell, or an older CPU) a pane
 through the ordinary packing path, and the panels lose: 100 of those steps took 125 ms over
 panels and 68 ms as plain matmuls (benchmarks/roofline.py). So panels are used only where the
 BLAS reports an AVX-512 kernel (`small_kernel`).
+
+Without panels, a big W is better split by columns than the batch by rows: when each of the
+team's threads multiplies its own rows by all of W, each packs all of W, twice the copying of
+one product. `ColumnSplit` has every thread multiply all the rows by its own block of W's
+columns, so together they pack W once; the layer then runs one time loop (its elementwise gate
+math on one thread, which costs less than the copy saved). Measured under
+OPENBLAS_CORETYPE=Haswell, 100 steps of (8 × 1024)·(1024 × 4096) on 2 threads: 121-152 ms with
+4 rows a thread, 66-73 ms with 2048 columns a thread; (8 × 4096)·(4096 × 1024) 121 → 76 ms;
+(32 × 1024)·(1024 × 4096) 219 → 164 ms. With 64 rows or a W under 4 MiB (W3b's 256 × 1024)
+the gain is gone, so `column_split` asks for ≤ 32 rows and ≥ 2^20 elements.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .thread_team import product, row_groups, run_pieces
+from .thread_team import product, row_groups, run_pieces, team_size
 from .workspace import empty
 
 _PANEL_K = 1024  # rows of W per panel (the largest that keeps the small kernel fast)
 _PANEL_WIDTHS = (64, 32, 16)  # columns per panel, widest first
 _MAX_ROWS = 16  # beyond this many rows the packing is paid back: one plain matmul wins
 _MIN_WEIGHT = 1 << 18  # elements (1 MiB in float32); a smaller W packs cheaply
+_COLUMN_MIN_WEIGHT = 1 << 20  # elements (4 MiB in float32) from which ColumnSplit pays
+_COLUMN_MAX_ROWS = 32  # beyond this the one-thread gate math costs more than the copy saved
 
 
 _SMALL_KERNEL_CORES = ("skylakex", "cooperlake", "sapphirerapids")  # OpenBLAS's AVX-512 cores
@@ -109,4 +121,29 @@ class PanelMatmul:
             partial = np.empty((nk, nb, rows, width), out.dtype)  # small: rows × N × nk
             np.matmul(xk, self.panels, out=partial)
             np.add.reduce(partial, axis=0, out=out_panels)
+        return out
+
+
+def column_split(w: np.ndarray, rows: int) -> bool:
+    """True when h (rows, K) @ w should run as a `ColumnSplit` (one time loop over all rows):
+    no panels for it, a team of two or more, a big w and few rows (the module docstring)."""
+    k, n = w.shape
+    return (
+        plan(k, n, rows, w.dtype, small_kernel()) is None
+        and team_size() > 1
+        and k * n >= _COLUMN_MIN_WEIGHT
+        and rows <= _COLUMN_MAX_ROWS
+        and n >= 2 * team_size()
+    )
+
+
+class ColumnSplit:
+    """x @ w for many x and one fixed w (K, N): each team member computes all of x's rows for
+    its own block of w's columns (views: nothing is copied). `cs(x, out)` returns out."""
+
+    def __init__(self, w: np.ndarray):
+        self.w, self.blocks = w, row_groups(w.shape[1])
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        run_pieces(product(x, self.w[:, cols], out[:, cols]) for cols in self.blocks)
         return out

@@ -14,11 +14,16 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
+        if a.ndim == b.ndim == 2:  # on splitgrad's team inside a recurrent or conv model
+            return matmul(a, b)
         return a @ b
 
     def backward(self, g):
         a, b = self.a, self.b
         ga = gb = None
+        if a.ndim == b.ndim == 2:
+            ga = matmul(g, b.T) if self.needs[0] else None
+            return ga, matmul(a.T, g) if self.needs[1] else None
         if a.ndim == 1 and b.ndim == 1:
             return (g * b if self.needs[0] else None, g * a if self.needs[1] else None)
         if self.needs[0]:

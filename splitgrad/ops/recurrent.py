@@ -13,7 +13,9 @@ dx over all timesteps. Work is time-major inside, so every per-step slice is con
 The sequences of a batch never mix, so both time loops run in row groups (one per BLAS thread)
 on splitgrad's own thread team, and the big products use its `matmul` (see
 _kernels/thread_team.py for why). The per-step products go through `PanelMatmul`, which avoids
-OpenBLAS re-copying W_hh on every step.
+OpenBLAS re-copying W_hh on every step. Where panels do not apply (a BLAS without its AVX-512
+small-matrix kernel) and W_hh is big, one time loop runs instead, its per-step products split
+by columns over the team (`ColumnSplit`): together the threads then copy W_hh once a step.
 
 Output, batch-first: the hidden states (batch, time, H); with cell_out=True (the default) LSTM
 appends the final cell state as one extra timestep, giving (batch, time + 1, H). With reverse=True
@@ -41,7 +43,7 @@ from functools import partial
 import numpy as np
 
 from .._kernels.compiled import recurrent_kernels
-from .._kernels.panels import PanelMatmul
+from .._kernels.panels import ColumnSplit, PanelMatmul, column_split
 from .._kernels.thread_team import OnOwnThreads, matmul, row_groups, run_pieces
 from .._kernels.workspace import empty
 from ..tensor import Function
@@ -96,7 +98,10 @@ class _Recurrence(OnOwnThreads, Function):
         # hs[0] is h0 and hs[t + 1] is h_t, so hs[:-1] is every step's previous state in one block.
         self.hs = empty(ws, (steps + 1, batch, units), dtype)
         self.hs[0] = h0
-        self.groups = row_groups(batch)
+        # One time loop per row group, each with its own rows' products; or, for a big W_hh
+        # without panels, one loop whose products are split by columns (panels.py says why).
+        self.split = column_split(w_hh, batch)
+        self.groups = [slice(0, batch)] if self.split else row_groups(batch)
         self.step_w = self.step_matmul()
         last_cell = self.prepare_scan(proj, b_ih, b_hh, c0, **options)
         run_pieces(partial(self.scan, rows) for rows in self.groups)
@@ -147,6 +152,8 @@ class _Recurrence(OnOwnThreads, Function):
     def step_matmul(self, transposed=False):
         """The per-step product with W_hh (forward) or W_hhᵀ (backward), shared by the groups."""
         w = self.w_hh.T if transposed else self.w_hh
+        if self.split:
+            return ColumnSplit(w)
         return PanelMatmul(w, max(rows.stop - rows.start for rows in self.groups), self.ws)
 
     def want_h0(self):
