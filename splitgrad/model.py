@@ -350,7 +350,7 @@ class Model(Layer):
         with self.threads():
             loss = self.compute_loss(x, y)
             loss.backward(into=opt.grad_buffers())
-        opt.step()
+            opt.step()
         logs = {"loss": float(loss.data)}
         y = weights_mod.split(y)[0]
         for m in self.metrics:

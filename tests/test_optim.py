@@ -443,3 +443,38 @@ def test_compiled_adam_gives_the_numpy_rules_bits(cls, kw, dtype):
         return [p.data]
 
     assert_bitwise_equal(*compiled_and_numpy(train))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_flat_update_shared_over_the_team_gives_the_same_bits(case, monkeypatch):
+    """Inside splitgrad's own threads the flat update's chunks run on the team (optim/base.py);
+    each chunk is elementwise, so the parameters come out bit for bit as in one thread."""
+    from splitgrad._kernels import thread_team
+
+    _, cls, kwargs, _, _ = case
+    monkeypatch.setattr(optim.Optimizer, "_CHUNK", 7)  # 5 chunks of 32 parameters
+    real_size, real_run = thread_team.team_size, thread_team.run_pieces
+    monkeypatch.setattr(thread_team, "team_size", lambda: max(2, real_size()))
+    runs = []
+    monkeypatch.setattr(optim.base, "run_pieces", lambda ps: runs.append(1) or real_run(ps))
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal((4, 8))
+    grads = [rng.standard_normal((4, 8)) for _ in range(4)]
+
+    def train(on_team):
+        p = Tensor(start.copy(), requires_grad=True)
+        opt = cls([p], **kwargs)
+        for g in grads:
+            p.grad = opt.grad_buffers()[p]
+            p.grad[...] = g
+            if on_team:
+                with thread_team.own_threads:
+                    opt.step()
+            else:
+                opt.step()
+        return p.data
+
+    alone = train(False)
+    assert not runs
+    np.testing.assert_array_equal(train(True), alone)
+    assert len(runs) == len(grads)  # every step went over the team
