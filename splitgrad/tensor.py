@@ -64,6 +64,17 @@ def as_array(value, dtype=None) -> np.ndarray:
     return arr
 
 
+def _free_buffer(parent, parents, into, pending):
+    """`parent`'s buffer in `into` if its gradient may be written there directly: a leaf with
+    no gradient yet, none pending from another op in this pass (which would be added), and
+    only once among the op's inputs (x @ x would write both gradients into one buffer)."""
+    if parent is None or parent._ctx is not None or parent.grad is not None:
+        return None
+    if parent in pending or sum(p is parent for p in parents) > 1:
+        return None
+    return into.get(parent)
+
+
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum `grad` over the axes that broadcasting added or stretched, so it matches `shape`.
 
@@ -87,7 +98,24 @@ class Function:
     `backward(self, grad) -> tuple` (one gradient or None per input). The instance itself is
     the context: forward stores on `self` whatever backward needs. `self.needs[i]` says
     whether input i wants a gradient, so backward can skip work.
+
+    A subclass with `writes_grads = True` may also write a weight's gradient straight into
+    that weight's gradient buffer: during `backward(into=...)`, `self.grad_out(i, shape,
+    dtype)` is the buffer of input i when it is a leaf whose gradient would be copied there
+    anyway and it has that shape and dtype (else None). Returning that array saves the copy
+    (Linear's weight gradient, for example).
     """
+
+    writes_grads = False
+    _grad_out = None
+
+    def grad_out(self, i, shape, dtype):
+        """Input i's gradient buffer to write its gradient (of `shape` and `dtype`) into, or
+        None (see above)."""
+        buf = None if self._grad_out is None else self._grad_out[i]
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            return None
+        return buf
 
     @classmethod
     def apply(cls, *inputs, **kwargs) -> Tensor:
@@ -248,6 +276,8 @@ class Tensor:
             if ctx is None:
                 node._accumulate(g, None if into is None else into.get(node))
                 continue
+            if into and ctx.writes_grads:
+                ctx._grad_out = [_free_buffer(p, ctx.parents, into, grads) for p in ctx.parents]
             for parent, need, pg in zip(ctx.parents, ctx.needs, ctx.backward(g)):
                 if need and pg is not None:
                     prev = get(parent)
@@ -261,7 +291,8 @@ class Tensor:
             g = np.broadcast_to(g, self.data.shape)
         if self.grad is None:
             if buf is not None:
-                np.copyto(buf, g)
+                if g is not buf:  # (an op may have written it there already: grad_out)
+                    np.copyto(buf, g)
                 self.grad = buf
             else:
                 self.grad = np.array(g, copy=True)

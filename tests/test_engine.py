@@ -189,6 +189,48 @@ def test_backward_into_a_buffer_receives_a_broadcast_gradient_in_its_dtype():
     np.testing.assert_array_equal(x.grad, np.ones(3))
 
 
+def _grads_with_and_without_buffers(loss_of, params):
+    """Each parameter's gradient from backward(into=buffers) (ops may write into the buffers
+    directly: Function.grad_out) and from a plain backward; buffers start as garbage."""
+    bufs = {p: np.full(p.shape, 7.0) for p in params}
+    for p in params:
+        p.zero_grad()
+    loss_of().backward(into=bufs)
+    got = [p.grad.copy() for p in params]
+    assert all(p.grad is bufs[p] for p in params)
+    for p in params:
+        p.zero_grad()
+    loss_of().backward()
+    return got, [p.grad for p in params]
+
+
+def test_ops_write_weight_gradients_into_the_buffers_only_where_nothing_else_adds():
+    rng = np.random.default_rng(3)
+    x, x2 = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    w, b = leaf(rng.standard_normal((4, 3))), leaf(rng.standard_normal(3))
+    square = leaf(rng.standard_normal((4, 4)))
+    cases = [
+        (lambda: (ops.linear(Tensor(x), w, b) ** 2).sum(), [w, b]),  # straight in
+        # w in two ops: the second op's gradient is added to the first's
+        (lambda: (ops.linear(Tensor(x), w, b) * ops.linear(Tensor(x2), w)).sum(), [w, b]),
+        (lambda: ((square @ square) ** 2).sum(), [square]),  # one leaf, both operands
+        (lambda: ((Tensor(x) @ square) ** 2).sum() + (square**3).sum(), [square]),
+    ]
+    for loss_of, params in cases:
+        got, want = _grads_with_and_without_buffers(loss_of, params)
+        for g, g0 in zip(got, want):
+            np.testing.assert_allclose(g, g0, rtol=1e-13, atol=1e-13)
+    # a gradient already there (no zero_grad between passes) is added to, not overwritten
+    bufs = {w: np.zeros((4, 3)), b: np.zeros(3)}
+    w.zero_grad()
+    b.zero_grad()
+    for _ in range(2):
+        (ops.linear(Tensor(x), w, b) ** 2).sum().backward(into=bufs)
+    w.zero_grad()
+    (ops.linear(Tensor(x), w, b) ** 2).sum().backward()
+    np.testing.assert_allclose(bufs[w], 2 * w.grad, rtol=1e-13)
+
+
 def test_backward_with_explicit_gradient_of_any_shape():
     x = leaf(np.arange(6.0).reshape(2, 3))
     y = x * 2.0

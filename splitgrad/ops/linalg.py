@@ -12,6 +12,8 @@ from ..tensor import Function, unbroadcast
 class MatMul(Function):
     """z = a @ b (NumPy matmul rules, batched and broadcast)."""
 
+    writes_grads = True  # 2-D operands: their gradients go straight into the buffers
+
     def forward(self, a, b):
         self.a, self.b = a, b
         if a.ndim == b.ndim == 2:  # on splitgrad's team inside a recurrent or conv model
@@ -22,8 +24,9 @@ class MatMul(Function):
         a, b = self.a, self.b
         ga = gb = None
         if a.ndim == b.ndim == 2:
-            ga = matmul(g, b.T) if self.needs[0] else None
-            return ga, matmul(a.T, g) if self.needs[1] else None
+            ga = matmul(g, b.T, out=self.grad_out(0, a.shape, g.dtype)) if self.needs[0] else None
+            gb = matmul(a.T, g, out=self.grad_out(1, b.shape, g.dtype)) if self.needs[1] else None
+            return ga, gb
         if a.ndim == 1 and b.ndim == 1:
             return (g * b if self.needs[0] else None, g * a if self.needs[1] else None)
         if self.needs[0]:
@@ -48,6 +51,8 @@ class MatMul(Function):
 class Linear(Function):
     """z = x·W + b, the fused Dense primitive (x of shape (..., in), W of shape (in, out))."""
 
+    writes_grads = True  # dW and db go straight into the optimizer's buffers (tensor.py)
+
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
         self.bshape = None if b is None else b.shape
@@ -61,8 +66,10 @@ class Linear(Function):
         x, w = self.x, self.w
         g2 = g.reshape(-1, g.shape[-1])
         gx = matmul(g2, w.T).reshape(x.shape) if self.needs[0] else None
-        gw = matmul(x.reshape(-1, x.shape[-1]).T, g2) if self.needs[1] else None
-        gb = None
+        gw = gb = None
+        if self.needs[1]:
+            gw = matmul(x.reshape(-1, x.shape[-1]).T, g2, out=self.grad_out(1, w.shape, g.dtype))
         if len(self.needs) > 2 and self.needs[2]:
-            gb = unbroadcast(np.add.reduce(g2, axis=0), self.bshape)
+            out = self.grad_out(2, g2.shape[1:], g.dtype)
+            gb = unbroadcast(np.add.reduce(g2, axis=0, out=out), self.bshape)
         return gx, gw, gb

@@ -58,6 +58,7 @@ class _Recurrence(OnOwnThreads, Function):
     """
 
     gates = 1
+    writes_grads = True  # the weight gradients go straight into the optimizer's buffers
 
     def _forward(
         self,
@@ -138,14 +139,20 @@ class _Recurrence(OnOwnThreads, Function):
             dxb = dxt.transpose(1, 0, 2)
             dx = empty(self.ws, dxb.shape, dxb.dtype)  # batch-major copy, reused next step
             np.copyto(dx, dxb[:, ::-1] if self.reverse else dxb)
+        dtype = dproj.dtype
         if needs[1]:
-            dw_ih = matmul(self.xt.reshape(steps * batch, -1).T, dproj2)
+            out = self.grad_out(1, self.w_ih.shape, dtype)
+            dw_ih = matmul(self.xt.reshape(steps * batch, -1).T, dproj2, out=out)
         if needs[2]:
-            dw_hh = matmul(self.hs[:-1].reshape(steps * batch, -1).T, drec2)
+            out = self.grad_out(2, self.w_hh.shape, dtype)
+            dw_hh = matmul(self.hs[:-1].reshape(steps * batch, -1).T, drec2, out=out)
         if needs[3]:
-            db_ih = dproj2.sum(axis=0)
+            db_ih = np.add.reduce(dproj2, axis=0, out=self.grad_out(3, (width,), dtype))
         if needs[4]:
-            db_hh = db_ih if drec is dproj and db_ih is not None else drec2.sum(axis=0)
+            if drec is dproj and db_ih is not None:
+                db_hh = db_ih
+            else:
+                db_hh = np.add.reduce(drec2, axis=0, out=self.grad_out(4, (width,), dtype))
         grads = (dx, dw_ih, dw_hh, db_ih, db_hh, dh0)
         return grads + (dc0,) if len(needs) > 6 else grads
 
