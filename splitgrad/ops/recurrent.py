@@ -81,6 +81,7 @@ class _Recurrence(OnOwnThreads, Function):
         dtype = w_hh.dtype
         units = w_hh.shape[0]
         self.w_ih, self.w_hh, self.reverse = w_ih, w_hh, reverse
+        bias = self.input_bias(b_ih, b_hh)  # constant over time: added once, to every step
         if ids is None:
             xs = x[:, ::-1] if reverse else x
             batch, steps, features = x.shape
@@ -88,14 +89,16 @@ class _Recurrence(OnOwnThreads, Function):
             np.copyto(xt, xs.transpose(1, 0, 2))
             proj = empty(ws, (steps, batch, w_ih.shape[1]), dtype)
             matmul(xt.reshape(steps * batch, features), w_ih, out=proj.reshape(steps * batch, -1))
+            proj += bias
         else:
             # x is the table of every id's input projection (an Embedding's table times W_ih,
-            # layers/fusion.py): each step's x_t·W_ih is a row lookup, not a product.
+            # layers/fusion.py): each step's x_t·W_ih is a row lookup, not a product, and the
+            # bias is added to the table's V rows instead of every step's.
             batch, steps = ids.shape
             self.table_rows = x.shape[0]
             self.ids = (ids[:, ::-1] if reverse else ids).T  # time-major, like the loops
             proj = empty(ws, (steps, batch, x.shape[1]), dtype)
-            np.take(x, self.ids, axis=0, out=proj, mode="clip")  # ids checked by the Embedding
+            np.take(x + bias, self.ids, axis=0, out=proj, mode="clip")  # ids checked already
         # hs[0] is h0 and hs[t + 1] is h_t, so hs[:-1] is every step's previous state in one block.
         self.hs = empty(ws, (steps + 1, batch, units), dtype)
         self.hs[0] = h0
@@ -156,6 +159,11 @@ class _Recurrence(OnOwnThreads, Function):
         grads = (dx, dw_ih, dw_hh, db_ih, db_hh, dh0)
         return grads + (dc0,) if len(needs) > 6 else grads
 
+    def input_bias(self, b_ih, b_hh):
+        """What is added to every step's x_t·W_ih before the loop: both biases (SimpleRNN and
+        LSTM add them to one pre-activation)."""
+        return b_ih + b_hh
+
     def step_matmul(self, transposed=False):
         """The per-step product with W_hh (forward) or W_hhᵀ (backward), shared by the groups."""
         w = self.w_hh.T if transposed else self.w_hh
@@ -174,7 +182,6 @@ class SimpleRNNSeq(_Recurrence):
         if activation not in ("tanh", "relu"):
             raise ValueError(f"SimpleRNN activation must be 'tanh' or 'relu', got {activation!r}")
         self.activation = activation
-        proj += b_ih + b_hh  # both biases are constant over time: fold them in once
         self.proj = proj
 
     def scan(self, r):
@@ -225,7 +232,6 @@ class LSTMSeq(_Recurrence):
         steps, batch, width = proj.shape
         units = width // 4
         dtype = proj.dtype
-        proj += b_ih + b_hh
         # sigmoid(v) = 0.5·tanh(0.5·v) + 0.5, so one tanh over all four gates (g keeps scale 1)
         # activates the whole row: four ufunc calls per step instead of one per gate.
         self.scale = np.full(width, 0.5, dtype)
@@ -360,8 +366,10 @@ class GRUSeq(_Recurrence):
 
     gates = 3
 
+    def input_bias(self, b_ih, b_hh):
+        return b_ih  # b_hn stays inside r·(h·W_hn + b_hn)
+
     def prepare_scan(self, proj, b_ih, b_hh, c0):
-        proj += b_ih
         self.b_hh = b_hh
         # h·W_hh + b_hh per step: its n block is needed again in backward.
         self.hproj = empty(self.ws, proj.shape, proj.dtype)
