@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import threading
 import weakref
 
@@ -107,12 +108,15 @@ class Function:
     """
 
     writes_grads = False
-    _grad_out = None
+    _into = None  # (buffers, pending gradients) while backward(into=...) runs this op
+    _SMALL = 4096  # elements: a smaller gradient is cheaper to copy than to look up
 
     def grad_out(self, i, shape, dtype):
         """Input i's gradient buffer to write its gradient (of `shape` and `dtype`) into, or
         None (see above)."""
-        buf = None if self._grad_out is None else self._grad_out[i]
+        if self._into is None or math.prod(shape) < self._SMALL:
+            return None
+        buf = _free_buffer(self.parents[i], self.parents, *self._into)
         if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
             return None
         return buf
@@ -277,8 +281,14 @@ class Tensor:
                 node._accumulate(g, None if into is None else into.get(node))
                 continue
             if into and ctx.writes_grads:
-                ctx._grad_out = [_free_buffer(p, ctx.parents, into, grads) for p in ctx.parents]
-            for parent, need, pg in zip(ctx.parents, ctx.needs, ctx.backward(g)):
+                ctx._into = (into, grads)
+                try:
+                    pgs = ctx.backward(g)
+                finally:
+                    ctx._into = None
+            else:
+                pgs = ctx.backward(g)
+            for parent, need, pg in zip(ctx.parents, ctx.needs, pgs):
                 if need and pg is not None:
                     prev = get(parent)
                     # Out of place: `prev` may be an array that another node also holds.
