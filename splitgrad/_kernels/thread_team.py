@@ -194,13 +194,14 @@ def team_size() -> int:
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """a @ b with a 2-D `a` (b may be a stack of matrices); a big product is cut into row
     blocks of `a` that run on the team's threads."""
+    if not _depth or _team < 2:  # (the common case first: a small model's step is mostly this)
+        return np.matmul(a, b, out=out)
     m, k = a.shape
     n = b.shape[-1]
+    if m * n * k * (b.size // max(1, k * n)) < _SPLIT_WORK or m < 2 * _team:
+        return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(b.shape[:-2] + (m, n), np.result_type(a, b))
-    work = m * n * k * (b.size // max(1, k * n))
-    if not _depth or _team < 2 or work < _SPLIT_WORK or m < 2 * _team:
-        return np.matmul(a, b, out=out)
     run_pieces(product(a[rows], b, out[..., rows, :]) for rows in row_groups(m))
     return out
 

@@ -309,11 +309,11 @@ class Layer:
     def regularization_losses(self):
         """Penalty tensors from this layer's and its sub-layers' regularizers."""
         out = []
-        for key, reg in getattr(self, "_regularizers", {}).items():
+        for key, reg in self.__dict__.get("_regularizers", {}).items():
             if reg is not None and key in self._params:
                 out.append(reg(self._params[key]))
         for _, child in self.sublayers():
-            out.extend(child.regularization_losses())
+            out += child.regularization_losses()
         return out
 
     # ----- building and calling ---------------------------------------------------------

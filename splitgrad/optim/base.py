@@ -433,6 +433,11 @@ class Optimizer(GroupsMixin, StateMixin, Configurable):
         chunk's half-dozen arrays stay in cache between the rule's passes (Adam on 5.5 M
         parameters: 17 ms in one piece, 10 ms in chunks)."""
         size = group["param"].size
+        if size <= self._CHUNK:  # one chunk: the group's own arrays, no slicing (small models)
+            self._update(
+                group["param"], group["grad"], group["state"], group["scratch"], self._t, lr, h
+            )
+            return
         chunks = [
             partial(
                 self._update,
