@@ -683,13 +683,13 @@ class Sequential(Model):
     def call(self, x):
         layers, i = self.layers, 0
         while i < len(layers):
-            # Some pairs of layers run as one op (fusion.py: a first conv and its pool, an
-            # Embedding feeding a recurrent layer).
-            if i + 1 < len(layers):
-                y = fusion.run_pair(layers[i], layers[i + 1], x)
-                if y is not None:
-                    x, i = y, i + 2
-                    continue
+            # Some runs of layers are one op (fusion.py: a first conv and its pool, an
+            # Embedding feeding a recurrent layer, a stack of Dense layers).
+            fused = fusion.run_fused(layers, i, x)
+            if fused is not None:
+                x, n = fused
+                i += n
+                continue
             x = layers[i](x)
             i += 1
         return x

@@ -1,5 +1,6 @@
-"""Where Sequential runs two layers as one op. Two pairs, each taken only where nothing can
-tell the difference (same output and gradients, rounded differently within float precision):
+"""Where Sequential runs several layers as one op. Three cases, each taken only where nothing
+can tell the difference (same output and gradients, rounded differently within float
+precision, or the same bits):
 
 1. A first Conv2D(relu) and the MaxPool2D after it:
 
@@ -25,25 +26,57 @@ product that made the table turns that into dE and dW_ih (ops/recurrent.py). The
 when the batch has at least V ids (else the table costs more than it saves), both layers are
 built with one dtype, and no per-example gradients are recorded (DP-SGD's sites are per token).
 
-Anything else, or a model that is not a Sequential, runs the two layers one after the other.
+3. A stack of Dense layers:
+
+    Dense(a, "relu") → Dense(b, "relu") → Dense(c)   ==>   ops.linalg.DenseChain, then c's own
+                                                           activation
+
+A small MLP's training step is mostly Python: each layer is a Linear node and an activation
+node, each with its own bookkeeping forward and backward. As one node, W5 (MLP 30-16-1,
+batch 32) went from 89 to ~65 µs a step; results are the same bits (the same NumPy calls).
+Taken for two or more Dense layers in a row, every one but the last with a linear, ReLU,
+sigmoid or tanh activation (the last keeps its own, so a softmax or sigmoid output still
+reaches the loss with its logits), all built with one dtype and sizes that chain, and no
+per-example gradients being recorded (DP-SGD's site is each Dense).
+
+Anything else, or a model that is not a Sequential, runs the layers one after the other.
 """
 
 from __future__ import annotations
 
+from .. import functional as F
+from .. import ops
 from .._kernels.compiled import conv_pool_kernels
 from ..ops import conv_pool
+from ..ops.linalg import DenseChain
 from ..tensor import Tensor
 from . import per_example
 from .conv import Conv2D, MaxPool2D, check_nhwc
+from .core import Dense
 from .embedding import Embedding
 from .recurrent import GRU, LSTM, SimpleRNN
 
+# The inner activations a DenseChain runs itself (ops.linalg.CHAIN_ACTIVATIONS), by function.
+_CHAINED = {
+    F.linear_activation: "linear",
+    ops.relu: "relu",
+    ops.sigmoid: "sigmoid",
+    ops.tanh: "tanh",
+}
 
-def run_pair(first, second, x):
-    """second(first(x)) as one op where this module's rules allow it, else None (then the
-    caller runs the layers one by one)."""
+
+def run_fused(layers, i, x):
+    """(y, n): the output of layers[i : i + n] run as one op where this module's rules allow
+    it (n ≥ 2), else None (then the caller runs layers[i] alone)."""
+    if i + 1 >= len(layers):
+        return None
+    first, second = layers[i], layers[i + 1]
     y = conv_relu_pool(first, second, x)
-    return embedding_recurrent(first, second, x) if y is None else y
+    if y is None:
+        y = embedding_recurrent(first, second, x)
+    if y is not None:
+        return y, 2
+    return dense_chain(layers, i, x)
 
 
 def fusable(conv, pool) -> bool:
@@ -94,3 +127,28 @@ def embedding_recurrent(embedding, rnn, x):
         return None
     ids = embedding.checked_ids(x)
     return rnn.call_projected(embedding.embeddings @ rnn.w_ih, ids)
+
+
+def dense_chain(layers, i, x):
+    """(y, n): layers[i : i + n], n ≥ 2 Dense layers, as one DenseChain op and the last one's
+    activation, where the rules above allow it, else None."""
+    first = layers[i]
+    if type(first) is not Dense or not first.built or per_example.recording_now():
+        return None
+    chain, acts = [first], []
+    for layer in layers[i + 1 :]:
+        last = chain[-1]
+        act = _CHAINED.get(last.activation)
+        if type(layer) is not Dense or not layer.built or act is None:
+            break
+        if layer.dtype != first.dtype or layer.kernel.shape[0] != last.kernel.shape[1]:
+            break  # (a size mismatch: the layer alone says what is wrong)
+        chain.append(layer)
+        acts.append(act)
+    if len(chain) < 2:
+        return None
+    x = first.to_tensor(x)
+    first.expect_last_dim(x, first.kernel.shape[0])
+    weights = [w for layer in chain for w in (layer.kernel, layer.bias)]
+    y = DenseChain.apply(x, *weights, acts=tuple(acts))
+    return chain[-1].activation(y), len(chain)

@@ -10,7 +10,8 @@ no other module defines a Function).
 | arithmetic.py | Add, Sub, Mul, Div, Neg, Pow, Maximum, Minimum, Where, Clip, Cast, Exp, Log, |
 |  | Sqrt, Abs |
 | activations.py | ReLU, LeakyReLU, ELU, GELU, Sigmoid, Tanh, Softplus, Softmax, LogSoftmax |
-| linalg.py | MatMul, Linear (x·W + b, the Dense layer) |
+| linalg.py | MatMul, Linear (x·W + b, the Dense layer), DenseChain (a stack of Dense layers |
+|  | as one op, layers/fusion.py) |
 | reductions.py | Sum, Mean, Max, Min |
 | shape.py | Reshape, Transpose, BroadcastTo, GetItem, Concatenate, Stack |
 | conv.py | Conv2DFn, Conv2DTransposeFn (NHWC, im2col + GEMM) |
@@ -64,7 +65,7 @@ from .arithmetic import (
     Sub,
     Where,
 )
-from .linalg import Linear, MatMul
+from .linalg import DenseChain, Linear, MatMul
 from .reductions import Max, Mean, Min, Sum
 from .shape import BroadcastTo, Concatenate, GetItem, Reshape, Stack, Transpose
 
@@ -98,6 +99,7 @@ PRIMITIVES = {
         LogSoftmax,
         MatMul,
         Linear,
+        DenseChain,
         Sum,
         Mean,
         Max,

@@ -1,4 +1,5 @@
-"""Linear-algebra primitives: batched matmul and the fused Dense `Linear` (x·W + b)."""
+"""Linear-algebra primitives: batched matmul, the fused Dense `Linear` (x·W + b), and
+`DenseChain`, a stack of Dense layers as one op."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 
 from .._kernels.thread_team import matmul
 from ..tensor import Function, unbroadcast
+from .activations import sigmoid_array
 
 
 # ----- linear algebra --------------------------------------------------------------------
@@ -73,3 +75,85 @@ class Linear(Function):
             out = self.grad_out(2, g2.shape[1:], g.dtype)
             gb = unbroadcast(np.add.reduce(g2, axis=0, out=out), self.bshape)
         return gx, gw, gb
+
+
+# Inner activations DenseChain runs itself: forward on the pre-activation z, backward from the
+# activation's output y alone (g·dy/dz), each the same NumPy calls as its op in activations.py.
+def _relu(z):
+    return np.maximum(z, 0)
+
+
+def _relu_grad(g, y):
+    return g * (y > 0)  # y > 0 exactly where z > 0 (a NaN is neither), as ReLU's mask
+
+
+def _sigmoid_grad(g, y):
+    return g * y * (1 - y)
+
+
+def _tanh_grad(g, y):
+    return g * (1 - y * y)
+
+
+CHAIN_ACTIVATIONS = {
+    "linear": (None, None),
+    "relu": (_relu, _relu_grad),
+    "sigmoid": (sigmoid_array, _sigmoid_grad),
+    "tanh": (np.tanh, _tanh_grad),
+}
+
+
+class DenseChain(Function):
+    """A stack of Dense layers as one op (layers/fusion.py): with h₀ = x,
+
+        h_k = f_k(h_{k−1}·W_k + b_k)   (k = 1 … L; f_L is the identity)
+
+    and backward is backpropagation through the stack written out, from the top:
+
+        δ_L = g;  dW_k = h_{k−1}ᵀ·δ_k,  db_k = Σ_rows δ_k,  δ_{k−1} = f'_{k−1} ⊙ (δ_k·W_kᵀ)
+
+    Inputs are x, W_1, b_1, …, W_L, b_L (a missing bias is None); `acts` names f_1 … f_{L−1}
+    (keys of CHAIN_ACTIVATIONS). Each step makes the same NumPy calls as Linear and the
+    activation ops, so results are the same bits as the layers one by one; what the chain
+    saves is one graph node and its Python per layer and activation (a small MLP's step is
+    mostly that). The outer activation f_L stays with the last layer, so a sigmoid or softmax
+    output still reaches the loss as probabilities with their logits.
+    """
+
+    writes_grads = True
+
+    def forward(self, x, *weights, acts):
+        self.x_shape, self.weights, self.acts = x.shape, weights, (*acts, "linear")
+        h = x.reshape(-1, x.shape[-1])
+        self.inputs, self.outputs = [], []  # h_{k−1} (each W_k's gradient) and h_k (f'_k)
+        for k in range(len(weights) // 2):
+            w, b = weights[2 * k], weights[2 * k + 1]
+            self.inputs.append(h)
+            h = matmul(h, w)
+            if b is not None:
+                h += b
+            if self.acts[k] != "linear":
+                h = CHAIN_ACTIVATIONS[self.acts[k]][0](h)
+            self.outputs.append(h)
+        return h.reshape(self.x_shape[:-1] + (h.shape[1],))
+
+    def backward(self, g):
+        weights, needs = self.weights, self.needs
+        g = g.reshape(-1, g.shape[-1])
+        grads = [None] * len(needs)
+        for k in reversed(range(len(weights) // 2)):
+            w, b = weights[2 * k], weights[2 * k + 1]
+            if self.acts[k] != "linear":
+                g = CHAIN_ACTIVATIONS[self.acts[k]][1](g, self.outputs[k])
+            if needs[1 + 2 * k]:
+                out = self.grad_out(1 + 2 * k, w.shape, g.dtype)
+                grads[1 + 2 * k] = matmul(self.inputs[k].T, g, out=out)
+            if b is not None and needs[2 + 2 * k]:
+                out = self.grad_out(2 + 2 * k, b.shape, g.dtype)
+                grads[2 + 2 * k] = np.add.reduce(g, axis=0, out=out)
+            if not any(needs[: 1 + 2 * k]):
+                break  # nothing below this layer wants a gradient
+            g = matmul(g, w.T)
+        else:
+            grads[0] = g.reshape(self.x_shape)
+        return tuple(grads)
