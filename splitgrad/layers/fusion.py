@@ -33,7 +33,7 @@ built with one dtype, and no per-example gradients are recorded (DP-SGD's sites 
 
 A small MLP's training step is mostly Python: each layer is a Linear node and an activation
 node, each with its own bookkeeping forward and backward. As one node, W5 (MLP 30-16-1,
-batch 32) went from 89 to ~65 µs a step; results are the same bits (the same NumPy calls).
+batch 32) went from 75 to 70 µs a step; results are the same bits (the same NumPy calls).
 Taken for two or more Dense layers in a row, every one but the last with a linear, ReLU,
 sigmoid or tanh activation (the last keeps its own, so a softmax or sigmoid output still
 reaches the loss with its logits), all built with one dtype and sizes that chain, and no
