@@ -107,6 +107,7 @@ def test_both_paths_match_torch(enabled, c):
         ((3, 28, 28, 1), 24, {"activation": "relu"}),  # the lab CNN's first conv
         ((3, 13, 13, 24), 36, {"activation": "relu"}),  # its second: bias outside the GEMM
         ((2, 14, 14, 16), 8, {"padding": "same", "strides": 2}),
+        ((2, 8, 7, 6), 3, {"padding": "same", "kernel_size": (5, 3)}),  # stride-1 col2im, pads
         ((2, 9, 8, 5), 4, {"padding": 2, "dilation_rate": 2, "activation": "relu"}),
         ((2, 6, 7, 8), 5, {"kernel_size": (1, 3), "strides": (2, 1), "use_bias": False}),
     ],

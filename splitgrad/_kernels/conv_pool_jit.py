@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba.core import types
+
+from .specialize import version
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 SPECIALIZE_FROM = 1 << 16  # pooled outputs in one call; below, the one generic version runs
-_versions = {}
 
 
 def backward_for(arrays, dims):
@@ -44,12 +44,7 @@ def backward_for(arrays, dims):
     generic one. Either is called with the arrays and then the dims."""
     if arrays[2].size < SPECIALIZE_FROM:
         return backward
-    key = (tuple(a.dtype.str for a in arrays), tuple(dims))
-    entry = _versions.get(key)
-    if entry is None:
-        sig = tuple(numba.typeof(a) for a in arrays) + tuple(types.literal(d) for d in dims)
-        entry = _versions[key] = backward.compile(sig)
-    return entry
+    return version(backward, (*arrays, *dims), set(range(len(arrays), len(arrays) + len(dims))))
 
 
 @_jit

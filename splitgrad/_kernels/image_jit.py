@@ -229,6 +229,42 @@ def col2im_taps(taps, kh, kw, sh, sw, dh, dw, pt, pl, out):
 
 
 @_jit
+def col2im_stride1(cols, kh, kw, pt, pl, out):
+    """The adjoint of a stride-1, undilated im2col from its own (N, Ho, Wo, kh, kw, C) layout,
+    cropped to out (N, H, W, C): out[b, y, x] = Σ over taps (ti, tj) in row-major order of
+    cols[b, y + pt − ti, x + pl − tj, ti, tj], where that lies inside cols.
+
+    Each pixel sums its taps in a register-sized run and is written once: the same additions
+    in the same order as `col2im_taps`, so the same bits. Meant to be compiled with kh and kw
+    as constants (`specialize.version`): its tap loops then unroll, and it runs 2x faster than
+    `col2im`, whose general strides cost integer divisions per tap (lab CNN's second conv, 32
+    images: 0.32 → 0.17 ms). That lets the input gradient be one GEMM with kh·kw·C columns
+    instead of kh·kw narrow ones (`ops.conv`).
+    """
+    n, h, w, c = out.shape
+    ho, wo = cols.shape[1], cols.shape[2]
+    cf, of = cols.reshape(-1), out.reshape(-1)
+    row = kh * kw * c  # one cols row: every tap of one output pixel
+    for b in range(n):
+        for y in range(h):
+            for x in range(w):
+                o = _u(((b * h + y) * w + x) * c)
+                for ch in range(c):
+                    of[o + _u(ch)] = 0.0
+                for ti in range(kh):
+                    i = y + pt - ti
+                    if i < 0 or i >= ho:
+                        continue
+                    for tj in range(kw):
+                        j = x + pl - tj
+                        if j < 0 or j >= wo:
+                            continue
+                        src = _u(((b * ho + i) * wo + j) * row + (ti * kw + tj) * c)
+                        for ch in range(c):
+                            of[o + _u(ch)] += cf[src + _u(ch)]
+
+
+@_jit
 def bias_relu(out, b, add_bias, relu):
     """In place on a (rows, C) GEMM output: out = max(out + b, 0) in one pass, the same bits as
     `out += b` then `np.maximum(out, 0, out=out)` (a NaN stays NaN, −0 becomes +0), and 5x

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .._kernels.compiled import image_kernels
+from .._kernels.specialize import version
 from .._kernels.thread_team import (
     OnOwnThreads,
     batch_groups,
@@ -385,12 +386,28 @@ class Conv2DFn(OnOwnThreads, Function):
 
     def _input_gradient(self, mm, gp, images, rows, wt, dtaps, gx):
         """gx[images] from gp, their `rows` of the output gradient."""
+        w = self.w
         if not self.gather:
-            mm(gp, self.w.reshape(-1, self.w.shape[3]).T, out=gx[images].reshape(len(gp), -1))
+            mm(gp, w.reshape(-1, w.shape[3]).T, out=gx[images].reshape(len(gp), -1))
+            return
+        size = wt.shape[0] * wt.shape[2]  # taps · C per row
+        (kh, kw), stride, dilation, pads, (ho, wo) = self.geom
+        if stride == dilation == (1, 1):
+            # One GEMM, (rows, O) @ (O, taps·C), then col2im from the im2col layout: the GEMM
+            # is ~1.3x faster than kh·kw narrow ones (lab CNN's second conv, 0.87 → 0.67 ms a
+            # thread), more than the compiled scatter from this layout costs (0.10 → 0.16 ms).
+            cols = dtaps[size * rows.start : size * rows.stop].reshape(len(gp), size)
+            mm(gp, w.reshape(-1, w.shape[3]).T, out=cols)
+            blocks = cols.reshape(-1, ho, wo, kh, kw, w.shape[2])
+            jit = image_kernels(gp.dtype)
+            if jit is None:  # NumPy: tap by tap into a zeroed image, the same bits
+                np.copyto(gx[images], _col2im(cols, gx[images].shape, *self.geom, self.ws))
+                return
+            args = (blocks, kh, kw, pads[0][0], pads[1][0], gx[images])
+            version(jit.col2im_stride1, args, {1, 2})(*args)
             return
         # One GEMM per kernel tap, (rows, O) @ (O, C), stacked tap-major so that the
         # scatter-add streams whole image rows (see `_col2im_taps`).
-        size = wt.shape[0] * wt.shape[2]  # taps · C per row
         mine = dtaps[size * rows.start : size * rows.stop].reshape(wt.shape[0], len(gp), -1)
         stacked = matmul if mm is matmul else np.matmul  # (piece_product is for 2-D products)
         stacked(gp, wt, out=mine)
