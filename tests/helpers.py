@@ -64,6 +64,19 @@ def compiled_kernels(enabled):
         compiled.ENABLED = before
 
 
+def without_fusion(rule, run):
+    """run() with one of layers/fusion.py's rules (a function name there, e.g. "dense_chain")
+    switched off, so that a Sequential runs those layers one by one."""
+    from splitgrad.layers import fusion
+
+    real = getattr(fusion, rule)
+    setattr(fusion, rule, lambda *args: None)
+    try:
+        return run()
+    finally:
+        setattr(fusion, rule, real)
+
+
 def compiled_and_numpy(run):
     """(compiled, numpy): what `run()` (a list of arrays) returns with splitgrad's compiled
     kernels and with the NumPy path; the compiled run is made twice and must give the same bits

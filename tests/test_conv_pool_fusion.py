@@ -9,13 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch.nn.functional as F
-from helpers import assert_close, compiled_kernels, to_torch
+from helpers import assert_close, compiled_kernels, to_torch, without_fusion
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import splitgrad as sg
 from splitgrad import nn
-from splitgrad.layers import fusion
 from splitgrad.ops.conv_pool import ConvReluPoolFn
 
 
@@ -99,13 +98,7 @@ def test_tied_and_dead_windows_follow_torch():
 
 
 def _unfused(run):
-    """run() with Sequential's fusion switched off (the layers one by one)."""
-    real = fusion.conv_relu_pool
-    fusion.conv_relu_pool = lambda conv, pool, x: None
-    try:
-        return run()
-    finally:
-        fusion.conv_relu_pool = real
+    return without_fusion("conv_relu_pool", run)
 
 
 @settings(max_examples=25, deadline=None)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import assert_close, to_torch
+from helpers import assert_close, to_torch, without_fusion
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import splitgrad as sg
 from splitgrad import nn
-from splitgrad.layers import fusion, per_example
+from splitgrad.layers import per_example
 from splitgrad.ops.activations import Probabilities
 from splitgrad.ops.linalg import DenseChain
 
@@ -38,13 +38,7 @@ def _model(sizes, acts, use_bias=True, dtype="float64", seed=0):
 
 
 def _unfused(run):
-    """run() with the Dense chain switched off (the layers one by one)."""
-    real = fusion.dense_chain
-    fusion.dense_chain = lambda layers, i, x: None
-    try:
-        return run()
-    finally:
-        fusion.dense_chain = real
+    return without_fusion("dense_chain", run)
 
 
 def _run(model, x, r):
