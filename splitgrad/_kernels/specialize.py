@@ -2,10 +2,11 @@
 
 A kernel whose loops run over a kernel's few taps or channels (3 × 3, 24 channels) compiles
 to loops with short, unknown trip counts; given those counts as constants, LLVM unrolls them
-and keeps the sums in registers (2-3x faster on the project's machine, see the kernels that
-use it). Each combination of argument types and constant values compiles once per machine
-(numba caches it on disk with the kernel's module) and once per process is looked up here.
-numba is imported on first use, as everywhere (`compiled.py`): `import splitgrad` stays fast.
+(2-3x faster on the project's machine: conv_pool_jit's backward, image_jit's col2im_stride1).
+It does not always pay: the same for conv_pool_jit's forward made it slower, so measure.
+Each combination of argument types and constant values compiles once per machine (numba
+caches it on disk with the kernel's module) and once per process is looked up here. numba is
+imported on first use, as everywhere (`compiled.py`): `import splitgrad` stays fast.
 """
 
 from __future__ import annotations

@@ -398,11 +398,11 @@ class Conv2DFn(OnOwnThreads, Function):
             # thread), more than the compiled scatter from this layout costs (0.10 → 0.16 ms).
             cols = dtaps[size * rows.start : size * rows.stop].reshape(len(gp), size)
             mm(gp, w.reshape(-1, w.shape[3]).T, out=cols)
-            blocks = cols.reshape(-1, ho, wo, kh, kw, w.shape[2])
             jit = image_kernels(gp.dtype)
             if jit is None:  # NumPy: tap by tap into a zeroed image, the same bits
                 np.copyto(gx[images], _col2im(cols, gx[images].shape, *self.geom, self.ws))
                 return
+            blocks = cols.reshape(-1, ho, wo, kh, kw, w.shape[2])
             args = (blocks, kh, kw, pads[0][0], pads[1][0], gx[images])
             version(jit.col2im_stride1, args, {1, 2})(*args)
             return
