@@ -42,15 +42,28 @@ class Probabilities(Tensor):
 
 # ----- activations -----------------------------------------------------------------------
 class ReLU(Function):
-    """z = max(a, 0); gradient 0 at a = 0 (as in PyTorch)."""
+    """z = max(a, 0); gradient 0 at a = 0 (as in PyTorch).
 
-    def forward(self, a):
-        self.mask = a > 0
+    ReLU, Sigmoid and Tanh also offer their math on raw arrays (`on_array`, and
+    `output_grad`: the input gradient from the output alone), which ops.linalg.DenseChain runs
+    inside its stack of Dense layers.
+    """
+
+    @staticmethod
+    def on_array(a):
         # np.maximum rather than a * mask: -inf * False is nan, and torch.relu(-inf) is 0.
         return np.maximum(a, 0)
 
+    @staticmethod
+    def output_grad(g, z):
+        return g * (z > 0)  # z > 0 exactly where a > 0 (a NaN is neither)
+
+    def forward(self, a):
+        self.out = self.on_array(a)
+        return self.out
+
     def backward(self, g):
-        return (g * self.mask,)
+        return (self.output_grad(g, self.out),)
 
 
 class LeakyReLU(Function):
@@ -100,26 +113,41 @@ class GELU(Function):
 
 
 class Sigmoid(Function):
-    """z = 1 / (1 + e^−a), computed without overflow for large |a|."""
+    """z = 1 / (1 + e^−a), computed without overflow for large |a|; dz/da = z(1 − z)."""
+
+    @staticmethod
+    def on_array(a):
+        return sigmoid_array(a)
+
+    @staticmethod
+    def output_grad(g, z):
+        return g * z * (1 - z)
 
     def forward(self, a):
-        self.out = sigmoid_array(a)
+        self.out = self.on_array(a)
         return self.out
 
     def backward(self, g):
-        s = self.out
-        return (g * s * (1 - s),)
+        return (self.output_grad(g, self.out),)
 
 
 class Tanh(Function):
     """z = tanh a; dz/da = 1 − z²."""
 
+    @staticmethod
+    def on_array(a):
+        return np.tanh(a)
+
+    @staticmethod
+    def output_grad(g, z):
+        return g * (1 - z * z)
+
     def forward(self, a):
-        self.out = np.tanh(a)
+        self.out = self.on_array(a)
         return self.out
 
     def backward(self, g):
-        return (g * (1 - self.out * self.out),)
+        return (self.output_grad(g, self.out),)
 
 
 class Softplus(Function):

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._kernels.thread_team import matmul
 from ..tensor import Function, unbroadcast
-from .activations import sigmoid_array
+from .activations import ReLU, Sigmoid, Tanh
 
 
 # ----- linear algebra --------------------------------------------------------------------
@@ -77,30 +77,9 @@ class Linear(Function):
         return gx, gw, gb
 
 
-# Inner activations DenseChain runs itself: forward on the pre-activation z, backward from the
-# activation's output y alone (g·dy/dz), each the same NumPy calls as its op in activations.py.
-def _relu(z):
-    return np.maximum(z, 0)
-
-
-def _relu_grad(g, y):
-    return g * (y > 0)  # y > 0 exactly where z > 0 (a NaN is neither), as ReLU's mask
-
-
-def _sigmoid_grad(g, y):
-    return g * y * (1 - y)
-
-
-def _tanh_grad(g, y):
-    return g * (1 - y * y)
-
-
-CHAIN_ACTIVATIONS = {
-    "linear": (None, None),
-    "relu": (_relu, _relu_grad),
-    "sigmoid": (sigmoid_array, _sigmoid_grad),
-    "tanh": (np.tanh, _tanh_grad),
-}
+# The inner activations DenseChain runs itself, by name: each op's own array math (forward,
+# and the input gradient from the output), so the chain computes exactly what the ops do.
+CHAIN_ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
 
 
 class DenseChain(Function):
@@ -113,10 +92,10 @@ class DenseChain(Function):
         δ_L = g;  dW_k = h_{k−1}ᵀ·δ_k,  db_k = Σ_rows δ_k,  δ_{k−1} = f'_{k−1} ⊙ (δ_k·W_kᵀ)
 
     Inputs are x, W_1, b_1, …, W_L, b_L (a missing bias is None); `acts` names f_1 … f_{L−1}
-    (keys of CHAIN_ACTIVATIONS). Each step makes the same NumPy calls as Linear and the
-    activation ops, so results are the same bits as the layers one by one; what the chain
-    saves is one graph node and its Python per layer and activation (a small MLP's step is
-    mostly that). The outer activation f_L stays with the last layer, so a sigmoid or softmax
+    ("linear" or a key of CHAIN_ACTIVATIONS). Each step makes the same NumPy calls as Linear
+    and the activation ops, so results are the same bits as the layers one by one; what the
+    chain saves is one graph node and its Python per layer and activation (a small MLP's step
+    is mostly that). The outer activation f_L stays with the last layer, so a sigmoid or softmax
     output still reaches the loss as probabilities with their logits.
     """
 
@@ -133,7 +112,7 @@ class DenseChain(Function):
             if b is not None:
                 h += b
             if self.acts[k] != "linear":
-                h = CHAIN_ACTIVATIONS[self.acts[k]][0](h)
+                h = CHAIN_ACTIVATIONS[self.acts[k]].on_array(h)
             self.outputs.append(h)
         return h.reshape(self.x_shape[:-1] + (h.shape[1],))
 
@@ -144,7 +123,7 @@ class DenseChain(Function):
         for k in reversed(range(len(weights) // 2)):
             w, b = weights[2 * k], weights[2 * k + 1]
             if self.acts[k] != "linear":
-                g = CHAIN_ACTIVATIONS[self.acts[k]][1](g, self.outputs[k])
+                g = CHAIN_ACTIVATIONS[self.acts[k]].output_grad(g, self.outputs[k])
             if needs[1 + 2 * k]:
                 out = self.grad_out(1 + 2 * k, w.shape, g.dtype)
                 grads[1 + 2 * k] = matmul(self.inputs[k].T, g, out=out)

@@ -451,7 +451,7 @@ class Optimizer(GroupsMixin, StateMixin, Configurable):
             )
             for sl in (slice(lo, min(lo + self._CHUNK, size)) for lo in range(0, size, self._CHUNK))
         ]
-        if len(chunks) > 1 and in_own_threads():
+        if in_own_threads():
             run_pieces(chunks)  # on the team (see the module docstring)
         else:
             for chunk in chunks:
