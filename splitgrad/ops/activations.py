@@ -56,14 +56,14 @@ class ReLU(Function):
 
     @staticmethod
     def output_grad(g, z):
-        return g * (z > 0)  # z > 0 exactly where a > 0 (a NaN is neither)
+        return g * (z > 0)  # z > 0 exactly where a > 0 (a NaN is neither): backward's mask
 
     def forward(self, a):
-        self.out = self.on_array(a)
-        return self.out
+        self.mask = a > 0  # (1 byte an element, where the output would be 4 or 8)
+        return self.on_array(a)
 
     def backward(self, g):
-        return (self.output_grad(g, self.out),)
+        return (g * self.mask,)
 
 
 class LeakyReLU(Function):
