@@ -1,7 +1,7 @@
 """The convolution's compiled kernels (im2col, the tap-major col2im, bias + ReLU in one pass, the
 ReLU mask) and its NumPy fallback: both against PyTorch (float64, strides, dilation, padding),
-bitwise equal to each other in float32 and float64, reproducible run to run, and NaN / −0 kept
-as NumPy's passes keep them."""
+bitwise equal to each other in float32 and float64, and reproducible run to run. (NaN and −0
+through bias + ReLU and the mask: test_activation_kernels.py.)"""
 
 from __future__ import annotations
 
@@ -134,29 +134,6 @@ def test_transpose_conv_paths_are_bitwise_equal():
     x = rng.standard_normal((2, 5, 5, 8)).astype(np.float32)
     r = rng.standard_normal(layer(x).shape).astype(np.float32)
     assert_bitwise_equal(*compiled_and_numpy(lambda: conv_step(layer, x, r)))
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_bias_relu_and_mask_keep_nan_and_signed_zero_as_numpy(dtype):
-    # Bit patterns, not values: NaN survives, −0 turns into +0 under ReLU, g·0 keeps g's sign.
-    from splitgrad._kernels import image_jit
-
-    special = np.array([np.nan, -0.0, 0.0, -1.0, 2.0, np.inf, -np.inf, 1e-30], dtype)
-    out = np.tile(special, (3, 1))
-    b = np.array([0, -0.0, 0, 0.5, -3, 1, 1, -1e-30], dtype)
-    for add_bias in (False, True):
-        want = out + b if add_bias else out.copy()
-        np.maximum(want, 0, out=want)
-        got = out.copy()
-        image_jit.bias_relu(got, b, add_bias, True)
-        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{got.itemsize}"))
-    g = np.tile(np.array([-1.0, 1.0, np.nan, -np.inf, 3.0, -0.0, 5.0, -2.0], dtype), 3)
-    mask_of = out.reshape(-1)
-    with np.errstate(invalid="ignore"):  # inf·0
-        want = g * np.greater(mask_of, 0)
-    got = np.empty_like(g)
-    image_jit.relu_mask(g, mask_of, got)
-    np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{got.itemsize}"))
 
 
 @pytest.mark.parametrize("team", [2, 3])

@@ -19,9 +19,15 @@ _loaded = {}
 
 
 def image_kernels(dtype):
-    """The `image_jit` module (max pooling, im2col, col2im, bias + ReLU) for float32/float64
-    arrays, else None."""
+    """The `image_jit` module (max pooling, im2col, col2im) for float32/float64 arrays, else
+    None."""
     return _kernels("image_jit", dtype)
+
+
+def activation_kernels(dtype):
+    """The `activation_jit` module (bias + ReLU, ReLU's mask, the sigmoid and its gradient)
+    for float32/float64 arrays, else None."""
+    return _kernels("activation_jit", dtype)
 
 
 def conv_pool_kernels(dtype):

@@ -1,5 +1,4 @@
-"""Max pooling, im2col, col2im and the conv's bias + ReLU compiled for the CPU at hand (numba),
-one pass each.
+"""Max pooling, im2col and col2im compiled for the CPU at hand (numba), one pass each.
 
 With NumPy, max pooling over NHWC costs a pass per window tap (inner loops only C floats long)
 forward, and backward another dozen: find every tap equal to the maximum, keep the first one,
@@ -12,9 +11,8 @@ Measured on this project's 2-core machine (float32, first pool of the lab CNN, 6
 
 The convolution's passes outside its GEMMs go the same way (lab CNN, batch 64, float32, best of
 200 calls): im2col of the second conv 0.30 → 0.19 ms (no padded copy either), the tap-major
-col2im of its backward 0.58 → 0.17 ms, bias + ReLU over the GEMM output 0.18 → 0.03 ms and
-the first conv's ReLU 0.38 → 0.08 ms (np.maximum's NaN-propagating loop is slow here). Each
-gives the same bits as the NumPy passes it replaces, which stay as the fallback.
+col2im of its backward 0.58 → 0.17 ms (bias + ReLU over the GEMM output: activation_jit.py).
+Each gives the same bits as the NumPy passes it replaces, which stay as the fallback.
 
 This module imports numba, so it is imported lazily (`compiled.image_kernels`), keeping
 `import splitgrad` fast. Compiled code is cached on disk (`cache=True`), so only the first
@@ -262,27 +260,3 @@ def col2im_stride1(cols, kh, kw, pt, pl, out):
                         src = _u(((b * ho + i) * wo + j) * row + (ti * kw + tj) * c)
                         for ch in range(c):
                             of[o + _u(ch)] += cf[src + _u(ch)]
-
-
-@_jit
-def bias_relu(out, b, add_bias, relu):
-    """In place on a (rows, C) GEMM output: out = max(out + b, 0) in one pass, the same bits as
-    `out += b` then `np.maximum(out, 0, out=out)` (a NaN stays NaN, −0 becomes +0), and 5x
-    faster than that np.maximum alone (its NaN handling does not vectorise here)."""
-    rows, c = out.shape
-    of = out.reshape(-1)
-    for r in range(rows):
-        o = _u(r * c)
-        for ch in range(c):
-            v = of[o + _u(ch)] + b[ch] if add_bias else of[o + _u(ch)]
-            if relu:
-                v = v if (v > 0 or np.isnan(v)) else 0.0
-            of[o + _u(ch)] = v
-
-
-@_jit
-def relu_mask(g, out, dst):
-    """dst = g · (out > 0) elementwise over flat arrays: ReLU's backward, the same bits as
-    multiplying by the boolean mask (g·0 keeps g's sign and NaN)."""
-    for k in range(g.size):
-        dst[_u(k)] = g[_u(k)] * (1.0 if out[_u(k)] > 0 else 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels.compiled import activation_kernels
 from ..tensor import Function, Tensor
 
 
@@ -121,7 +122,12 @@ class Sigmoid(Function):
 
     @staticmethod
     def output_grad(g, z):
-        return g * z * (1 - z)
+        jit = _flat_kernels(g, z)
+        if jit is None:
+            return g * z * (1 - z)
+        out = np.empty_like(g)  # (a new array: g may be another op's too)
+        jit.sigmoid_output_grad(g.reshape(-1), z.reshape(-1), g.dtype.type(1), out.reshape(-1))
+        return out
 
     def forward(self, a):
         self.out = self.on_array(a)
@@ -170,10 +176,23 @@ def sigmoid_array(a: np.ndarray) -> np.ndarray:
     e = np.abs(a, out=np.empty_like(a))  # out=: an array even when a is 0-d
     np.negative(e, out=e)
     np.exp(e, out=e)
+    jit = _flat_kernels(a, e)
+    if jit is not None:  # the rest in one pass (_kernels/activation_jit.py), the same bits
+        jit.sigmoid_from_exp(a.reshape(-1), e.reshape(-1), a.dtype.type(1))
+        return e
     d = e + 1
     # The numerator, 1 or e, as max(e, [a ≥ 0]): e ≤ 1, so the maximum is 1 where a ≥ 0 and
     # e where a < 0 (a NaN stays NaN). Four times faster than np.where, with the same bits.
     return np.divide(np.maximum(e, a >= 0, out=e), d, out=e)
+
+
+def _flat_kernels(*arrays):
+    """activation_jit for arrays of one float dtype and shape, each C-contiguous (so that
+    reshape(-1) is a view), else None (then NumPy's lines run: the same bits)."""
+    a = arrays[0]
+    if not all(x.dtype == a.dtype and x.shape == a.shape and x.flags.c_contiguous for x in arrays):
+        return None
+    return activation_kernels(a.dtype)
 
 
 class Softmax(Function):

@@ -6,11 +6,11 @@ field into a (N·Ho·Wo, kh·kw·C) matrix, which one matmul multiplies by the (
 Its backward is one GEMM for dW and one GEMM plus a col2im scatter-add (kh·kw strided adds)
 for dX. The transposed convolution runs the same two halves the other way round.
 
-Where numba is available (`_kernels.compiled.image_kernels`), the passes outside the GEMMs run
-as compiled kernels: im2col (C ≥ 4), the backward's col2im, bias + ReLU in one pass, ReLU's
-mask. Each gives the same bits as its NumPy path, the fallback (and the path with
-`compiled.ENABLED = False`). With fewer than 4 input channels (a grayscale or RGB first layer)
-the receptive fields are gathered tap-major instead, as the matrix's transpose.
+Where numba is available (`_kernels.compiled.image_kernels`, `activation_kernels`), the passes
+outside the GEMMs run as compiled kernels: im2col (C ≥ 4), the backward's col2im, bias + ReLU
+in one pass, ReLU's mask. Each gives the same bits as its NumPy path, the fallback (and the
+path with `compiled.ENABLED = False`). With fewer than 4 input channels (a grayscale or RGB
+first layer) the receptive fields are gathered tap-major instead, as the matrix's transpose.
 
 A convolution runs on splitgrad's own threads (`_kernels/thread_team.py`): it cuts its batch
 into one slice per thread, and each thread gathers, multiplies and applies bias + ReLU for its
@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._kernels.compiled import image_kernels
+from .._kernels.compiled import activation_kernels, image_kernels
 from .._kernels.specialize import version
 from .._kernels.thread_team import (
     OnOwnThreads,
@@ -288,7 +288,7 @@ class Conv2DFn(OnOwnThreads, Function):
         add_bias = b is not None and not self.fold
         # (A bias of another dtype keeps NumPy's `out += b`: it adds in the wider type.)
         same = not add_bias or b.dtype == out.dtype
-        jit = image_kernels(out.dtype) if (add_bias or relu) and same else None
+        jit = activation_kernels(out.dtype) if (add_bias or relu) and same else None
         bias = None if jit is None else (b.reshape(-1) if add_bias else out.reshape(-1)[:co])
         per = ho * wo
 
@@ -325,7 +325,7 @@ class Conv2DFn(OnOwnThreads, Function):
         # rows of every buffer below, all of which are taken here, in the calling thread.
         mm = _product(groups)
         if mask:
-            jit = image_kernels(g.dtype)
+            jit = activation_kernels(g.dtype)
             if jit is None or not g.flags.c_contiguous or g.dtype != self.out.dtype:
                 mask = np.greater(self.out, 0, out=empty(ws, g.shape, bool))
                 g, mask = np.multiply(g, mask, out=empty(ws, g.shape, g.dtype)), False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._kernels.compiled import activation_kernels
 from .._kernels.thread_team import matmul
 from ..tensor import Function, unbroadcast
 from .activations import ReLU, Sigmoid, Tanh
@@ -108,11 +109,7 @@ class DenseChain(Function):
         for k in range(len(weights) // 2):
             w, b = weights[2 * k], weights[2 * k + 1]
             self.inputs.append(h)
-            h = matmul(h, w)
-            if b is not None:
-                h += b
-            if self.acts[k] != "linear":
-                h = CHAIN_ACTIVATIONS[self.acts[k]].on_array(h)
+            h = _add_bias_activate(matmul(h, w), b, self.acts[k])
             self.outputs.append(h)
         return h.reshape(self.x_shape[:-1] + (h.shape[1],))
 
@@ -122,8 +119,8 @@ class DenseChain(Function):
         grads = [None] * len(needs)
         for k in reversed(range(len(weights) // 2)):
             w, b = weights[2 * k], weights[2 * k + 1]
-            if self.acts[k] != "linear":
-                g = CHAIN_ACTIVATIONS[self.acts[k]].output_grad(g, self.outputs[k])
+            if self.acts[k] != "linear":  # (never the top layer: g is a fresh product here)
+                g = _activation_grad(g, self.outputs[k], self.acts[k])
             if needs[1 + 2 * k]:
                 out = self.grad_out(1 + 2 * k, w.shape, g.dtype)
                 grads[1 + 2 * k] = matmul(self.inputs[k].T, g, out=out)
@@ -136,3 +133,25 @@ class DenseChain(Function):
         else:
             grads[0] = g.reshape(self.x_shape)
         return tuple(grads)
+
+
+def _add_bias_activate(h, b, act):
+    """f(h + b) for a fresh product h, in place; ReLU's in one compiled pass where it can
+    (_kernels/activation_jit.py: the same bits as `h += b` then np.maximum)."""
+    jit = activation_kernels(h.dtype) if act == "relu" else None
+    if jit is not None and (b is None or b.dtype == h.dtype):
+        jit.bias_relu(h, h[0] if b is None else b, b is not None, True)
+        return h
+    if b is not None:
+        h += b
+    return h if act == "linear" else CHAIN_ACTIVATIONS[act].on_array(h)
+
+
+def _activation_grad(g, z, act):
+    """f'(·) ⊙ g from f's output z, for a fresh product g: ReLU's mask in place on it."""
+    jit = activation_kernels(g.dtype) if act == "relu" else None
+    if jit is not None and g.flags.c_contiguous and z.dtype == g.dtype:
+        flat = g.reshape(-1)
+        jit.relu_mask(flat, z.reshape(-1), flat)
+        return g
+    return CHAIN_ACTIVATIONS[act].output_grad(g, z)
