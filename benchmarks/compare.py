@@ -3,7 +3,7 @@
     python benchmarks/compare.py W1 W5                 # 3 processes x 5 repeats each
     python benchmarks/compare.py all --processes 2     # W1-W7
     python benchmarks/compare.py all --blas-kernel Haswell    # the kernel forced
-    python benchmarks/compare.py W3 W3b --roofline     # + splitgrad as % of roofline.py's
+    python benchmarks/compare.py W3 W3b --roofline     # + each as % of roofline.py's
     python benchmarks/compare.py W2 --processes 1 --repeats 3 --malloc system
     python benchmarks/compare.py W1 W7 --frameworks splitgrad torch jax   # needs the bench extra
     python benchmarks/compare.py W1 W2 --frameworks splitgrad splitgrad@../old \
@@ -111,8 +111,9 @@ def main(argv=None):
     parser.add_argument(
         "--roofline",
         action="store_true",
-        help="W3/W3b: also time the step's GEMMs alone in NumPy (roofline.py, a fresh process "
-        "under the same kernel and malloc) and show splitgrad's steps/s as %% of that roofline",
+        help="W1, W3, W3b, W4, W5, W6: also time the step's GEMMs alone in NumPy (roofline.py, "
+        "a fresh process under the same kernel and malloc) and show each framework's steps/s "
+        "as %% of that roofline",
     )
     benchenv.add_options(parser)
     parser.add_argument(

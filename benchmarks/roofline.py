@@ -1,9 +1,14 @@
-"""The BLAS roofline of the recurrent workloads W3 and W3b: every GEMM of one training step,
+"""The BLAS roofline of a workload: every GEMM of one training step (W6: one inference pass),
 timed alone in NumPy under a given OpenBLAS kernel, summed into the fastest step the BLAS allows.
 
     python benchmarks/roofline.py W3 W3b                        # the auto-detected kernel
     python benchmarks/roofline.py W3 W3b --blas-kernel Haswell  # the environment's guard kernel
+    python benchmarks/roofline.py W1 W4 W5 W6                   # the dense and conv workloads
     python benchmarks/roofline.py W3b --json                    # the figures as JSON on stdout
+
+A framework whose step runs faster than this roofline multiplies faster than NumPy's BLAS can on
+these shapes: no NumPy library catches it by cutting its own overhead (compare.py --roofline
+puts every framework's steps/s next to it).
 
 One step of Embedding(83, 256) · LSTM(H) · Dense(83) over batch B × T = 100 steps performs, as
 splitgrad's Sequential runs it (the Embedding feeding the LSTM is fused, layers/fusion.py: the
@@ -22,6 +27,12 @@ ops/linalg.py) call them:
 Without the fusion (PyTorch's step, and docs/benchmarks.md's FLOP count) the table and the two
 products with S have T·B rows instead of 83: (T·B, 256) @ (256, 4H) and so on.
 
+A stack of Dense layers (W1, W4, W5) makes x·W forward, then from the top dW = xᵀ·g and
+dx = g·Wᵀ for each layer (none for the first layer's input). W6, the W2 CNN's inference pass
+over 256 images, is each convolution as an im2col GEMM, (B·Ho·Wo, 3·3·C) @ (3·3·C, O), and the
+two Dense products (splitgrad runs its first convolution, whose K is only 9, as a fused kernel
+instead: that entry is what a GEMM-based convolution costs).
+
 Each shape is timed with np.matmul into a preallocated output, float32, the BLAS's own threads,
 operands laid out as the op has them (a transposed weight is a transposed view, which OpenBLAS
 takes without a copy). The per-step products are timed as the workload makes them: `count`
@@ -32,7 +43,7 @@ entries: a single product counts its best call, a per-step entry `count` × the 
 of its calls (each timed on its own; `Timer.seconds` says why not the best whole loop, which is
 shown too). The roofline is the sum of the entries' times; `roofline steps/s` is its inverse.
 Adam is elementwise, not a GEMM: its time (a plain in-place NumPy Adam over all parameters) is
-shown on its own line and left out of the roofline.
+shown on its own line and left out of the roofline (W6 trains nothing and has none).
 
 The timing runs in a fresh child process under benchenv.py's kernel and malloc settings
 (`--blas-kernel auto|env|NAME`, `--malloc tuned|system`), which reports the kernel that ran
@@ -42,6 +53,7 @@ The timing runs in a fresh child process under benchenv.py's kernel and malloc s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -57,6 +69,12 @@ import benchenv
 # The recurrent workloads: hidden units; batch comes from workloads.WORKLOADS.
 UNITS = {"W3": 1024, "W3b": 256}
 EMBED, VOCAB, STEPS = 256, 83, 100
+# The Dense stacks: layer widths, input first.
+WIDTHS = {"W1": (784, 256, 128, 10), "W4": (784, 512, 32, 512, 784), "W5": (30, 16, 1)}
+# W6's convolutions: (input side, input channels, output channels), 3×3 valid, 2×2 pools after.
+CONVS = ((28, 1, 32), (13, 32, 64))
+W6_DENSE = (1600, 128, 10)
+ROOFLINES = ("W1", "W3", "W3b", "W4", "W5", "W6")
 
 
 class Gemm(NamedTuple):
@@ -79,11 +97,22 @@ class Gemm(NamedTuple):
 
 
 def gemms(workload: str) -> list[Gemm]:
-    """Every GEMM of one W3/W3b training step, in the order the step runs them."""
+    """Every GEMM of one training step (W6: inference pass), in the order the step runs them."""
+    if workload in WIDTHS:
+        return _dense_gemms(workload)
+    if workload == "W6":
+        return _inference_gemms()
+    if workload not in UNITS:
+        raise SystemExit(
+            f"roofline: workload {workload!r} has no roofline here; give one of "
+            f"{', '.join(ROOFLINES)}"
+        )
+    return _recurrent_gemms(workload)
+
+
+def _recurrent_gemms(workload):
     from workloads import WORKLOADS
 
-    if workload not in UNITS:
-        raise SystemExit(f"roofline: workload {workload!r} is not recurrent; give W3 or W3b")
     b, h, t = WORKLOADS[workload][0], UNITS[workload], STEPS
     rows, g = t * b, 4 * h  # all time steps' rows; the four gates' width
     return [
@@ -99,8 +128,43 @@ def gemms(workload: str) -> list[Gemm]:
     ]
 
 
+def _dense_gemms(workload):
+    from workloads import WORKLOADS
+
+    b, widths = WORKLOADS[workload][0], WIDTHS[workload]
+    layers = list(itertools.pairwise(widths))
+    out = [Gemm(f"Dense {k + 1} x·W", "forward", b, i, o, 1) for k, (i, o) in enumerate(layers)]
+    for k in reversed(range(len(layers))):
+        i, o = layers[k]
+        out.append(Gemm(f"Dense {k + 1} dW = xᵀ·g", "backward", i, b, o, 1, a_t=True))
+        if k:
+            out.append(Gemm(f"Dense {k + 1} dx = g·Wᵀ", "backward", b, o, i, 1, b_t=True))
+    return out
+
+
+def _inference_gemms():
+    from workloads import WORKLOADS
+
+    b, out = WORKLOADS["W6"][0], []
+    for k, (side, c, o) in enumerate(CONVS):
+        rows = b * (side - 2) ** 2
+        out.append(Gemm(f"conv {k + 1} im2col·W", "forward", rows, 9 * c, o, 1))
+    i, h, o = W6_DENSE
+    return [
+        *out,
+        Gemm("Dense 1 x·W", "forward", b, i, h, 1),
+        Gemm("Dense 2 x·W", "forward", b, h, o, 1),
+    ]
+
+
 def parameters(workload: str) -> int:
-    """The model's parameter count (Embedding, LSTM weights and both biases, Dense)."""
+    """The model's parameter count (Embedding, LSTM weights and both biases, Dense), or 0 for
+    W6 (an inference pass: no update)."""
+    if workload in WIDTHS:
+        widths = WIDTHS[workload]
+        return sum(i * o + o for i, o in itertools.pairwise(widths))
+    if workload == "W6":
+        return 0
     h = UNITS[workload]
     return VOCAB * EMBED + (EMBED + h + 2) * 4 * h + h * VOCAB + VOCAB
 
@@ -242,7 +306,7 @@ def measure(workloads, seconds: float, passes: int) -> dict:
             "gflops": flops / total / 1e9,
             "roofline_steps_per_s": 1.0 / total,
             "convention_gflop": WORKLOADS[w][2] / 1e9,  # docs/benchmarks.md's 3 × forward
-            "adam_ms": time_adam(parameters(w), min(seconds, 1.0)) * 1e3,
+            "adam_ms": time_adam(parameters(w), min(seconds, 1.0)) * 1e3 if parameters(w) else 0.0,
             "parameters": parameters(w),
         }
     out["threadpool"] = [
@@ -282,7 +346,8 @@ def print_table(result: dict) -> None:
         f"(2 cores); ~{s['seconds']} s per entry in {s['passes']} interleaved passes"
     )
     for w, r in result["workloads"].items():
-        print(f"\n{w}: every GEMM of one training step, timed alone in NumPy (float32)")
+        what = "inference pass" if w == "W6" else "training step"
+        print(f"\n{w}: every GEMM of one {what}, timed alone in NumPy (float32)")
         print(f"  {'GEMM':26s} {'phase':8s} {'shape (m×k @ k×n)':24s} {'count':>5s} "
               f"{'ms':>8s} {'GFLOPS':>7s} {'best whole loop ms':>18s}")  # fmt: skip
         for g in r["gemms"]:
@@ -296,18 +361,20 @@ def print_table(result: dict) -> None:
             f"{r['gflops']:7.1f}"
         )
         print(f"  roofline steps/s: {r['roofline_steps_per_s']:.2f}")
-        print(
-            f"  Adam over {r['parameters']:,} parameters (elementwise, not in the roofline): "
-            f"{r['adam_ms']:.2f} ms"
-        )
+        if r["parameters"]:
+            print(
+                f"  Adam over {r['parameters']:,} parameters (elementwise, not in the "
+                f"roofline): {r['adam_ms']:.2f} ms"
+            )
 
 
 def beside(summary: dict, frameworks, blas_kernel: str, malloc: str, seconds=1.0) -> dict:
-    """For compare.py --roofline: time W3/W3b's roofline in a fresh process under the same
-    kernel and malloc, print splitgrad's steps/s next to it, and return the rows."""
-    workloads = [w for w in UNITS if any(f"{w}/{f}" in summary for f in frameworks)]
+    """For compare.py --roofline: time the measured workloads' rooflines in a fresh process
+    under the same kernel and malloc, print every framework's steps/s next to them (over 100 %:
+    faster than NumPy's BLAS multiplies those shapes), and return the rows."""
+    workloads = [w for w in ROOFLINES if any(f"{w}/{f}" in summary for f in frameworks)]
     if not workloads:
-        print("roofline: no W3 or W3b figures to compare with")
+        print(f"roofline: no figures to compare with (it covers {', '.join(ROOFLINES)})")
         return {}
     result = run_child(workloads, blas_kernel, malloc, seconds)
     print(f"\nroofline (benchmarks/roofline.py; BLAS kernel that ran: {result['runtime']['blas']})")
@@ -317,7 +384,7 @@ def beside(summary: dict, frameworks, blas_kernel: str, malloc: str, seconds=1.0
     for w in workloads:
         roof = result["workloads"][w]["roofline_steps_per_s"]
         for f in frameworks:
-            if not f.startswith("splitgrad") or f"{w}/{f}" not in summary:
+            if f"{w}/{f}" not in summary:
                 continue
             med = summary[f"{w}/{f}"]["median"]
             rows[f"{w}/{f}"] = {"steps_per_s": med, "roofline_steps_per_s": roof,
@@ -328,7 +395,9 @@ def beside(summary: dict, frameworks, blas_kernel: str, malloc: str, seconds=1.0
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workloads", nargs="*", default=["W3", "W3b"], help="W3 and/or W3b")
+    parser.add_argument(
+        "workloads", nargs="*", default=["W3", "W3b"], help=f"any of {', '.join(ROOFLINES)}"
+    )
     parser.add_argument(
         "--seconds",
         type=float,
@@ -349,7 +418,7 @@ def main(argv=None):
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for w in args.workloads:
-        gemms(w)  # a clear message for a workload that is not recurrent, before any timing
+        gemms(w)  # a clear message for a workload without a roofline, before any timing
     if args.worker:
         print(json.dumps(measure(args.workloads, args.seconds, args.passes)))
         return
