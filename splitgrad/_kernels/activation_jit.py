@@ -6,7 +6,8 @@ NumPy makes a pass over memory per operation, and a new array for most: the sigm
 arrays have just been written by a GEMM on both cores, so each pass also fetches them from the
 other core's cache: on the W4 autoencoder (128 × 784 outputs) the sigmoid took 0.11 ms alone
 and 0.23 ms inside the step. Users: a convolution's GEMM output (ops/conv.py), a stack of Dense
-layers (ops/linalg.py, DenseChain) and the Sigmoid op (ops/activations.py).
+layers (ops/linalg.py, DenseChain), and ReLU's and the sigmoid's array math
+(ops/activations.py).
 
 Every kernel makes the same float operations, in the same order and in the arrays' own dtype,
 as the NumPy lines it replaces (`one` is passed in as 1 of that dtype: a Python 1.0 would turn

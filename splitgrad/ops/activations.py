@@ -57,7 +57,13 @@ class ReLU(Function):
 
     @staticmethod
     def output_grad(g, z):
-        return g * (z > 0)  # z > 0 exactly where a > 0 (a NaN is neither): backward's mask
+        # z > 0 exactly where a > 0 (a NaN is neither): backward's mask
+        jit = _flat_kernels(g, z)
+        if jit is None:
+            return g * (z > 0)
+        out = np.empty_like(g)  # one compiled pass, no boolean temporary; the same bits
+        jit.relu_mask(g.reshape(-1), z.reshape(-1), out.reshape(-1))
+        return out
 
     def forward(self, a):
         self.mask = a > 0  # (1 byte an element, where the output would be 4 or 8)

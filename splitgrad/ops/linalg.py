@@ -119,8 +119,8 @@ class DenseChain(Function):
         grads = [None] * len(needs)
         for k in reversed(range(len(weights) // 2)):
             w, b = weights[2 * k], weights[2 * k + 1]
-            if self.acts[k] != "linear":  # (never the top layer: g is a fresh product here)
-                g = _activation_grad(g, self.outputs[k], self.acts[k])
+            if self.acts[k] != "linear":
+                g = CHAIN_ACTIVATIONS[self.acts[k]].output_grad(g, self.outputs[k])
             if needs[1 + 2 * k]:
                 out = self.grad_out(1 + 2 * k, w.shape, g.dtype)
                 grads[1 + 2 * k] = matmul(self.inputs[k].T, g, out=out)
@@ -145,13 +145,3 @@ def _add_bias_activate(h, b, act):
     if b is not None:
         h += b
     return h if act == "linear" else CHAIN_ACTIVATIONS[act].on_array(h)
-
-
-def _activation_grad(g, z, act):
-    """f'(·) ⊙ g from f's output z, for a fresh product g: ReLU's mask in place on it."""
-    jit = activation_kernels(g.dtype) if act == "relu" else None
-    if jit is not None and g.flags.c_contiguous and z.dtype == g.dtype:
-        flat = g.reshape(-1)
-        jit.relu_mask(flat, z.reshape(-1), flat)
-        return g
-    return CHAIN_ACTIVATIONS[act].output_grad(g, z)
